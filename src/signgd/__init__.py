@@ -1,0 +1,16 @@
+"""signgd: convert trained PyTorch networks into spiking neural networks with sign-gradient-descent
+neuronal dynamics (Oh & Lee, ICML 2024)."""
+from . import data, schedules
+from .convert import convert
+from .errors import (CalibrationError, ConversionError, InputError, SigngdError, TraceError,
+                     UnsupportedOperationError)
+from .evaluate import EvaluationReport, evaluate
+from .network import SpikingNetwork
+from .neurons import SpikingNeuron
+from .simulator import SimulationResult
+
+__version__ = "0.1.0"
+
+__all__ = ["convert", "evaluate", "SpikingNetwork", "SpikingNeuron", "SimulationResult", "EvaluationReport",
+           "schedules", "data", "SigngdError", "ConversionError", "TraceError", "UnsupportedOperationError",
+           "CalibrationError", "InputError", "__version__"]

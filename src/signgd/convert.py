@@ -1,0 +1,151 @@
+"""The conversion pipeline: trace -> simplify -> fold BN -> neurons -> max trees -> check -> calibrate.
+
+Each step is a pass in ``signgd.graph`` that logs what it changed (``logging.getLogger("signgd")``).
+The defaults are the paper's preset: signGD dynamics, ``eta_t = 0.15 * 0.95**(t-1)``, ``float``
+input encoding, per-element max normalization of every ReLU from the calibration data.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from . import schedules as sched
+from .codecs import ENCODINGS
+from .errors import CalibrationError
+from .graph.calibrate import activation_ranges, zero_response
+from .graph.check import check_supported
+from .graph.fold_bn import fold_batchnorm
+from .graph.maxpool import decompose_maxpool
+from .graph.neuronize import replace_nonlinearities
+from .graph.simplify import remove_identities
+from .graph.trace import trace
+from .network import SpikingNetwork
+
+log = logging.getLogger("signgd")
+
+DYNAMICS = ("signgd", "subgradient")
+NORMALIZATIONS = ("relu", "all", "none")
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+
+
+def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule=None,
+            encoding: str | None = None, normalize: str = "relu", seed: int = 0,
+            pad_value: float = -200.0, leaf_modules: Iterable[type] = (),
+            memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int = 256) -> SpikingNetwork:
+    """Convert a trained model into a SpikingNetwork.
+
+    Args:
+        model: a torch.nn.Module (left untouched: conversion works on a deep copy, in eval mode).
+        calibration: a tensor of inputs ``[N, ...]``, a Dataset, or an iterable of ``x`` or
+            ``(x, y, ...)`` batches. Used for normalization scales and the input shape.
+        dynamics: ``"signgd"`` (the paper's neuron) or ``"subgradient"`` (integrate-and-fire).
+        schedule: step sizes; a Schedule, a name (``"exponential"``, ``"inverse"``, ``"constant"``,
+            ``"polynomial"``, optionally ``"name:lr=0.3,decay=0.9"``), a callable ``t -> eta_t`` or a
+            1-D tensor. Default: exponential(0.15, 0.95) for signGD, inverse(1) for subgradient.
+        encoding: ``"float"``, ``"spike"``, ``"stochastic"`` (seeded by ``seed``) or ``"analog"``.
+            Default: ``"float"`` for signGD, ``"analog"`` (the input itself at every step) for
+            subgradient.
+        normalize: ``"relu"`` (paper: per-element max of every ReLU), ``"all"`` (every neuron by its
+            own per-element max |output|) or ``"none"``.
+        pad_value: the constant that pads max pooling windows (never wins a max).
+        leaf_modules: module classes torch.fx should not trace into.
+        memory_budget: bytes of activations one chunk of simulated steps may use.
+        batch_size: batch size for running the calibration data when it is one tensor.
+    """
+    if dynamics not in DYNAMICS:
+        raise ValueError(f"unknown dynamics {dynamics!r}; choose one of {list(DYNAMICS)}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalize {normalize!r}; choose one of {list(NORMALIZATIONS)}")
+    encoding = encoding or ("float" if dynamics == "signgd" else "analog")
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODINGS)}")
+    default = sched.exponential() if dynamics == "signgd" else sched.inverse(1.0)
+    schedule = sched.make_schedule(schedule, default=default)
+
+    gm = trace(model, leaf_modules)
+    remove_identities(gm)
+    fold_batchnorm(gm)
+    replace_nonlinearities(gm)
+    decompose_maxpool(gm, pad_value)
+    check_supported(gm)
+
+    ref = next(gm.parameters(), None)
+    device = ref.device if ref is not None else torch.device("cpu")
+    dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+    batches = _CalibrationBatches(calibration, batch_size, device, dtype)
+    ranges, values_per_sample = activation_ranges(gm, batches)
+    if batches.count == 0:
+        raise CalibrationError("the calibration data is empty; pass at least one input sample "
+                               "(a tensor [N, ...], a Dataset, or an iterable of batches)")
+
+    neurons = {name: m for name, m in gm.named_modules() if hasattr(m, "set_scale")}
+    for name, neuron in neurons.items():
+        if normalize == "all" or (normalize == "relu" and neuron._spec.relu_like):
+            neuron.set_scale(torch.where(ranges[name] <= 1e-5, torch.ones_like(ranges[name]), ranges[name]))
+    if dynamics == "subgradient":
+        for name, a0 in zero_response(gm, batches.first).items():
+            neurons[name].bias0 = a0
+    log.info("converted: %d neuron layers, %d calibration samples, normalize=%s",
+             len(neurons), batches.count, normalize)
+
+    settings = dict(dynamics=dynamics, schedule=schedule.describe(), encoding=encoding, seed=int(seed),
+                    normalize=normalize, pad_value=float(pad_value), memory_budget=int(memory_budget))
+    return SpikingNetwork(gm, settings, batches.input_shape, values_per_sample)
+
+
+class _CalibrationBatches:
+    """Iterates the calibration data once, as validated float batches on the model's device."""
+
+    def __init__(self, data, batch_size: int, device, dtype):
+        self.data, self.batch_size, self.device, self.dtype = data, batch_size, device, dtype
+        self.count = 0
+        self.input_shape: tuple[int, ...] | None = None
+        self.first: torch.Tensor | None = None
+
+    def _raw(self) -> Iterator:
+        data = self.data
+        if isinstance(data, torch.Tensor):
+            if data.dim() < 2:
+                raise CalibrationError(f"calibration tensor of shape {tuple(data.shape)} has no batch "
+                                       f"dimension; pass [N, ...] (e.g. x.unsqueeze(0) for one sample)")
+            yield from data.split(self.batch_size)
+        elif isinstance(data, Dataset):
+            yield from DataLoader(data, batch_size=self.batch_size)
+        elif isinstance(data, (str, bytes)) or data is None:
+            raise CalibrationError(f"calibration data must be a tensor, Dataset or iterable of batches, "
+                                   f"got {type(data).__name__}")
+        else:
+            try:
+                yield from data
+            except TypeError:
+                raise CalibrationError(f"calibration data must be a tensor, Dataset or iterable of "
+                                       f"batches, got {type(data).__name__}") from None
+
+    def __iter__(self):
+        for i, item in enumerate(self._raw()):
+            x = item[0] if isinstance(item, (tuple, list)) else item
+            if not isinstance(x, torch.Tensor):
+                raise CalibrationError(f"calibration batch {i} is a {type(x).__name__}, not a tensor")
+            if not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int8)):
+                raise CalibrationError(f"calibration batch {i} has dtype {x.dtype}; pass float inputs")
+            if x.dim() < 2 or x.shape[0] == 0:
+                if x.dim() >= 1 and x.shape[0] == 0:
+                    continue
+                raise CalibrationError(f"calibration batch {i} of shape {tuple(x.shape)} has no batch "
+                                       f"dimension; batches must be [N, ...]")
+            if self.input_shape is None:
+                self.input_shape = tuple(x.shape[1:])
+            elif tuple(x.shape[1:]) != self.input_shape:
+                raise CalibrationError(f"calibration batch {i} has sample shape {tuple(x.shape[1:])}, "
+                                       f"but earlier batches had {self.input_shape}; use one shape")
+            x = x.to(device=self.device, dtype=self.dtype)
+            if not torch.isfinite(x).all():
+                raise CalibrationError(f"calibration batch {i} contains NaN or Inf; clean the data")
+            if self.first is None:
+                self.first = x[:1]
+            self.count += x.shape[0]
+            yield x

@@ -1,0 +1,70 @@
+"""Small reference models used by the demo, the tests and the benchmarks.
+
+They are ordinary PyTorch modules with the layers conversion must handle (conv, BN, ReLU, max and
+average pooling, residual adds), sized to train in seconds to minutes on a CPU.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+
+def vgg(in_channels: int = 1, num_classes: int = 10, widths=(16, "M", 32, 32, "M", 64, "M"),
+        hidden: int = 128, image_size: int = 28) -> nn.Sequential:
+    """A VGG-style CNN: 3x3 conv + BN + ReLU blocks, 2x2 max pooling at each "M", then an MLP head."""
+    layers: list[nn.Module] = []
+    c, size = in_channels, image_size
+    for w in widths:
+        if w == "M":
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        else:
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            c = w
+    layers += [nn.Flatten(), nn.Linear(c * size * size, hidden), nn.ReLU(inplace=True), nn.Dropout(0.2),
+               nn.Linear(hidden, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def digits_cnn(num_classes: int = 10) -> nn.Sequential:
+    """The demo and test model for scikit-learn's 8x8 digits: BN, max pooling, a linear readout."""
+    return vgg(1, num_classes, widths=(16, 32, "M", 32, "M"), hidden=64, image_size=8)
+
+
+class BasicBlock(nn.Module):
+    """A ResNet basic block (two 3x3 convs with BN, identity or 1x1 shortcut, residual add)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """A ResNet with one basic block per stage and global average pooling."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, widths=(16, 32, 64)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        blocks, c = [], widths[0]
+        for i, w in enumerate(widths):
+            blocks.append(BasicBlock(c, w, 1 if i == 0 else 2))
+            c = w
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(x))
+        return self.fc(self.pool(x).flatten(1))

@@ -1,0 +1,135 @@
+"""Spiking neurons: the signGD neuron (any target) and the subgradient (integrate-and-fire) neuron.
+
+The update rules are small pure tensor functions, so that a test can drive one neuron by hand. The
+``SpikingNeuron`` module holds what conversion fixed (target, normalization scale, ``A(0)``) as
+buffers; the per-run state (estimates) lives in a dict owned by the caller, so a converted network
+can be run by several callers at once and never carries state from one call into the next.
+
+Units: with a normalization scale ``s`` the neuron works on ``f(x) / s`` and its estimate ``y`` is
+in those normalized units; what it passes downstream is ``s * y`` (signGD) or ``s * spike``
+(subgradient), i.e. raw ANN units again.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .targets import get_target
+
+__all__ = ["signgd_fire", "signgd_update", "subgradient_step", "SpikingNeuron"]
+
+
+def signgd_fire(y_prev: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``s_t = 1[y_{t-1} >= f(x_t)]``: the neuron says "my estimate is too high"."""
+    return y_prev >= target
+
+
+def signgd_update(y_prev: torch.Tensor, spike: torch.Tensor, eta) -> torch.Tensor:
+    """``y_t = y_{t-1} - eta_t (2 s_t - 1)``: one sign-gradient step on ``|y - f(x)|``."""
+    return torch.where(spike, y_prev - eta, y_prev + eta)
+
+
+def subgradient_step(x_prev, y_prev, a, eta):
+    """One step of the subgradient (integrate-and-fire) neuron of the paper's theorem.
+
+    ``x_t = x_{t-1} - eta (x_{t-1} - a_t)`` (running average of the input),
+    ``s_t = 1[x_t > y_{t-1}]``, ``y_t = y_{t-1} - eta (y_{t-1} - s_t)`` (running spike rate).
+    Returns ``(x_t, y_t, s_t)`` with ``s_t`` as a 0/1 tensor of the input's dtype.
+    """
+    x = x_prev - eta * (x_prev - a)
+    s = (x > y_prev).to(x.dtype)
+    y = y_prev - eta * (y_prev - s)
+    return x, y, s
+
+
+class SpikingNeuron(nn.Module):
+    """A layer of neurons sharing one target; created by conversion, one per nonlinearity node.
+
+    Called as a plain module it computes the exact target (the ANN side). The simulator calls
+    ``run`` instead, with the neuron's state and a chunk of time steps.
+    """
+
+    def __init__(self, target: str, params: dict | None = None):
+        super().__init__()
+        self.target = target
+        self.params = dict(params or {})
+        self._spec = get_target(target)
+        self.arity = self._spec.arity
+        # Per-element normalization scale and A(0) (one per input), shaped like one sample.
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("bias0", torch.zeros(()))
+        self.normalized = False
+
+    def extra_repr(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"target={self.target}{', ' + params if params else ''}, normalized={self.normalized}"
+
+    def f(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self._spec.fn(*xs, **self.params)
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        if len(xs) != self.arity:
+            raise ValueError(f"{self.target} neuron takes {self.arity} input(s), got {len(xs)}")
+        return self.f(*xs)
+
+    def set_scale(self, scale: torch.Tensor | None) -> None:
+        """Normalize by a per-element scale (shape of one sample's output); None removes it."""
+        if scale is None:
+            self.scale = torch.ones((), dtype=self.scale.dtype, device=self.scale.device)
+            self.normalized = False
+        else:
+            self.scale = scale.detach().clone()
+            self.normalized = True
+
+    # ---- simulation -------------------------------------------------------------------------
+    def init_state(self, like: torch.Tensor, dynamics: str) -> dict:
+        """Fresh state for a batch; ``like`` has the shape of one step's output ``[B, ...]``."""
+        state = {"y": torch.zeros_like(like)}
+        if dynamics == "subgradient":
+            state["x"] = (self.bias0 / self.scale).expand_as(like).clone()
+        return state
+
+    def run(self, state: dict, xs: tuple[torch.Tensor, ...], etas: torch.Tensor, dynamics: str,
+            spikes_out: torch.Tensor | None = None) -> torch.Tensor:
+        """Advance ``len(etas)`` steps. ``xs`` are the input sequences ``[Tc, B, ...]``.
+
+        Returns the sequence passed downstream, ``[Tc, B, ...]``. When ``spikes_out`` (a
+        ``[Tc]`` tensor) is given, the number of spikes fired at each step is added to it.
+        """
+        if dynamics == "signgd":
+            return self._run_signgd(state, xs, etas, spikes_out)
+        if dynamics == "subgradient":
+            return self._run_subgradient(state, xs, etas, spikes_out)
+        raise ValueError(f"unknown dynamics {dynamics!r}")
+
+    def _run_signgd(self, state, xs, etas, spikes_out):
+        target = self.f(*xs)
+        if self.normalized:
+            target = target / self.scale
+        ys = torch.empty_like(target)
+        y = state["y"]
+        for t in range(target.shape[0]):
+            y = signgd_update(y, signgd_fire(y, target[t]), etas[t])
+            ys[t] = y
+        if spikes_out is not None:
+            # The spike fired at t is recomputed from the estimates, off the sequential path.
+            prev = torch.cat([state["y"].unsqueeze(0), ys[:-1]])
+            spikes_out += signgd_fire(prev, target).flatten(1).sum(1).to(spikes_out.dtype)
+        state["y"] = y
+        return ys * self.scale if self.normalized else ys
+
+    def _run_subgradient(self, state, xs, etas, spikes_out):
+        if self.target != "relu":
+            # Max pooling in the subgradient preset is a plain max over the scaled spikes.
+            return self.f(*xs)
+        (a,) = xs
+        if self.normalized:
+            a = a / self.scale
+        spikes = torch.empty_like(a)
+        x, y = state["x"], state["y"]
+        for t in range(a.shape[0]):
+            x, y, spikes[t] = subgradient_step(x, y, a[t], etas[t])
+        state["x"], state["y"] = x, y
+        if spikes_out is not None:
+            spikes_out += spikes.flatten(1).sum(1).to(spikes_out.dtype)
+        return spikes * self.scale if self.normalized else spikes

@@ -1,0 +1,151 @@
+"""Step-size schedules ``eta_t`` (t = 1, 2, ...) of the neuronal dynamics.
+
+A signGD neuron moves its estimate by ``eta_t`` per step, so the schedule decides both how fast a
+neuron reaches its target (the sum of the steps bounds how far it can travel) and how precisely it
+settles (the last step bounds its error). Schedules are evaluated in float64 and then cast, so long
+runs (there is no cap on T) lose no precision to the accumulation of powers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Union
+
+import torch
+
+__all__ = ["Schedule", "exponential", "inverse", "constant", "polynomial", "make_schedule"]
+
+
+class Schedule:
+    """A named step-size sequence. ``schedule.etas(t0, t1)`` gives ``eta_t`` for ``t0 <= t < t1``."""
+
+    def __init__(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor], **params):
+        self.name = name
+        self.params = params
+        self._fn = fn
+
+    def etas(self, t0: int, t1: int, dtype=torch.float32, device=None) -> torch.Tensor:
+        """Steps for ``t = t0 .. t1 - 1`` (1-based) as a 1-D tensor."""
+        if t0 < 1 or t1 < t0:
+            raise ValueError(f"schedule steps are 1-based: got range [{t0}, {t1})")
+        t = torch.arange(t0, t1, dtype=torch.float64)
+        eta = self._fn(t)
+        if not isinstance(eta, torch.Tensor):
+            eta = torch.as_tensor(eta, dtype=torch.float64)
+        eta = eta.to(torch.float64).reshape(-1)
+        if eta.numel() != t.numel():
+            raise ValueError(f"schedule {self.name!r} returned {eta.numel()} steps for {t.numel()} time steps")
+        if not torch.isfinite(eta).all():
+            raise ValueError(f"schedule {self.name!r} produced a non-finite step size in steps {t0}..{t1 - 1}")
+        return eta.to(dtype=dtype, device=device)
+
+    def total(self, T: int) -> float:
+        """``sum(eta_1..eta_T)``: the farthest a signGD neuron can move in T steps."""
+        return float(self.etas(1, T + 1, dtype=torch.float64).sum())
+
+    def describe(self) -> dict:
+        """A JSON-able description (for reports and saved networks)."""
+        return {"name": self.name, **self.params}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items() if k != "values")
+        return f"{self.name}({args})"
+
+
+def exponential(lr: float = 0.15, decay: float = 0.95) -> Schedule:
+    """The paper's default: ``eta_t = lr * decay**(t-1)`` (sum to infinity: ``lr / (1 - decay)``)."""
+    _check_positive(lr=lr)
+    if not 0 < decay <= 1:
+        raise ValueError(f"exponential schedule needs 0 < decay <= 1, got {decay}")
+    return Schedule("exponential", lambda t: lr * torch.pow(torch.tensor(decay, dtype=torch.float64), t - 1),
+                    lr=lr, decay=decay)
+
+
+def inverse(lr: float = 1.0) -> Schedule:
+    """``eta_t = lr / (t + 1)``: with lr = 1 this is the running average of the subgradient dynamics."""
+    _check_positive(lr=lr)
+    return Schedule("inverse", lambda t: lr / (t + 1), lr=lr)
+
+
+def constant(lr: float = 0.05) -> Schedule:
+    """``eta_t = lr``: fast to reach, never settles closer than ``lr``."""
+    _check_positive(lr=lr)
+    return Schedule("constant", lambda t: torch.full_like(t, lr), lr=lr)
+
+
+def polynomial(lr: float = 0.5, power: float = 0.5) -> Schedule:
+    """``eta_t = lr * t**(-power)``: for power <= 1 the steps sum to infinity, so any range is reachable."""
+    _check_positive(lr=lr)
+    if power < 0:
+        raise ValueError(f"polynomial schedule needs power >= 0, got {power}")
+    return Schedule("polynomial", lambda t: lr * t.pow(-power), lr=lr, power=power)
+
+
+def _from_values(values: torch.Tensor) -> Schedule:
+    values = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    if values.numel() == 0:
+        raise ValueError("a schedule given as a tensor must have at least one step")
+    n = values.numel()
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        last = int(t[-1]) if t.numel() else 0
+        if last > n:
+            raise ValueError(f"the schedule tensor has {n} steps but step {last} was requested; "
+                             f"pass a longer tensor or a callable schedule")
+        return values[t.long() - 1]
+
+    return Schedule("tensor", fn, values=values.tolist())
+
+
+def _from_callable(fn: Callable) -> Schedule:
+    def vectorized(t: torch.Tensor) -> torch.Tensor:
+        try:
+            out = fn(t)
+            if isinstance(out, torch.Tensor) and out.shape == t.shape:
+                return out
+        except Exception:  # noqa: BLE001 - a scalar-only callable; fall back to one call per step
+            pass
+        return torch.tensor([float(fn(int(k))) for k in t.tolist()], dtype=torch.float64)
+
+    return Schedule(getattr(fn, "__name__", "callable"), vectorized)
+
+
+_NAMED = {"exponential": exponential, "inverse": inverse, "constant": constant, "polynomial": polynomial}
+
+ScheduleLike = Union[Schedule, str, Callable, torch.Tensor, dict, None]
+
+
+def make_schedule(spec: ScheduleLike, default: Schedule | None = None) -> Schedule:
+    """Turn what a user passes (a Schedule, a name, a dict ``{"name": ..., **params}``, a callable
+    ``t -> eta_t``, or a 1-D tensor of steps) into a Schedule."""
+    if spec is None:
+        return default if default is not None else exponential()
+    if isinstance(spec, Schedule):
+        return spec
+    if isinstance(spec, str):
+        name, _, arg_text = spec.partition(":")
+        if name not in _NAMED:
+            raise ValueError(f"unknown schedule {name!r}; known: {sorted(_NAMED)} (or pass a callable or a tensor)")
+        params = {}
+        for item in filter(None, arg_text.split(",")):
+            key, _, value = item.partition("=")
+            params[key.strip()] = float(value)
+        return _NAMED[name](**params)
+    if isinstance(spec, dict):
+        params = dict(spec)
+        name = params.pop("name", None)
+        if name == "tensor":
+            return _from_values(torch.tensor(params["values"]))
+        if name not in _NAMED:
+            raise ValueError(f"unknown schedule {name!r}; known: {sorted(_NAMED)}")
+        return _NAMED[name](**params)
+    if isinstance(spec, torch.Tensor) or (isinstance(spec, (list, tuple)) and spec):
+        return _from_values(torch.as_tensor(spec))
+    if callable(spec):
+        return _from_callable(spec)
+    raise TypeError(f"cannot make a schedule from {type(spec).__name__}; pass a name, a callable or a tensor")
+
+
+def _check_positive(**kw):
+    for k, v in kw.items():
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"schedule parameter {k} must be a positive number, got {v!r}")
