@@ -87,8 +87,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         if normalize == "all" or (normalize == "relu" and neuron._spec.relu_like):
             neuron.set_scale(torch.where(ranges[name] <= 1e-5, torch.ones_like(ranges[name]), ranges[name]))
     if dynamics == "subgradient":
-        for name, a0 in zero_response(gm, batches.first).items():
-            neurons[name].bias0 = a0
+        for name, a0 in zero_response(gm, batches.first)[0].items():
+            neurons[name].bias0 = a0[0]
     log.info("converted: %d neuron layers, %d calibration samples, normalize=%s",
              len(neurons), batches.count, normalize)
 

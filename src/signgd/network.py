@@ -58,8 +58,8 @@ class SpikingNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, T: Steps = 64, *, chunk: int | None = None):
         result = self.simulate(x, T, chunk=chunk)
-        if isinstance(T, int) and not isinstance(T, bool):
-            return result.outputs[T]
+        if _is_scalar(T):
+            return result.outputs[parse_steps(T)[0]]
         return result.outputs
 
     def simulate(self, x: torch.Tensor, T: Steps = 64, *, stats: bool = False,
@@ -100,10 +100,8 @@ class SpikingNetwork(nn.Module):
 
 def parse_steps(T: Steps) -> list[int]:
     """Validate T (an int or a non-empty iterable of ints >= 1) and return the sorted unique steps."""
-    if isinstance(T, (int,)) and not isinstance(T, bool):
-        return [_positive_int(T, "T")]
-    if isinstance(T, torch.Tensor) and T.dim() == 0:
-        return [_positive_int(int(T), "T")]
+    if _is_scalar(T):
+        return [_positive_int(T.item() if isinstance(T, torch.Tensor) else T, "T")]
     try:
         items = list(T)
     except TypeError:
@@ -111,6 +109,10 @@ def parse_steps(T: Steps) -> list[int]:
     if not items:
         raise InputError("T is an empty list; give at least one number of time steps, e.g. T=[8, 64]")
     return sorted({_positive_int(t, "T") for t in items})
+
+
+def _is_scalar(T) -> bool:
+    return isinstance(T, (int, float)) or (isinstance(T, torch.Tensor) and T.dim() == 0)
 
 
 def _positive_int(v, what: str) -> int:

@@ -97,10 +97,12 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
     decoder = OutputDecoder(dynamics)
     enc_state, dec_state = encoder.init_state(x), decoder.init_state()
     outputs: dict[int, torch.Tensor] = {}
+    # One evaluation of the schedule for the whole run, so every chunking sees identical steps.
+    etas = schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
     with torch.inference_mode():
         for t0 in range(1, T + 1, chunk):
             t1 = min(t0 + chunk, T + 1)
-            run.etas = schedule.etas(t0, t1, dtype=x.dtype, device=x.device)
+            run.etas = etas[t0 - 1:t1 - 1]
             run.t0 = t0
             encoded = encoder.run(enc_state, x, run.etas, t0)
             readout = interp.run(encoded.reshape((t1 - t0) * batch, *x.shape[1:]))

@@ -64,19 +64,20 @@ def activation_ranges(gm: fx.GraphModule, batches: Iterable[torch.Tensor]) -> tu
 class _ZeroProbe(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule):
         super().__init__(gm, garbage_collect_values=True)
-        self.responses: dict[str, torch.Tensor] = {}
+        self.responses: dict[str, tuple[torch.Tensor, ...]] = {}
 
     def call_module(self, target, args, kwargs):
         mod = self.submodules[target]
         if isinstance(mod, SpikingNeuron):
-            self.responses[target] = args[0].detach()[0].clone()
+            self.responses[target] = tuple(a.detach()[0].clone() for a in args)
             return torch.zeros_like(mod(*args))
         return super().call_module(target, args, kwargs)
 
 
-def zero_response(gm: fx.GraphModule, sample: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``A(0)`` (first input) of every neuron, shaped like one sample of that input."""
+def zero_response(gm: fx.GraphModule, sample: torch.Tensor) -> tuple[dict[str, tuple[torch.Tensor, ...]], torch.Tensor]:
+    """``A(0)`` of every input of every neuron (shaped like one sample of that input), and of the
+    network's readout, ``A_out(0)``."""
     probe = _ZeroProbe(gm)
     with torch.no_grad():
-        probe.run(torch.zeros_like(sample[:1]))
-    return probe.responses
+        out = probe.run(torch.zeros_like(sample[:1]))
+    return probe.responses, out[0]

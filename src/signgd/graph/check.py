@@ -71,13 +71,13 @@ def check_supported(gm: fx.GraphModule) -> None:
                 continue
             if node.target is F.pad and node.kwargs.get("mode", "constant") == "constant":
                 continue
-            if node.target in SCALING_FUNCTIONS and sum(a in dep for a in node.all_input_nodes) <= 1:
+            if node.target in SCALING_FUNCTIONS and _dependent_operands(node, dep) <= 1:
                 continue
             bad.append((node.name, "call_function", _name(node.target)))
         elif node.op == "call_method":
             if node.target in AFFINE_METHODS:
                 continue
-            if node.target in SCALING_METHODS and sum(a in dep for a in node.all_input_nodes) <= 1:
+            if node.target in SCALING_METHODS and _dependent_operands(node, dep) <= 1:
                 continue
             bad.append((node.name, "call_method", f".{node.target}()"))
     if bad:
@@ -88,6 +88,13 @@ def check_supported(gm: fx.GraphModule) -> None:
             f"ops are allowed (conv, linear, batch norm, average pooling, add, reshape, scaling by a "
             f"constant). Replace these ops in the model, or open an issue for a new neuron target.",
             bad)
+
+
+def _dependent_operands(node: fx.Node, dep: set[fx.Node]) -> int:
+    """How many operands (counted with repetition: ``h * h`` has two) depend on the input."""
+    operands: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), operands.append)
+    return sum(a in dep for a in operands)
 
 
 def _name(fn) -> str:

@@ -1,0 +1,79 @@
+"""An event-driven reference simulation: neurons exchange signed spikes, not estimates.
+
+The fast simulator propagates estimates: each neuron's input at step t is the ANN pre-activation of
+the upstream estimates, ``x_t = A(y^up_t)``. Spiking hardware cannot send an estimate; it sends the
+spike ``s_t`` and every downstream neuron integrates it, ``x_t = x_{t-1} - eta_t L(s^up (2 s_t - 1))``
+from ``x_0 = A(0)``, where ``L = A - A(0)`` is the linear part. This module simulates that second
+view literally, one step at a time, so a test can show that both give the same spikes and outputs.
+It is slow and meant for checking, not for use (signGD dynamics only).
+"""
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+from .graph.calibrate import zero_response
+from .network import SpikingNetwork
+from .neurons import SpikingNeuron, signgd_fire, signgd_update
+
+
+class _SpikeInterpreter(fx.Interpreter):
+    """Evaluates the affine maps on the *changes* (spike deltas) of one step."""
+
+    def __init__(self, gm, zero_inputs, eta):
+        super().__init__(gm, garbage_collect_values=True)
+        self.zero_inputs = zero_inputs
+        self.x: dict[str, list[torch.Tensor]] = {}
+        self.y: dict[str, torch.Tensor] = {}
+        self.spikes: dict[str, torch.Tensor] = {}
+        self.eta = eta
+
+    def call_module(self, target, args, kwargs):
+        mod = self.submodules[target]
+        if not isinstance(mod, SpikingNeuron):
+            return super().call_module(target, args, kwargs)
+        a0 = self.zero_inputs[target]
+        if target not in self.x:  # x_0 = A(0); y_0 = 0
+            self.x[target] = [a0[i].expand_as(args[i]).clone() for i in range(len(args))]
+            self.y[target] = torch.zeros_like(mod(*args))
+        # Integrate the linear part of what arrived: A(delta) - A(0).
+        xs = self.x[target]
+        for i, a in enumerate(args):
+            xs[i] = xs[i] + (a - a0[i])
+        target_value = mod(*xs)
+        if mod.normalized:
+            target_value = target_value / mod.scale
+        spike = signgd_fire(self.y[target], target_value)
+        y_new = signgd_update(self.y[target], spike, self.eta)
+        delta = (y_new - self.y[target]) * (mod.scale if mod.normalized else 1)
+        self.y[target] = y_new
+        self.spikes[target] = spike
+        return delta
+
+
+def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int):
+    """Returns ``(outputs [T, B, ...], spikes {neuron: [T, B, ...] bool}, inputs {neuron: [T, B, ...]})``
+    where ``inputs`` are the integrated input estimates of each neuron's first input."""
+    if snn.settings["dynamics"] != "signgd":
+        raise ValueError("the spike-propagation reference covers the signGD dynamics")
+    gm = snn.graph_module
+    zero_inputs, out0 = zero_response(gm, x)
+    etas = snn.schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
+    enc_state = snn.encoder.init_state(x)
+    e_prev = torch.zeros_like(x)
+    interp = _SpikeInterpreter(gm, zero_inputs, None)
+    readout = out0.expand(x.shape[0], *out0.shape).clone()
+    outputs, spikes, inputs = [], {}, {}
+    with torch.no_grad():
+        for t in range(1, T + 1):
+            interp.eta = etas[t - 1]
+            e = snn.encoder.run(enc_state, x, etas[t - 1:t], t)[0]
+            delta_out = interp.run(e - e_prev)
+            e_prev = e
+            readout = readout + (delta_out - out0)
+            outputs.append(readout.clone())
+            for name, s in interp.spikes.items():
+                spikes.setdefault(name, []).append(s)
+                inputs.setdefault(name, []).append(interp.x[name][0].clone())
+    return (torch.stack(outputs), {k: torch.stack(v) for k, v in spikes.items()},
+            {k: torch.stack(v) for k, v in inputs.items()})
