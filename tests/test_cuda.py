@@ -1,0 +1,44 @@
+"""The simulator on a CUDA device (runs where a GPU is present; CI has none)."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import signgd
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 10)).eval()
+
+
+@cuda
+@pytest.mark.parametrize("dynamics,encoding", [("signgd", "float"), ("signgd", "stochastic"),
+                                               ("subgradient", "analog")])
+def test_cuda_simulation_matches_cpu(dynamics, encoding):
+    x = torch.rand(10, 1, 8, 8, dtype=torch.float64)
+    cpu = signgd.convert(_model().double(), x, dynamics=dynamics, encoding=encoding)
+    gpu = signgd.convert(copy.deepcopy(_model()).double().cuda(), x.cuda(), dynamics=dynamics, encoding=encoding)
+    out_cpu = cpu(x, T=[8, 32])
+    out_gpu = gpu(x.cuda(), T=[8, 32], chunk=5)
+    for t in (8, 32):
+        assert out_gpu[t].device.type == "cuda"
+        assert torch.allclose(out_gpu[t].cpu(), out_cpu[t], atol=1e-9)
+    stats = gpu.simulate(x.cuda(), 8, stats=True)
+    assert set(stats.spikes) == set(gpu.neurons)
+
+
+@cuda
+def test_moving_a_converted_network_to_cuda():
+    x = torch.rand(4, 1, 8, 8)
+    snn = signgd.convert(_model(), x)
+    ref = snn(x, T=16)
+    snn.cuda()
+    assert torch.allclose(snn(x.cuda(), T=16).cpu(), ref, atol=1e-5)
+    with pytest.raises(signgd.InputError, match="is on cpu but the network is on cuda"):
+        snn(x, T=4)
