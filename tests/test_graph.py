@@ -34,6 +34,7 @@ def test_bn_folding_equals_the_unfolded_ann():
     snn = _convert(model, x)
     kinds = [type(m) for m in snn.graph_module.modules()]
     assert not any(issubclass(k, nn.modules.batchnorm._BatchNorm) for k in kinds)  # all folded
+    assert "folded 3 BatchNorm layers into the preceding conv/linear" in snn.conversion_log
     assert torch.allclose(snn.ann(x), model(x), atol=1e-5)
 
 

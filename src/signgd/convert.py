@@ -67,10 +67,11 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     schedule = sched.make_schedule(schedule, default=default)
 
     gm = trace(model, leaf_modules)
-    remove_identities(gm)
-    fold_batchnorm(gm)
-    replace_nonlinearities(gm)
-    decompose_maxpool(gm, pad_value)
+    notes = [f"traced {type(model).__name__}: {len(gm.graph.nodes)} graph nodes"]
+    notes.append(f"removed {remove_identities(gm)} eval-mode identities (Dropout, Identity)")
+    notes.append(f"folded {fold_batchnorm(gm)} BatchNorm layers into the preceding conv/linear")
+    notes.append(f"replaced {len(replace_nonlinearities(gm))} nonlinearities by neurons")
+    notes.append(f"decomposed max pooling into {len(decompose_maxpool(gm, pad_value))} layers of 2-input max neurons")
     check_supported(gm)
 
     ref = next(gm.parameters(), None)
@@ -86,15 +87,20 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     for name, neuron in neurons.items():
         if normalize == "all" or (normalize == "relu" and neuron._spec.relu_like):
             neuron.set_scale(torch.where(ranges[name] <= 1e-5, torch.ones_like(ranges[name]), ranges[name]))
+    notes.append(f"calibrated on {batches.count} samples; normalized "
+                 f"{sum(n.normalized for n in neurons.values())} of {len(neurons)} neuron layers ({normalize})")
     if dynamics == "subgradient":
         for name, a0 in zero_response(gm, batches.first)[0].items():
             neurons[name].bias0 = a0[0]
-    log.info("converted: %d neuron layers, %d calibration samples, normalize=%s",
-             len(neurons), batches.count, normalize)
+        notes.append("computed A(0) of every neuron for the subgradient dynamics")
+    for note in notes:
+        log.info(note)
 
     settings = dict(dynamics=dynamics, schedule=schedule.describe(), encoding=encoding, seed=int(seed),
                     normalize=normalize, pad_value=float(pad_value), memory_budget=int(memory_budget))
-    return SpikingNetwork(gm, settings, batches.input_shape, values_per_sample)
+    snn = SpikingNetwork(gm, settings, batches.input_shape, values_per_sample)
+    snn.conversion_log = notes
+    return snn
 
 
 class _CalibrationBatches:

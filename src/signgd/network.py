@@ -34,6 +34,7 @@ class SpikingNetwork(nn.Module):
         self.values_per_sample = int(values_per_sample)
         self.schedule = make_schedule(settings["schedule"])
         self.encoder = InputEncoder(settings["encoding"], settings.get("seed", 0))
+        self.conversion_log: list[str] = []  # what each conversion pass changed
         self.eval()
 
     # ---- introspection ----------------------------------------------------------------------

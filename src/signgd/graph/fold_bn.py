@@ -42,7 +42,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
         folded += 1
-        log.info("folded %s into %s", node.target, src.target)
+        log.debug("folded %s into %s", node.target, src.target)
     if folded:
         gm.delete_all_unused_submodules()
         gm.recompile()

@@ -65,6 +65,7 @@ def decompose_maxpool(gm: fx.GraphModule, pad_value: float = -200.0) -> list[str
                 f"node {node.name!r}: max pooling with return_indices=True has no spiking equivalent; "
                 f"use return_indices=False", [(node.name, node.op, str(node.target))])
         graph = gm.graph
+        before = len(created)
         with graph.inserting_before(node):
             x = node.args[0]
             # Along width (dim -1) first, then height (dim -2): rows, then columns.
@@ -76,7 +77,7 @@ def decompose_maxpool(gm: fx.GraphModule, pad_value: float = -200.0) -> list[str
                 x = _max_tree(gm, u, p["kernel"][i], f"{node.name}_{'wh'[axis]}", created)
         node.replace_all_uses_with(x)
         graph.erase_node(node)
-        log.info("max pooling %s -> %d max neurons", node.name, len(created))
+        log.debug("max pooling %s -> %d layers of max neurons", node.name, len(created) - before)
     if created:
         gm.delete_all_unused_submodules()
         gm.recompile()

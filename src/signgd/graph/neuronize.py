@@ -32,5 +32,5 @@ def replace_nonlinearities(gm: fx.GraphModule) -> list[str]:
     if created:
         gm.delete_all_unused_submodules()
         gm.recompile()
-        log.info("replaced %d nonlinearities by neurons", len(created))
+        log.debug("replaced %d nonlinearities by neurons", len(created))
     return created

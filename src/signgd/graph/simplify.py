@@ -33,5 +33,5 @@ def remove_identities(gm: fx.GraphModule) -> int:
         gm.graph.eliminate_dead_code()
         gm.delete_all_unused_submodules()
         gm.recompile()
-        log.info("removed %d eval-mode identities (Dropout/Identity)", removed)
+        log.debug("removed %d eval-mode identities (Dropout/Identity)", removed)
     return removed

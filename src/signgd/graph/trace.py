@@ -48,7 +48,7 @@ def trace(model: nn.Module, leaf_modules: Iterable[type] = ()) -> fx.GraphModule
             f"Fix: make the forward free of data-dependent Python control flow, or pass "
             f"leaf_modules=[TheModuleClass] for the submodule that fails") from exc
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
-    log.info("traced %s: %d nodes", type(model).__name__, len(gm.graph.nodes))
+    log.debug("traced %s: %d nodes", type(model).__name__, len(gm.graph.nodes))
     return gm
 
 
