@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .kernels import signgd_scan
 from .targets import get_target
 
 __all__ = ["signgd_fire", "signgd_update", "subgradient_step", "SpikingNeuron"]
@@ -105,18 +106,12 @@ class SpikingNeuron(nn.Module):
     def _run_signgd(self, state, xs, etas, spikes_out):
         target = self.f(*xs)
         if self.normalized:
-            target = target / self.scale
-        ys = torch.empty_like(target)
-        y = state["y"]
-        for t in range(target.shape[0]):
-            y = signgd_update(y, signgd_fire(y, target[t]), etas[t])
-            ys[t] = y
-        if spikes_out is not None:
-            # The spike fired at t is recomputed from the estimates, off the sequential path.
-            prev = torch.cat([state["y"].unsqueeze(0), ys[:-1]])
-            spikes_out += signgd_fire(prev, target).flatten(1).sum(1).to(spikes_out.dtype)
-        state["y"] = y
-        return ys * self.scale if self.normalized else ys
+            # f returned a fresh tensor (never one of its inputs), so it can be scaled in place.
+            target = target.div_(self.scale) if all(target is not x for x in xs) else target / self.scale
+        # The fused scan (signgd.kernels): fire, step and scale in one pass over memory.
+        out, state["y"] = signgd_scan(target, state["y"], etas, self.scale if self.normalized else None,
+                                      spikes_out, inplace=True)
+        return out
 
     def _run_subgradient(self, state, xs, etas, spikes_out):
         if self.target != "relu":
