@@ -123,12 +123,29 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["python", *argv])
 
 
+def source_version() -> str:
+    """signgd's version and, in a git checkout, the commit (``+dirty`` with uncommitted changes)."""
+    import subprocess
+
+    import signgd
+
+    version = f"signgd {signgd.__version__}"
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty=+dirty", "--abbrev=12"],
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return version
+    if commit.returncode == 0 and commit.stdout.strip():
+        version += f" (git {commit.stdout.strip()})"
+    return version
+
+
 def machine_line() -> str:
     import torch
 
     return (f"{cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-            f"Python {platform.python_version()}, {_dt.date.today().isoformat()}")
+            f"Python {platform.python_version()}, {source_version()}, {_dt.date.today().isoformat()}")
 
 
 def fmt_seconds(s: float) -> str:

@@ -42,12 +42,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--limit", type=int, default=None,
-                   help="evaluate on the first N test images only (default: all 10000)")
+                   help="evaluate on the first N test images only; None: all 10000")
     p.add_argument("--T", default=",".join(map(str, DEFAULT_T)),
                    help="comma-separated numbers of time steps")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     p.add_argument("--out", type=Path, default=None,
-                   help="also write the Markdown report (with command line and machine) to this file")
+                   help="also write the Markdown report (with command line and machine) to this file; "
+                        "None: stdout only")
     g = p.add_argument_group("training (the cache key)")
     g.add_argument("--epochs", type=int, default=15, help="training epochs")
     g.add_argument("--train-batch-size", type=int, default=128, help="training batch size")
@@ -62,9 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     c.add_argument("--calibration", type=int, default=1000,
                    help="number of training images (a seeded random subset) used for calibration")
     o = p.add_argument_group("other")
-    o.add_argument("--threads", type=int, default=None, help="torch threads (default: all CPUs)")
+    o.add_argument("--threads", type=int, default=None, help="torch threads; None: one per CPU this process may use")
     o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show progress bars on stderr (default: when stderr is a terminal)")
+                   help="show progress bars on stderr; None: when stderr is a terminal")
     args = p.parse_args(argv)
     try:
         args.steps = sorted({int(t) for t in args.T.split(",") if t.strip()})
@@ -72,8 +73,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--T must be comma-separated integers, got {args.T!r}")
     if not args.steps or min(args.steps) < 1:
         p.error("--T needs at least one number of time steps >= 1")
-    args.widths_tuple = tuple(w if w == "M" else int(w) for w in
-                              (s.strip().upper() for s in args.widths.split(",")) if w)
+    try:
+        args.widths_tuple = tuple(w if w == "M" else int(w) for w in
+                                  (s.strip().upper() for s in args.widths.split(",")) if w)
+    except ValueError:
+        p.error(f"--widths must be comma-separated integers and M, got {args.widths!r}")
+    if not any(w != "M" for w in args.widths_tuple):
+        p.error("--widths needs at least one conv width")
     for name in ("limit", "batch_size", "epochs", "train_batch_size", "hidden", "calibration"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -123,11 +129,12 @@ def main(argv=None) -> int:
     idx = common.seeded_subset(len(train_set), args.calibration, args.seed)
     calibration = train_set.tensors[0][idx]
 
-    reports, conv_time, eval_time = {}, {}, {}
+    reports, conv_time, eval_time, described = {}, {}, {}, {}
     for label, dynamics in (("signGD", "signgd"), ("subgradient", "subgradient")):
         start = time.perf_counter()
         snn = signgd.convert(model, calibration, dynamics=dynamics)
         conv_time[label] = time.perf_counter() - start
+        described[label] = snn.extra_repr()
         common.log(f"{label}: converted in {common.fmt_seconds(conv_time[label])}: {snn.extra_repr()}")
         common.log(f"{label}: evaluating {n_test} test images at T = {args.steps}")
         start = time.perf_counter()
@@ -147,7 +154,8 @@ def main(argv=None) -> int:
         warnings.append(f"the converted graph run as an ANN ({100 * ann_acc:.2f}%) does not match the "
                         f"original model ({100 * orig_acc:.2f}%)")
 
-    text = render(args, info, n_params, threads, n_test, ann_acc, reports, conv_time, eval_time, warnings)
+    text = render(args, info, n_params, threads, n_test, ann_acc, reports, conv_time, eval_time,
+                  described, warnings)
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +164,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def render(args, info, n_params, threads, n_test, ann_acc, reports, conv_time, eval_time, warnings) -> str:
+def render(args, info, n_params, threads, n_test, ann_acc, reports, conv_time, eval_time,
+                  described, warnings) -> str:
     widths = ", ".join(repr(w) if w == "M" else str(w) for w in args.widths_tuple)
     trained = (f"loaded from the cache (`{Path(info['path']).name}`; training took "
                f"{common.fmt_seconds(info['train_seconds'])} with {info['threads']} threads, "
@@ -174,11 +183,10 @@ def render(args, info, n_params, threads, n_test, ann_acc, reports, conv_time, e
         f"blocks with 2x2 max pooling, MLP head; {n_params:,} parameters. Trained {args.epochs} epochs "
         f"on the 60k training images (AdamW, one-cycle lr {args.lr:g}, weight decay "
         f"{args.weight_decay:g}, batch {args.train_batch_size}, seed {args.seed}); {trained}.",
-        f"- Conversion: `signgd.convert(model, calibration)` (paper preset: signGD dynamics, "
-        f"exponential step sizes 0.15 * 0.95^(t-1), float input encoding, ReLU max-normalization) and "
-        f"`signgd.convert(model, calibration, dynamics=\"subgradient\")` (integrate-and-fire: step "
-        f"sizes 1/t, analog input). Calibration: {args.calibration} training images, a random subset "
-        f"fixed by seed {args.seed}.",
+        f"- Conversion: `signgd.convert(model, calibration)`, the paper preset "
+        f"({described['signGD']}), and `signgd.convert(model, calibration, dynamics=\"subgradient\")`, "
+        f"integrate-and-fire ({described['subgradient']}). Calibration: {args.calibration} training "
+        f"images, a random subset fixed by seed {args.seed}.",
         f"- Test images: {n_test}{subset}. Each batch is simulated once for max(T) = "
         f"{max(args.steps)} steps; the outputs at every T come from that run.",
         "",
