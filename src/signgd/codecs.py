@@ -56,7 +56,8 @@ class InputEncoder:
         """Encoded inputs for steps ``t0 .. t0 + len(etas) - 1`` as ``[Tc, B, ...]``."""
         steps = etas.shape[0]
         if self.kind == "analog":
-            return z.unsqueeze(0).expand(steps, *z.shape)
+            # A copy, not a view: an in-place op of the model must not reach the caller's tensor.
+            return z.unsqueeze(0).expand(steps, *z.shape).clone()
         out = torch.empty((steps, *z.shape), dtype=z.dtype, device=z.device)
         e = state["e"]
         for k in range(steps):

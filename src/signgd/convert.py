@@ -11,11 +11,12 @@ from typing import Iterable, Iterator
 
 import torch
 from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils.data import DataLoader, Dataset
 
 from . import schedules as sched
 from .codecs import ENCODINGS
-from .errors import CalibrationError
+from .errors import CalibrationError, ConversionError
 from .graph.calibrate import activation_ranges, zero_response
 from .graph.check import check_supported
 from .graph.fold_bn import fold_batchnorm
@@ -24,6 +25,7 @@ from .graph.neuronize import replace_nonlinearities
 from .graph.simplify import remove_identities
 from .graph.trace import trace
 from .network import SpikingNetwork
+from .neurons import SpikingNeuron
 
 log = logging.getLogger("signgd")
 
@@ -66,31 +68,34 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     default = sched.exponential() if dynamics == "signgd" else sched.inverse(1.0)
     schedule = sched.make_schedule(schedule, default=default)
 
-    gm = trace(model, leaf_modules)
-    notes = [f"traced {type(model).__name__}: {len(gm.graph.nodes)} graph nodes"]
-    notes.append(f"removed {remove_identities(gm)} eval-mode identities (Dropout, Identity)")
-    notes.append(f"folded {fold_batchnorm(gm)} BatchNorm layers into the preceding conv/linear")
-    notes.append(f"replaced {len(replace_nonlinearities(gm))} nonlinearities by neurons")
-    notes.append(f"decomposed max pooling into {len(decompose_maxpool(gm, pad_value))} layers of 2-input max neurons")
-    check_supported(gm)
-
-    ref = next(gm.parameters(), None)
+    ref = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None else torch.get_default_dtype()
     batches = _CalibrationBatches(calibration, batch_size, device, dtype)
-    ranges, values_per_sample = activation_ranges(gm, batches)
-    if batches.count == 0:
-        raise CalibrationError("the calibration data is empty; pass at least one input sample "
-                               "(a tensor [N, ...], a Dataset, or an iterable of batches)")
+    sample = batches.peek()[:8]
 
-    neurons = {name: m for name, m in gm.named_modules() if hasattr(m, "set_scale")}
+    gm = trace(model, leaf_modules)
+    with torch.no_grad():
+        expected = _run(gm, sample, "the model")  # the traced, unmodified model: the reference
+    notes = [f"traced {type(model).__name__}: {len(gm.graph.nodes)} graph nodes"]
+    notes.append(f"removed {remove_identities(gm)} eval-mode identities (Dropout, Identity)")
+    _propagate_shapes(gm, sample)
+    notes.append(f"folded {fold_batchnorm(gm)} BatchNorm layers into the preceding conv/linear")
+    notes.append(f"replaced {len(replace_nonlinearities(gm))} nonlinearities by neurons")
+    notes.append(f"decomposed max pooling into {len(decompose_maxpool(gm, pad_value))} layers of 2-input max neurons")
+    _propagate_shapes(gm, sample)
+    check_supported(gm)
+    ranges, values_per_sample = activation_ranges(gm, batches, pad_value)
+    _verify(gm, sample, expected)
+
+    neurons = {name: m for name, m in gm.named_modules() if isinstance(m, SpikingNeuron)}
     for name, neuron in neurons.items():
-        if normalize == "all" or (normalize == "relu" and neuron._spec.relu_like):
+        if normalize == "all" or (normalize == "relu" and neuron.preset_normalized):
             neuron.set_scale(torch.where(ranges[name] <= 1e-5, torch.ones_like(ranges[name]), ranges[name]))
     notes.append(f"calibrated on {batches.count} samples; normalized "
                  f"{sum(n.normalized for n in neurons.values())} of {len(neurons)} neuron layers ({normalize})")
     if dynamics == "subgradient":
-        for name, a0 in zero_response(gm, batches.first)[0].items():
+        for name, a0 in zero_response(gm, sample)[0].items():
             neurons[name].bias0 = a0[0]
         notes.append("computed A(0) of every neuron for the subgradient dynamics")
     for note in notes:
@@ -103,14 +108,77 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     return snn
 
 
+def _run(gm, x: torch.Tensor, what: str) -> torch.Tensor:
+    try:
+        out = gm(x.clone())  # a clone: a model may change its input in place
+    except Exception as exc:
+        raise CalibrationError(f"running {what} on the calibration data failed: {type(exc).__name__}: {exc}. "
+                               f"Check that the calibration samples have the shape the model expects") from exc
+    if not isinstance(out, torch.Tensor):
+        raise ConversionError(f"the model returns {type(out).__name__}; signgd converts models whose output "
+                              f"is one tensor (wrap the model to return the logits)")
+    return out
+
+
+def _propagate_shapes(gm, sample: torch.Tensor) -> None:
+    """Record every node's output shape (``node.meta['tensor_meta']``) for the passes that need it."""
+    with torch.no_grad():
+        try:
+            ShapeProp(gm).propagate(sample.clone())
+        except Exception as exc:
+            raise CalibrationError(f"running the model on the calibration data failed: {type(exc).__name__}: "
+                                   f"{exc}. Check the shape of the calibration samples") from exc
+
+
+def _verify(gm, sample: torch.Tensor, expected: torch.Tensor) -> None:
+    """The safety net: the rewritten graph, run as an ANN, must reproduce the model, and a sample's
+    output must not depend on its batch-mates (the simulator folds time steps into the batch)."""
+    with torch.no_grad():
+        got = _run(gm, sample, "the converted graph")
+        scale = float(expected.abs().max()) + 1e-6
+        tol = (1e-3 if expected.dtype in (torch.float32, torch.float64) else 3e-2) * scale
+        diff = float((got - expected).abs().max()) if got.shape == expected.shape else float("inf")
+        if not diff <= tol:
+            raise ConversionError(
+                f"the converted graph does not reproduce the model on the calibration data (max difference "
+                f"{diff:.3g} against output scale {scale:.3g}); an in-place operation or an op the converter "
+                f"misreads is the likely cause. Please report it with the model")
+        if sample.shape[0] >= 2:
+            alone = _run(gm, sample[:1], "the converted graph")
+            if not float((alone - got[:1]).abs().max()) <= tol:
+                raise ConversionError(
+                    "the model's output for one sample depends on the other samples of the batch (an op "
+                    "reduces over the batch dimension, e.g. x.mean() without dim, or BatchNorm without running "
+                    "statistics); signgd folds time steps into the batch, so it cannot convert this model")
+
+
 class _CalibrationBatches:
-    """Iterates the calibration data once, as validated float batches on the model's device."""
+    """Iterates the calibration data once, as validated float batches on the model's device.
+
+    ``peek()`` returns the first batch without losing it, so a one-shot iterable (a generator)
+    still works: the conversion passes look at the first batch, calibration then reads them all.
+    """
 
     def __init__(self, data, batch_size: int, device, dtype):
         self.data, self.batch_size, self.device, self.dtype = data, batch_size, device, dtype
         self.count = 0
         self.input_shape: tuple[int, ...] | None = None
-        self.first: torch.Tensor | None = None
+        self._it = None
+        self._first: torch.Tensor | None = None
+
+    def peek(self) -> torch.Tensor:
+        if self._first is None:
+            self._it = self._validated()
+            self._first = next(self._it, None)
+            if self._first is None:
+                raise CalibrationError("the calibration data is empty; pass at least one input sample "
+                                       "(a tensor [N, ...], a Dataset, or an iterable of batches)")
+        return self._first
+
+    def __iter__(self):
+        first = self.peek()
+        yield first
+        yield from self._it
 
     def _raw(self) -> Iterator:
         data = self.data
@@ -126,21 +194,23 @@ class _CalibrationBatches:
                                    f"got {type(data).__name__}")
         else:
             try:
-                yield from data
+                iterator = iter(data)
             except TypeError:
                 raise CalibrationError(f"calibration data must be a tensor, Dataset or iterable of "
                                        f"batches, got {type(data).__name__}") from None
+            yield from iterator
 
-    def __iter__(self):
+    def _validated(self):
         for i, item in enumerate(self._raw()):
             x = item[0] if isinstance(item, (tuple, list)) else item
             if not isinstance(x, torch.Tensor):
                 raise CalibrationError(f"calibration batch {i} is a {type(x).__name__}, not a tensor")
-            if not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int8)):
-                raise CalibrationError(f"calibration batch {i} has dtype {x.dtype}; pass float inputs")
-            if x.dim() < 2 or x.shape[0] == 0:
-                if x.dim() >= 1 and x.shape[0] == 0:
-                    continue
+            if not x.is_floating_point():
+                raise CalibrationError(f"calibration batch {i} has dtype {x.dtype}; pass float inputs scaled "
+                                       f"as the model expects them (e.g. x.float() / 255)")
+            if x.dim() >= 1 and x.shape[0] == 0:
+                continue
+            if x.dim() < 2:
                 raise CalibrationError(f"calibration batch {i} of shape {tuple(x.shape)} has no batch "
                                        f"dimension; batches must be [N, ...]")
             if self.input_shape is None:
@@ -148,10 +218,8 @@ class _CalibrationBatches:
             elif tuple(x.shape[1:]) != self.input_shape:
                 raise CalibrationError(f"calibration batch {i} has sample shape {tuple(x.shape[1:])}, "
                                        f"but earlier batches had {self.input_shape}; use one shape")
-            x = x.to(device=self.device, dtype=self.dtype)
+            x = x.to(device=self.device, dtype=self.dtype, copy=True)  # never the caller's tensor
             if not torch.isfinite(x).all():
                 raise CalibrationError(f"calibration batch {i} contains NaN or Inf; clean the data")
-            if self.first is None:
-                self.first = x[:1]
             self.count += x.shape[0]
             yield x

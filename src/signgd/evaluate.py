@@ -50,6 +50,8 @@ def evaluate(snn: SpikingNetwork, data, T: Steps = DEFAULT_STEPS, *, batch_size:
     """Evaluate classification accuracy. ``data``: a DataLoader or iterable of ``(x, y)`` batches,
     a Dataset of ``(x, y)`` samples, or a pair of tensors ``(x, y)``. ``limit`` caps the samples."""
     steps = parse_steps(T)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of samples, got {limit}")
     ref = next(snn.graph_module.parameters(), None)
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None else torch.get_default_dtype()
@@ -67,7 +69,11 @@ def evaluate(snn: SpikingNetwork, data, T: Steps = DEFAULT_STEPS, *, batch_size:
             if limit is not None:
                 x, y = x[:limit - n], y[:limit - n]
             x = x.to(device=device, dtype=dtype)
-            y = y.to(device)
+            y = torch.as_tensor(y, device=device)
+            if y.numel() != x.shape[0] or y.is_floating_point():
+                raise ValueError(f"labels must be class indices, one per sample: got {tuple(y.shape)} "
+                                 f"{y.dtype} for a batch of {x.shape[0]} inputs")
+            y = y.reshape(-1)
             ann_pred = snn.ann(x).argmax(-1)
             outs = snn.simulate(x, steps, chunk=chunk).outputs
             ann_correct += int((ann_pred == y).sum())

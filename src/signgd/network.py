@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterable, Union
 
 import torch
@@ -51,6 +52,13 @@ class SpikingNetwork(nn.Module):
                 f"normalize={s['normalize']}, neuron layers={len(self.neurons)}")
 
     # ---- running ----------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "SpikingNetwork":
+        """A converted network is always in inference mode (BatchNorm must keep its running
+        statistics); ``train()`` is refused rather than silently changing the numbers."""
+        if mode:
+            raise RuntimeError("a SpikingNetwork runs in eval mode only; train the ANN, then convert it again")
+        return super().train(False)
+
     def ann(self, x: torch.Tensor) -> torch.Tensor:
         """The converted graph run as an ANN: equal to the original model up to float rounding."""
         self._check_input(x)
@@ -74,9 +82,14 @@ class SpikingNetwork(nn.Module):
                         dynamics=self.settings["dynamics"], encoder=self.encoder, chunk=chunk, stats=stats)
 
     def _chunk(self, x: torch.Tensor, T: int) -> int:
-        """Steps per chunk such that the chunk's activations fit the memory budget."""
+        """Steps simulated at once. Enough that each affine op sees about ``target`` samples (a
+        batch of 1 would otherwise pay Python and launch overhead on every step), but no more: on
+        a CPU a larger working set falls out of cache and is slower (benchmarks/speed.py); and
+        never more than the memory budget allows."""
+        target = 256 if x.device.type == "cpu" else 4096
+        chunk = max(1, min(T, -(-target // x.shape[0])))
         per_step = max(1, x.shape[0] * self.values_per_sample * x.element_size())
-        return max(1, min(T, int(self.settings["memory_budget"]) // per_step))
+        return max(1, min(chunk, int(self.settings["memory_budget"]) // per_step))
 
     def _check_input(self, x) -> None:
         if not isinstance(x, torch.Tensor):
@@ -102,7 +115,7 @@ class SpikingNetwork(nn.Module):
 def parse_steps(T: Steps) -> list[int]:
     """Validate T (an int or a non-empty iterable of ints >= 1) and return the sorted unique steps."""
     if _is_scalar(T):
-        return [_positive_int(T.item() if isinstance(T, torch.Tensor) else T, "T")]
+        return [_positive_int(T, "T")]
     try:
         items = list(T)
     except TypeError:
@@ -113,10 +126,14 @@ def parse_steps(T: Steps) -> list[int]:
 
 
 def _is_scalar(T) -> bool:
-    return isinstance(T, (int, float)) or (isinstance(T, torch.Tensor) and T.dim() == 0)
+    return isinstance(T, numbers.Real) or (isinstance(T, torch.Tensor) and T.dim() == 0)
 
 
 def _positive_int(v, what: str) -> int:
+    if isinstance(v, torch.Tensor) and v.dim() == 0:
+        v = v.item()
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        v = int(v)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
         raise InputError(f"{what} must be a positive integer number of time steps, got {v!r}")
     if not math.isfinite(v) or v < 1:

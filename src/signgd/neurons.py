@@ -56,6 +56,7 @@ class SpikingNeuron(nn.Module):
         self.params = dict(params or {})
         self._spec = get_target(target)
         self.arity = self._spec.arity
+        self.preset_normalized = self._spec.preset_normalized
         # Per-element normalization scale and A(0) (one per input), shaped like one sample.
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("bias0", torch.zeros(()))
@@ -114,9 +115,12 @@ class SpikingNeuron(nn.Module):
         return out
 
     def _run_subgradient(self, state, xs, etas, spikes_out):
-        if self.target != "relu":
+        if self.target == "max":
             # Max pooling in the subgradient preset is a plain max over the scaled spikes.
             return self.f(*xs)
+        if self.target != "relu":
+            raise ValueError(f"the subgradient (integrate-and-fire) dynamics covers ReLU networks; "
+                             f"a {self.target} neuron needs dynamics='signgd'")
         (a,) = xs
         if self.normalized:
             a = a / self.scale

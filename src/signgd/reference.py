@@ -2,7 +2,7 @@
 
 The fast simulator propagates estimates: each neuron's input at step t is the ANN pre-activation of
 the upstream estimates, ``x_t = A(y^up_t)``. Spiking hardware cannot send an estimate; it sends the
-spike ``s_t`` and every downstream neuron integrates it, ``x_t = x_{t-1} - eta_t L(s^up (2 s_t - 1))``
+spike ``s_t`` and every downstream neuron integrates it, ``x_t = x_{t-1} - eta_t L(2 s^up_t - 1)``
 from ``x_0 = A(0)``, where ``L = A - A(0)`` is the linear part. This module simulates that second
 view literally, one step at a time, so a test can show that both give the same spikes and outputs.
 It is slow and meant for checking, not for use (signGD dynamics only).

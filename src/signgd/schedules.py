@@ -34,8 +34,9 @@ class Schedule:
         eta = eta.to(torch.float64).reshape(-1)
         if eta.numel() != t.numel():
             raise ValueError(f"schedule {self.name!r} returned {eta.numel()} steps for {t.numel()} time steps")
-        if not torch.isfinite(eta).all():
-            raise ValueError(f"schedule {self.name!r} produced a non-finite step size in steps {t0}..{t1 - 1}")
+        if not torch.isfinite(eta).all() or (eta < 0).any():
+            raise ValueError(f"schedule {self.name!r} produced a negative or non-finite step size in steps "
+                             f"{t0}..{t1 - 1}; step sizes must be finite and >= 0")
         return eta.to(dtype=dtype, device=device)
 
     def total(self, T: int) -> float:

@@ -23,8 +23,8 @@ class Target:
     name: str
     fn: Callable[..., torch.Tensor]  # fn(*inputs, **params) -> output, exact
     arity: int
-    relu_like: bool  # scaled by the paper's preset (normalize="relu")
-    doc: str
+    preset_normalized: bool  # scaled by the paper's preset (normalize="relu"): ReLUs only
+    doc: str  # what it computes, for listings
 
 
 def _relu(x):

@@ -9,6 +9,7 @@ Both are computed directly with a torch.fx Interpreter; nothing is hooked or mon
 """
 from __future__ import annotations
 
+import warnings
 from typing import Iterable
 
 import torch
@@ -16,23 +17,32 @@ import torch.fx as fx
 
 from ..errors import CalibrationError
 from ..neurons import SpikingNeuron
+from . import ops
 
 
 class _RangeProbe(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule):
+    def __init__(self, gm: fx.GraphModule, pad_value: float):
         super().__init__(gm, garbage_collect_values=True)
+        self.pad_value = pad_value
         self.ranges: dict[str, torch.Tensor] = {}
-        self.numel = 0  # elements of every intermediate value, per sample
+        self.values_per_sample = 0  # elements of all activations of one sample (memory sizing)
+        self._batch_values = 0
+        self.below_pad: set[str] = set()
 
     def run_node(self, n):
+        if n.op == "call_function" and n.target is ops.pool_windows:
+            x = self.env[n.args[0]]
+            if float(x.min()) <= self.pad_value:
+                self.below_pad.add(n.name)
         out = super().run_node(n)
-        if isinstance(out, torch.Tensor) and out.dim() > 0:
-            self.numel_of_batch += out.numel()
+        if n.op != "get_attr" and isinstance(out, torch.Tensor) and out.dim() > 0:
+            self._batch_values += out.numel()
         return out
 
     def call_module(self, target, args, kwargs):
         out = super().call_module(target, args, kwargs)
-        if isinstance(self.submodules[target], SpikingNeuron):
+        mod = self.submodules[target]
+        if isinstance(mod, SpikingNeuron):
             if not torch.isfinite(out).all():
                 raise CalibrationError(
                     f"neuron {target!r} produced NaN or Inf on the calibration data; check the model "
@@ -42,23 +52,27 @@ class _RangeProbe(fx.Interpreter):
             self.ranges[target] = peak if prev is None else torch.maximum(prev, peak)
         return out
 
-    def probe(self, x: torch.Tensor):
-        self.numel_of_batch = 0
-        out = self.run(x)
-        self.numel = max(self.numel, self.numel_of_batch // x.shape[0])
-        return out
+    def probe(self, x: torch.Tensor) -> None:
+        self._batch_values = 0
+        self.run(x.clone())  # a model may change its input in place
+        self.values_per_sample = max(self.values_per_sample, -(-self._batch_values // x.shape[0]))
 
 
-def activation_ranges(gm: fx.GraphModule, batches: Iterable[torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
-    """Per-element ``max |output|`` of every neuron, and the elements of all values per sample."""
-    probe = _RangeProbe(gm)
+def activation_ranges(gm: fx.GraphModule, batches: Iterable[torch.Tensor], pad_value: float = -200.0
+                      ) -> tuple[dict[str, torch.Tensor], int]:
+    """Per-element ``max |output|`` of every neuron, and the elements of all values per sample.
+
+    Warns when a max-pooling neuron's input reaches the padding constant: there the padded windows
+    would no longer compute the max of the real inputs.
+    """
+    probe = _RangeProbe(gm, pad_value)
     with torch.no_grad():
         for x in batches:
-            out = probe.probe(x)
-            if not isinstance(out, torch.Tensor):
-                raise CalibrationError(f"the model returns {type(out).__name__}; signgd converts models "
-                                       f"whose output is one tensor (wrap it to return the logits)")
-    return probe.ranges, probe.numel
+            probe.probe(x)
+    if probe.below_pad:
+        warnings.warn(f"max-pooling inputs reach the padding value {pad_value} in {sorted(probe.below_pad)}; "
+                      f"pass a more negative pad_value to convert()", stacklevel=3)
+    return probe.ranges, probe.values_per_sample
 
 
 class _ZeroProbe(fx.Interpreter):

@@ -32,25 +32,50 @@ AFFINE_FUNCTIONS = {
     torch.narrow, torch.chunk, torch.split,
     F.linear, F.conv1d, F.conv2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
     torch.avg_pool1d, torch.conv1d, torch.conv2d, torch.adaptive_avg_pool1d,
-    ops.pool_windows, ops.window_slice, ops.squeeze_last, ops.constant_pad,
+    ops.pool_windows, ops.window_slice, ops.squeeze_last,
 }
-# Affine when at most one operand depends on the input (scaling by a constant).
-SCALING_FUNCTIONS = {operator.mul, operator.truediv, operator.imul, torch.mul, torch.div, operator.matmul,
-                     torch.matmul}
+# Affine when at most one operand depends on the input (scaling by a constant); for a division
+# only the numerator may depend on it, and there must be no rounding mode.
+SCALING_FUNCTIONS = {operator.mul, operator.truediv, operator.imul, operator.itruediv, torch.mul, torch.div,
+                     operator.matmul, torch.matmul}
+_DIVISIONS = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
 AFFINE_METHODS = {
     "view", "reshape", "flatten", "permute", "transpose", "contiguous", "add", "add_", "sub", "sub_",
     "neg", "mean", "sum", "squeeze", "unsqueeze", "expand", "expand_as", "chunk", "split", "size",
-    "dim", "narrow", "repeat", "unfold", "type_as", "to", "float", "double", "__getitem__",
+    "dim", "narrow", "repeat", "unfold", "float", "double", "__getitem__",
 }
+_CASTS = {"to", "type_as", "type"}  # affine only when the result stays floating point
 SCALING_METHODS = {"mul", "mul_", "div", "div_", "matmul"}
 
 
 def _depends_on_input(gm: fx.GraphModule) -> set[fx.Node]:
+    """Tensor-valued nodes computed from the input. Shapes and other non-tensor values taken from
+    activations (``x.shape[0]``, ``x.size(-1)``) are constants of the graph, not activations
+    (known from ShapeProp's ``tensor_meta``; without it every descendant counts)."""
     dep: set[fx.Node] = set()
     for node in gm.graph.nodes:
         if node.op == "placeholder" or any(a in dep for a in node.all_input_nodes):
-            dep.add(node)
+            if node.op == "placeholder" or "tensor_meta" in node.meta or not _has_shapes(gm):
+                dep.add(node)
     return dep
+
+
+def _has_shapes(gm: fx.GraphModule) -> bool:
+    return any("tensor_meta" in n.meta for n in gm.graph.nodes)
+
+
+def _scaling_ok(node: fx.Node, dep: set[fx.Node]) -> bool:
+    if _dependent_operands(node, dep) > 1:
+        return False
+    if node.target in _DIVISIONS:
+        divisor = node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
+        return divisor not in dep and node.kwargs.get("rounding_mode") is None
+    return True
+
+
+def _float_cast(node: fx.Node) -> bool:
+    meta = node.meta.get("tensor_meta")
+    return meta is not None and meta.dtype.is_floating_point
 
 
 def check_supported(gm: fx.GraphModule) -> None:
@@ -63,6 +88,10 @@ def check_supported(gm: fx.GraphModule) -> None:
             continue
         if node.op == "call_module":
             mod = modules[node.target]
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.running_mean is None:
+                bad.append((node.name, "call_module", f"{node.target} (BatchNorm without running statistics: "
+                                                      f"it normalizes over the batch)"))
+                continue
             if isinstance(mod, (SpikingNeuron,) + AFFINE_MODULES):
                 continue
             bad.append((node.name, "call_module", f"{node.target} ({type(mod).__name__})"))
@@ -71,13 +100,15 @@ def check_supported(gm: fx.GraphModule) -> None:
                 continue
             if node.target is F.pad and node.kwargs.get("mode", "constant") == "constant":
                 continue
-            if node.target in SCALING_FUNCTIONS and _dependent_operands(node, dep) <= 1:
+            if node.target in SCALING_FUNCTIONS and _scaling_ok(node, dep):
                 continue
             bad.append((node.name, "call_function", _name(node.target)))
         elif node.op == "call_method":
             if node.target in AFFINE_METHODS:
                 continue
-            if node.target in SCALING_METHODS and _dependent_operands(node, dep) <= 1:
+            if node.target in SCALING_METHODS and _scaling_ok(node, dep):
+                continue
+            if node.target in _CASTS and _float_cast(node):
                 continue
             bad.append((node.name, "call_method", f".{node.target}()"))
     if bad:

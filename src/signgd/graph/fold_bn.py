@@ -19,22 +19,34 @@ _BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> int:
-    """Fold every BN whose input is a conv/linear used by nothing else; returns how many folded."""
+    """Fold every BN whose input is a conv/linear used by nothing else; returns how many folded.
+
+    Skipped (the BN stays as an affine op): a conv/linear module called from several places (the
+    fold would change every call), a BN without running statistics, and Linear + BatchNorm1d on
+    inputs of more than two dimensions (BN normalizes dim 1, the fold would scale the last one;
+    shapes come from ``node.meta['tensor_meta']`` when ShapeProp ran, and without them this fold
+    is not attempted).
+    """
     modules = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            calls[n.target] = calls.get(n.target, 0) + 1
     folded = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], _BNS):
             continue
         bn = modules[node.target]
         src = node.args[0]
-        if not (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1):
+        if not (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1
+                and calls[src.target] == 1):
             continue
         layer = modules[src.target]
         if not bn.track_running_stats or bn.running_mean is None:
             continue
         if isinstance(layer, _CONVS):
             fused = fuse_conv_bn_eval(layer, bn)
-        elif isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d):
+        elif isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d) and _is_2d(src):
             fused = fuse_linear_bn_eval(layer, bn)
         else:
             continue
@@ -47,6 +59,11 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
         gm.delete_all_unused_submodules()
         gm.recompile()
     return folded
+
+
+def _is_2d(node: fx.Node) -> bool:
+    meta = node.meta.get("tensor_meta")
+    return meta is not None and len(meta.shape) == 2
 
 
 def _set_module(gm: fx.GraphModule, qualname: str, module: nn.Module) -> None:

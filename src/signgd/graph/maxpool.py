@@ -2,8 +2,10 @@
 
 A spiking neuron cannot report a max of its inputs' *spikes*; a signGD neuron can track
 ``max(a, b)`` of its two input estimates. A k-wide window becomes ceil(log2 k) levels of pairwise
-max neurons (an odd element out passes up a level unchanged), first along each row (width), then
-along each column (height). Padding uses a very negative constant, so it never wins.
+max neurons (an odd element out passes up a level unchanged), first over the rows of a window
+(height, as the reference code does), then over its columns (width). For k <= 3 this is exactly the
+reference code's chain of max neurons; for larger k the balanced tree is shallower. Padding uses a
+very negative constant, so it never wins.
 """
 from __future__ import annotations
 
@@ -68,13 +70,13 @@ def decompose_maxpool(gm: fx.GraphModule, pad_value: float = -200.0) -> list[str
         before = len(created)
         with graph.inserting_before(node):
             x = node.args[0]
-            # Along width (dim -1) first, then height (dim -2): rows, then columns.
-            for axis, dim in enumerate(range(-1, -nd - 1, -1)):
-                i = nd - 1 - axis  # index into the (h, w) parameter tuples
+            # Rows first (height, dim -2), then columns (width, dim -1); 1-D pooling: width only.
+            for i in range(nd):  # index into the (h, w) or (w,) parameter tuples
+                dim = i - nd
                 u = graph.call_function(ops.pool_windows, (x, dim, p["kernel"][i], p["stride"][i],
                                                            p["padding"][i], p["dilation"][i],
                                                            p["ceil_mode"], pad_value))
-                x = _max_tree(gm, u, p["kernel"][i], f"{node.name}_{'wh'[axis]}", created)
+                x = _max_tree(gm, u, p["kernel"][i], f"{node.name}_{'hw'[i - nd + 2]}", created)
         node.replace_all_uses_with(x)
         graph.erase_node(node)
         log.debug("max pooling %s -> %d layers of max neurons", node.name, len(created) - before)

@@ -47,6 +47,3 @@ def window_slice(u: torch.Tensor, start: int, stop: int, step: int) -> torch.Ten
 def squeeze_last(u: torch.Tensor) -> torch.Tensor:
     return u.squeeze(-1)
 
-
-def constant_pad(x: torch.Tensor, pads: list[int], value: float) -> torch.Tensor:
-    return F.pad(x, pads, value=value)

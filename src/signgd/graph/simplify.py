@@ -30,7 +30,7 @@ def remove_identities(gm: fx.GraphModule) -> int:
             gm.graph.erase_node(node)
             removed += 1
     if removed:
-        gm.graph.eliminate_dead_code()
+        # No dead-code elimination here: it would drop in-place ops whose result is unused.
         gm.delete_all_unused_submodules()
         gm.recompile()
         log.debug("removed %d eval-mode identities (Dropout/Identity)", removed)

@@ -45,8 +45,8 @@ def trace(model: nn.Module, leaf_modules: Iterable[type] = ()) -> fx.GraphModule
         where = _innermost_frame(exc)
         raise TraceError(
             f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: {exc}{where}. "
-            f"Fix: make the forward free of data-dependent Python control flow, or pass "
-            f"leaf_modules=[TheModuleClass] for the submodule that fails") from exc
+            f"Fix: make forward() free of Python control flow that depends on tensor values (if/for on "
+            f"x.sum(), x.item(), ...), e.g. move the branch out of the model") from exc
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     log.debug("traced %s: %d nodes", type(model).__name__, len(gm.graph.nodes))
     return gm

@@ -1,0 +1,185 @@
+"""Models that could fool a converter into a silently wrong number: each converts correctly or is refused."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import signgd
+
+
+class _Fn(nn.Module):
+    """A model from a forward function over two linear layers (fc: 6 -> 6, head: 6 -> 3)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 3)
+        self.relu = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(0.1)
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+def _inplace_discarded(m, x):
+    h = m.fc(x)
+    F.relu_(h)
+    return m.head(h)
+
+
+def _inplace_module_discarded(m, x):
+    h = m.fc(x)
+    m.relu(h)
+    return m.head(h)
+
+
+def _inplace_alias(m, x):
+    h = m.fc(x)
+    a = F.relu(h, inplace=True)
+    return m.head(a + h)
+
+
+def _inplace_method_after_dropout(m, x):
+    h = m.drop(m.fc(x))
+    h.add_(1)
+    h.mul_(2)
+    return m.head(torch.relu(h))
+
+
+def _relu_keyword_input(m, x):
+    return m.head(torch.relu(input=m.fc(x)))
+
+
+def _shape_arithmetic(m, x):
+    h = torch.relu(m.fc(x))
+    h = h.view(h.shape[0], -1)
+    return m.head(h) + h.sum(-1, keepdim=True) / h.size(-1)
+
+
+@pytest.mark.parametrize("fn", [_inplace_discarded, _inplace_module_discarded, _inplace_alias,
+                                _inplace_method_after_dropout, _relu_keyword_input, _shape_arithmetic])
+def test_tricky_but_convertible_models_keep_their_numbers(fn):
+    torch.manual_seed(0)
+    model = _Fn(fn).eval()
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        expected = model(x.clone())
+    snn = signgd.convert(model, x)
+    assert torch.allclose(snn.ann(x), expected, atol=1e-6)
+    assert any(m.target == "relu" for m in snn.neurons.values())
+
+
+@pytest.mark.parametrize("fn,match", [
+    (lambda m, x: m.head(2.0 / (m.fc(x).abs() + 1)), "abs"),
+    (lambda m, x: m.head(1.0 / m.fc(x)), "truediv"),
+    (lambda m, x: m.head(torch.div(m.fc(x), 2, rounding_mode="floor")), "div"),
+    (lambda m, x: m.head(m.fc(x).to(torch.int64).float()), "to"),
+    (lambda m, x: m.head(m.fc(x) * torch.sigmoid(m.fc(x))), "mul"),
+])
+def test_nonlinear_ops_in_disguise_are_refused(fn, match):
+    with pytest.raises(signgd.UnsupportedOperationError, match=match):
+        signgd.convert(_Fn(fn).eval(), torch.randn(4, 6))
+
+
+def test_batch_coupled_models_are_refused():
+    model = _Fn(lambda m, x: m.head(torch.relu(m.fc(x) - m.fc(x).mean()))).eval()
+    with pytest.raises(signgd.ConversionError, match="depends on the other samples"):
+        signgd.convert(model, torch.randn(4, 6))
+    bn = nn.Sequential(nn.Linear(6, 6), nn.BatchNorm1d(6, track_running_stats=False), nn.ReLU(), nn.Linear(6, 3))
+    with pytest.raises(signgd.UnsupportedOperationError, match="without running statistics"):
+        signgd.convert(bn.eval(), torch.randn(4, 6))
+
+
+def test_shared_conv_is_not_folded_into_one_of_its_batchnorms():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, padding=1)
+            self.bn = nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            return (torch.relu(self.bn(self.conv(x))) + self.conv(x)).flatten(1)
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    model.bn.running_mean.fill_(0.5)
+    model.bn.running_var.fill_(3.0)
+    x = torch.randn(3, 2, 4, 4)
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.allclose(signgd.convert(model, x).ann(x), expected, atol=1e-5)
+
+
+def test_linear_batchnorm1d_on_sequences_is_not_folded_wrongly():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Flatten(), nn.Linear(25, 3)).eval()
+    model[1].running_mean.uniform_(-1, 1)
+    model[1].running_var.uniform_(0.5, 2)
+    x = torch.randn(4, 5, 5)  # (N, C, L) with C == L: BN normalizes dim 1, the Linear acts on dim 2
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.allclose(signgd.convert(model, x).ann(x), expected, atol=1e-5)
+
+
+def test_inplace_op_on_the_input_never_reaches_the_callers_tensor():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            x.sub_(0.5)
+            return self.fc(torch.relu(x))
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 4)
+    snn = signgd.convert(Net().eval(), x, encoding="analog")
+    before = x.clone()
+    one = snn(x, T=6, chunk=1)
+    assert torch.equal(x, before)
+    assert torch.allclose(one, snn(x, T=6, chunk=6))
+
+
+def test_padding_value_reached_by_the_data_warns():
+    model = nn.Sequential(nn.Conv2d(1, 1, 1), nn.MaxPool2d(2, padding=1), nn.Flatten()).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(1000.0)
+    x = -torch.rand(2, 1, 4, 4) - 0.5  # inputs of -500 and below: the padding (-200) would win
+    with pytest.warns(UserWarning, match="padding value"), pytest.raises(signgd.ConversionError):
+        signgd.convert(model, x)
+    assert torch.allclose(signgd.convert(model, x, pad_value=-1e9).ann(x), model(x).detach())
+
+
+def test_a_converted_network_stays_in_eval_mode():
+    snn = signgd.convert(_Fn(_relu_keyword_input).eval(), torch.randn(4, 6))
+    with pytest.raises(RuntimeError, match="eval mode only"):
+        snn.train()
+    assert snn.eval() is snn and not snn.training
+
+
+def test_evaluate_accepts_column_labels_and_refuses_float_labels():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    x = torch.randn(20, 6)
+    snn = signgd.convert(model, x)
+    y = model(x).argmax(-1)
+    report = signgd.evaluate(snn, (x, y.unsqueeze(1)), T=[64])
+    assert report.ann_accuracy == 1.0
+    with pytest.raises(ValueError, match="class indices"):
+        signgd.evaluate(snn, (x, y.float()), T=[8])
+    with pytest.raises(ValueError, match="limit"):
+        signgd.evaluate(snn, (x, y), T=[8], limit=0)
+
+
+def test_numpy_and_tensor_step_counts_are_accepted():
+    snn = signgd.convert(_Fn(_relu_keyword_input).eval(), torch.randn(4, 6))
+    x = torch.randn(2, 6)
+    assert torch.equal(snn(x, T=np.int64(8)), snn(x, T=8))
+    assert sorted(snn(x, T=torch.tensor([4, 8]))) == [4, 8]
+
+
+def test_negative_step_sizes_are_refused():
+    with pytest.raises(ValueError, match="negative"):
+        signgd.schedules.make_schedule(torch.tensor([0.1, -0.1])).etas(1, 3)
