@@ -54,11 +54,14 @@ def test_state_resets_and_samples_do_not_depend_on_batch_mates(x):
     assert torch.allclose(snn(xd.flip(0), T=32).flip(0), first, atol=1e-12)
 
 
-def test_spike_propagation_view_equals_estimate_propagation(x):
+@pytest.mark.parametrize("arch", ["cnn", "resnet"])
+def test_spike_propagation_view_equals_estimate_propagation(x, arch):
     # The engine propagates estimates (x_t = A(y_t^up)); the reference integrates signed spikes
-    # (x_t = x_{t-1} - eta_t L(2 s_t^up - 1)). Same spikes at every step, same outputs.
+    # (x_t = x_{t-1} - eta_t L(2 s_t^up - 1)). Same spikes at every step, same outputs; the ResNet
+    # has residual adds, where one neuron integrates the spikes of two upstream layers.
     torch.manual_seed(3)
-    snn = signgd.convert(_net().double(), x.double(), normalize="all")
+    model = _net() if arch == "cnn" else models.SmallResNet(widths=(4, 6, 8)).eval()
+    snn = signgd.convert(model.double(), x.double(), normalize="all")
     xd = x.double()
     T = 40
     ref_out, ref_spikes, _ = simulate_spikes(snn, xd, T)
