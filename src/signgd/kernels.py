@@ -47,7 +47,7 @@ import torch
 
 from .errors import SigngdError
 
-__all__ = ["signgd_scan", "resolve_backend", "available_backends", "kernel_info", "KernelUnavailableError",
+__all__ = ["signgd_scan", "signgd_fire", "signgd_update", "resolve_backend", "available_backends", "kernel_info", "KernelUnavailableError",
            "BACKENDS"]
 
 log = logging.getLogger("signgd")
@@ -250,8 +250,18 @@ def _reason_cannot_run(backend, target, y, out_scale) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------
-# The torch reference
+# The torch reference (the rule itself; ``signgd.neurons`` re-exports it)
 # --------------------------------------------------------------------------------------------
+
+def signgd_fire(y_prev: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``s_t = 1[y_{t-1} >= f(x_t)]``: the neuron says "my estimate is too high"."""
+    return y_prev >= target
+
+
+def signgd_update(y_prev: torch.Tensor, spike: torch.Tensor, eta) -> torch.Tensor:
+    """``y_t = y_{t-1} - eta_t (2 s_t - 1)``: one sign-gradient step on ``|y - f(x)|``."""
+    return torch.where(spike, y_prev - eta, y_prev + eta)
+
 
 def _scan_torch(target, y, etas, out_scale, spikes, out=None):
     Tc = target.shape[0]
@@ -260,8 +270,8 @@ def _scan_torch(target, y, etas, out_scale, spikes, out=None):
     ys = None
     counts = torch.zeros(Tc, dtype=torch.int64, device=target.device) if spikes is not None else None
     for t in range(Tc):
-        s = y >= target[t]
-        y = torch.where(s, y - etas[t], y + etas[t])
+        s = signgd_fire(y, target[t])
+        y = signgd_update(y, s, etas[t])
         if ys is None:
             ys = out if out is not None and out.dtype == y.dtype else torch.empty(
                 (Tc, *y.shape), dtype=y.dtype, device=y.device)

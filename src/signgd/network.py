@@ -66,10 +66,8 @@ class SpikingNetwork(nn.Module):
             return self.graph_module(x)
 
     def forward(self, x: torch.Tensor, T: Steps = 64, *, chunk: int | None = None):
-        result = self.simulate(x, T, chunk=chunk)
-        if _is_scalar(T):
-            return result.outputs[parse_steps(T)[0]]
-        return result.outputs
+        outputs = self.simulate(x, T, chunk=chunk).outputs
+        return next(iter(outputs.values())) if _is_scalar(T) else outputs
 
     def simulate(self, x: torch.Tensor, T: Steps = 64, *, stats: bool = False,
                  chunk: int | None = None) -> SimulationResult:

@@ -1,6 +1,7 @@
 """Spiking neurons: the signGD neuron (any target) and the subgradient (integrate-and-fire) neuron.
 
-The update rules are small pure tensor functions, so that a test can drive one neuron by hand. The
+The update rules are small pure tensor functions, so that a test can drive one neuron by hand (the
+signGD rule is defined once, beside its fused kernels in ``signgd.kernels``, and re-exported here). The
 ``SpikingNeuron`` module holds what conversion fixed (target, normalization scale, ``A(0)``) as
 buffers; the per-run state (estimates) lives in a dict owned by the caller, so a converted network
 can be run by several callers at once and never carries state from one call into the next.
@@ -14,20 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .kernels import signgd_scan
+from .kernels import signgd_fire, signgd_scan, signgd_update
 from .targets import get_target
 
 __all__ = ["signgd_fire", "signgd_update", "subgradient_step", "SpikingNeuron"]
-
-
-def signgd_fire(y_prev: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``s_t = 1[y_{t-1} >= f(x_t)]``: the neuron says "my estimate is too high"."""
-    return y_prev >= target
-
-
-def signgd_update(y_prev: torch.Tensor, spike: torch.Tensor, eta) -> torch.Tensor:
-    """``y_t = y_{t-1} - eta_t (2 s_t - 1)``: one sign-gradient step on ``|y - f(x)|``."""
-    return torch.where(spike, y_prev - eta, y_prev + eta)
 
 
 def subgradient_step(x_prev, y_prev, a, eta):

@@ -52,16 +52,13 @@ def _depends_on_input(gm: fx.GraphModule) -> set[fx.Node]:
     """Tensor-valued nodes computed from the input. Shapes and other non-tensor values taken from
     activations (``x.shape[0]``, ``x.size(-1)``) are constants of the graph, not activations
     (known from ShapeProp's ``tensor_meta``; without it every descendant counts)."""
+    has_shapes = any("tensor_meta" in n.meta for n in gm.graph.nodes)
     dep: set[fx.Node] = set()
     for node in gm.graph.nodes:
         if node.op == "placeholder" or any(a in dep for a in node.all_input_nodes):
-            if node.op == "placeholder" or "tensor_meta" in node.meta or not _has_shapes(gm):
+            if node.op == "placeholder" or "tensor_meta" in node.meta or not has_shapes:
                 dep.add(node)
     return dep
-
-
-def _has_shapes(gm: fx.GraphModule) -> bool:
-    return any("tensor_meta" in n.meta for n in gm.graph.nodes)
 
 
 def _scaling_ok(node: fx.Node, dep: set[fx.Node]) -> bool:

@@ -7,6 +7,7 @@ else stays as it is: in eval mode it is an affine op like any other.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import torch.fx as fx
 from torch import nn
@@ -28,10 +29,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
     is not attempted).
     """
     modules = dict(gm.named_modules())
-    calls: dict[str, int] = {}
-    for n in gm.graph.nodes:
-        if n.op == "call_module":
-            calls[n.target] = calls.get(n.target, 0) + 1
+    calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
     folded = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], _BNS):

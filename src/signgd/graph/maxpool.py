@@ -72,11 +72,11 @@ def decompose_maxpool(gm: fx.GraphModule, pad_value: float = -200.0) -> list[str
             x = node.args[0]
             # Rows first (height, dim -2), then columns (width, dim -1); 1-D pooling: width only.
             for i in range(nd):  # index into the (h, w) or (w,) parameter tuples
-                dim = i - nd
+                dim = i - nd  # -2 (height) or -1 (width)
                 u = graph.call_function(ops.pool_windows, (x, dim, p["kernel"][i], p["stride"][i],
                                                            p["padding"][i], p["dilation"][i],
                                                            p["ceil_mode"], pad_value))
-                x = _max_tree(gm, u, p["kernel"][i], f"{node.name}_{'hw'[i - nd + 2]}", created)
+                x = _max_tree(gm, u, p["kernel"][i], f"{node.name}_{'hw'[dim]}", created)
         node.replace_all_uses_with(x)
         graph.erase_node(node)
         log.debug("max pooling %s -> %d layers of max neurons", node.name, len(created) - before)
