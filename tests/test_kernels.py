@@ -216,6 +216,38 @@ def test_out_buffer(backend, scale):
         signgd_scan(target, y0, _etas(7), sc, backend=backend, out=buf.to(torch.float16))
 
 
+_BACKENDS_HERE = ["torch", pytest.param("c", marks=needs_c), pytest.param("triton", marks=needs_triton)]
+
+
+@pytest.mark.parametrize("backend", _BACKENDS_HERE)
+@pytest.mark.parametrize("scale", ["none", "per_element", "promoting"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_out_may_be_the_target_itself(backend, scale, dtype):
+    """Scanning in place (out=target) overwrites the targets with exactly the outputs a separate
+    buffer would get; a buffer that only partly overlaps the target is refused."""
+    dev = "cuda" if backend == "triton" else "cpu"
+    for Tc, shape in [(7, SHAPE), (16, (8, 73, 137))]:  # the second is large enough for threads
+        target = _targets("ties", Tc, shape, dtype).to(dev)
+        y0 = torch.zeros(shape, dtype=dtype, device=dev)
+        sc = None if scale == "none" else _scales(
+            "per_element", shape, torch.float64 if scale == "promoting" else dtype).to(dev)
+        ref = _run("torch", target, y0, _etas(Tc).to(dev), sc)
+        if ref[0].dtype != dtype:  # a promoting scale: the result cannot live in the target
+            with pytest.raises(ValueError, match="out must be"):
+                signgd_scan(target, y0, _etas(Tc), sc, backend=backend, out=target)
+            continue
+        buf = target.clone()
+        spikes = torch.zeros(Tc, dtype=torch.float64, device=dev)
+        out, y = signgd_scan(buf, y0, _etas(Tc).to(dev), sc, spikes, backend=backend, out=buf)
+        assert out is buf
+        _assert_same((out, y, spikes), ref)
+    n = target.numel()
+    shifted = torch.empty(n + 1, dtype=dtype, device=dev)
+    with pytest.raises(ValueError, match="overlaps"):
+        signgd_scan(shifted[1:].view(target.shape), y0, _etas(Tc).to(dev), None, backend=backend,
+                    out=shifted[:n].view(target.shape))
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("c", marks=needs_c)])
 def test_inplace_updates_y(backend):
     target = _targets("ties", 7, SHAPE, torch.float64)

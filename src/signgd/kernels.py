@@ -94,8 +94,10 @@ def signgd_scan(target: torch.Tensor, y: torch.Tensor, etas, out_scale=None,
             at each step is added to it in place.
         backend: "torch", "c", "triton", or None for auto (see the module docstring).
         out: optional buffer for the result: contiguous, shape ``[Tc, *S]``, the result's dtype,
-            target's device, not overlapping ``target``. Reusing one buffer across calls saves
-            the allocation, whose first-touch page faults cost a CPU more than the scan itself.
+            target's device. Either ``target`` itself (a contiguous target of the result's dtype:
+            the scan then overwrites each target with its output, so a layer needs one buffer
+            instead of two) or not overlapping it. Reusing one buffer across calls saves the
+            allocation, whose first-touch page faults cost a CPU more than the scan itself.
         inplace: write the final estimates into ``y`` itself (then returned as ``y_final``),
             saving an allocation of one step's size; by default ``y`` is left unchanged.
 
@@ -128,6 +130,9 @@ def signgd_scan(target: torch.Tensor, y: torch.Tensor, etas, out_scale=None,
                 or out.dtype != want or out.device != target.device or not out.is_contiguous()):
             raise ValueError(f"signgd_scan: out must be a contiguous {str(want).replace('torch.', '')} "
                              f"tensor of shape {tuple(target.shape)} on {target.device}")
+        if _overlap(out, target) and not _same_buffer(out, target):
+            raise ValueError("signgd_scan: out overlaps target; pass target itself (to scan in place) "
+                             "or a separate buffer")
 
     name = _choose(target, y, out_scale, backend)
     if name == "c":
@@ -140,6 +145,28 @@ def signgd_scan(target: torch.Tensor, y: torch.Tensor, etas, out_scale=None,
         y.copy_(y_final)
         y_final = y
     return res, y_final
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors' memory ranges intersect (same storage, intersecting byte ranges)."""
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+
+    def span(t):
+        lo = t.data_ptr()
+        hi = lo + t.element_size() * (1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride())))
+        return lo, hi
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
+
+
+def _same_buffer(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` are the same contiguous memory, element for element."""
+    return (a.data_ptr() == b.data_ptr() and a.dtype == b.dtype and a.shape == b.shape
+            and a.is_contiguous() and b.is_contiguous())
 
 
 def resolve_backend(target: torch.Tensor, y: torch.Tensor | None = None, out_scale=None,
@@ -610,7 +637,10 @@ def _scan_triton(target, y, etas, out_scale, spikes, out=None, inplace=False):
     tgt = target.detach().contiguous()
     y0 = y if y.is_contiguous() else y.contiguous()
     eta = etas.detach().to(device=device, dtype=dtype).contiguous()
-    res = _kernel_out(target, mode, out)
+    # The kernel gets its own output buffer when out is target itself (no promise here that a
+    # program's load of an element is ordered before its store to the same address).
+    aliased = out is not None and _same_buffer(out, target)
+    res = _kernel_out(target, mode, None if aliased else out)
     # in place when asked and y is contiguous: each program loads its y before storing it
     y_final = y0 if inplace and y0 is y else torch.empty(S, dtype=dtype, device=device)
     N = y_final.numel()
@@ -626,4 +656,7 @@ def _scan_triton(target, y, etas, out_scale, spikes, out=None, inplace=False):
             counts = partial.sum(1, dtype=torch.int64)
     elif spikes is not None:
         counts = torch.zeros(Tc, dtype=torch.int64, device=device)
+    if aliased:
+        res, y_final = _finish(res, y_final, out_scale, mode, counts, spikes, None)
+        return out.copy_(res), y_final
     return _finish(res, y_final, out_scale, mode, counts, spikes, out)

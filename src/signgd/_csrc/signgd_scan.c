@@ -11,7 +11,11 @@
  * contraction (-ffp-contract=off; there is no multiply-add here anyway).
  *
  * Layout: target and out are contiguous [Tc, N]; y0 / y_final are [N] (they may be the same
- * array: y is then updated in place). Work is split over blocks of consecutive elements (OpenMP,
+ * array: y is then updated in place). out may also be target itself (the scan then overwrites its
+ * targets with its outputs, saving a buffer): element (t, i) of target is read before element
+ * (t, i) of out is written and never read again, so the two pointers are not `restrict`; the
+ * inner loop says `GCC ivdep` instead (no dependence between iterations), which keeps it
+ * vectorized. Work is split over blocks of consecutive elements (OpenMP,
  * static schedule). A block keeps its y (and its scale) in a local array that stays in cache
  * while the loop runs over t outside and over the block's elements inside, so target is read
  * once and out written once, in contiguous runs that the compiler vectorizes.
@@ -49,16 +53,17 @@
 /* One block, all Tc steps. MODE and COUNT are compile-time constants after inlining. */
 #define DEFINE_BLOCK(NAME, T, CNT_T)                                                          \
     static inline __attribute__((always_inline)) void NAME(                                  \
-        const T *restrict target, T *restrict y, const T *restrict etas,                      \
-        const T *restrict sc, T *restrict out, CNT_T *restrict cnt, int64_t Tc, int64_t N,    \
+        const T *target, T *restrict y, const T *restrict etas,                               \
+        const T *restrict sc, T *out, CNT_T *restrict cnt, int64_t Tc, int64_t N,             \
         int64_t n, const int MODE, const int COUNT)                                           \
     {                                                                                         \
         const T s0 = (MODE == SCALE_ONE) ? sc[0] : (T)1;                                      \
         for (int64_t t = 0; t < Tc; ++t) {                                                    \
             const T eta = etas[t];                                                            \
-            const T *restrict tr = target + t * N;                                            \
-            T *restrict orow = out + t * N;                                                   \
+            const T *tr = target + t * N;                                                     \
+            T *orow = out + t * N;                                                            \
             CNT_T c = 0;                                                                      \
+            _Pragma("GCC ivdep")                                                              \
             for (int64_t j = 0; j < n; ++j) {                                                 \
                 const T yv = y[j];                                                            \
                 const CNT_T s = (CNT_T)(yv >= tr[j]);                                         \
