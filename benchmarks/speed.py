@@ -1,30 +1,41 @@
-"""Simulation speed and memory: SNN time against T forward passes of the ANN, per execution order.
+"""Simulation speed and memory: SNN time against T forward passes of the ANN, per execution path, and
+SpikingJelly's integrate-and-fire simulation of the same model as the peer.
 
 Simulating T steps costs at least T forward passes of the ANN; this script measures how close the
-simulator gets, for each execution order of ``SpikingNetwork``: time-major (``chunk=1``), the
-default (chunk sized by the memory budget) and fully layer-major (``chunk=T``). Every figure of a
-table comes from one run of this script on one machine, so the ratios compare like with like.
+simulator gets, for each execution path of ``SpikingNetwork``: the default (``snn.plan``: slices of
+the batch, several steps folded into each affine call), with spike statistics on, the time-major
+path (``chunk=1``, whole batch) and the fully layer-major one (``chunk=T``, whole batch); and the
+same figures for SpikingJelly's ann2snn conversion in its multi-step and single-step modes
+(``benchmarks/_peers.py``).
 
-    python benchmarks/speed.py                                  # Fashion-MNIST VGG + ResNet-18, batch 256 and 16, T=64
-    python benchmarks/speed.py --models vgg --batch 256 --T 64  # one configuration
-    python benchmarks/speed.py --device cuda                    # on a GPU
+    python benchmarks/speed.py                                   # VGG, ResNet-18, Mixer; batch 256 and 16; T=64
+    python benchmarks/speed.py --models vgg --batch 256 --T 64   # one configuration
+    python benchmarks/speed.py --device cuda                     # on a GPU
 
-Peak memory on the CPU is the growth of the peak resident set size of a fresh process running that
-one configuration (over the same process after loading the model); on CUDA it is
-``torch.cuda.max_memory_allocated`` during the run.
+Every configuration runs in a fresh process (``--one``), so that its peak memory is its own: the
+growth of the peak resident set over the process's resident set just before the call, after a
+warm-up call (``benchmarks/_memory.py``; on CUDA the allocator's peak). Each process also times
+the ANN, interleaved with the configuration (ANN, SNN, ANN, SNN, ...; the best of ``--repeat``
+each), and reports SNN / (T x ANN) from those two timings: both saw the same machine load.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+# Measure the source tree this script belongs to, also when another signgd is installed.
+if (BENCH.parent / "src" / "signgd").is_dir():
+    sys.path.insert(0, str(BENCH.parent / "src"))
 import _common as common  # noqa: E402
+import _memory  # noqa: E402
+import _peers  # noqa: E402
 
 common.ensure_signgd()
 
@@ -33,22 +44,31 @@ import torch  # noqa: E402
 import signgd  # noqa: E402
 from signgd import kernels  # noqa: E402
 
+MODELS = ("vgg", "resnet18", "mixer")
+
 
 def build(name: str):
-    """``(model, input batch maker)`` for a benchmark model name."""
+    """``(model, make(batch) -> inputs, labels or None)`` for a benchmark model name."""
     if name == "vgg":
         import accuracy  # the trained Fashion-MNIST VGG of the accuracy benchmark (cached weights)
         from signgd import data
         args = accuracy.parse_args([])
         model, _ = accuracy.train_model(args, data.fashion_mnist("train"), data.fashion_mnist("test"))
-        images = data.fashion_mnist("test").tensors[0]
-        return model, lambda b: images[:b].clone()
+        images, labels = data.fashion_mnist("test").tensors
+        return model, lambda b: images[:b].clone(), labels
+    gen = lambda b: torch.rand(b, *shape, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    torch.manual_seed(0)
     if name == "resnet18":
         import torchvision
-        torch.manual_seed(0)
-        model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
-        return model, lambda b: torch.rand(b, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    raise SystemExit(f"unknown model {name!r}; choose vgg or resnet18")
+        shape = (3, 32, 32)
+        return torchvision.models.resnet18(weights=None, num_classes=10).eval(), gen, None
+    if name == "mixer":
+        # An MLP-Mixer (LayerNorm, GELU) with small depth and width; random weights (timing only).
+        from timm.models.mlp_mixer import MlpMixer
+        shape = (1, 32, 32)
+        return MlpMixer(num_classes=10, img_size=32, in_chans=1, patch_size=4, num_blocks=2,
+                        embed_dim=64).eval(), gen, None
+    raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
 
 
 def _sync(device):
@@ -56,95 +76,178 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _time(fn, device, repeat: int) -> float:
-    fn()  # warm-up (kernel compilation, allocator)
-    best = float("inf")
+def _interleaved(fns: dict, device, repeat: int) -> dict:
+    """Best wall time of each function, timed in turns (a, b, a, b, ...) after one warm-up each."""
+    best = {k: float("inf") for k in fns}
     for _ in range(repeat):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
+        for k, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            best[k] = min(best[k], time.perf_counter() - start)
     return best
 
 
-def measure(name: str, batch: int, T: int, device: str, repeat: int, mode: str) -> dict:
-    """One configuration in this process: mode is 'setup', 'ann' or 'snn:<chunk or auto>'."""
+def _prepare(mode: str, model, make, x, T: int, dev):
+    """``(fn, info)``: the call to time for ``mode``, or ``(None, {"skip": reason})``."""
+    if mode == "ann":
+        return (lambda: model(x)), {}
+    if mode.startswith("sj:"):
+        reason = _peers.unavailable()
+        if reason:
+            return None, {"skip": f"SpikingJelly unavailable ({reason})"}
+        try:
+            net = _peers.convert(model, make(8).to(dev))
+        except Exception as exc:
+            return None, {"skip": f"SpikingJelly cannot convert it ({type(exc).__name__})"}
+        step_mode = mode[3:]
+        return (lambda xb=x: _peers.run(net, xb, T, step_mode)), {}
+    try:  # calibrated on 8 samples: conversion cost is not what is measured
+        snn = signgd.convert(model, make(8).to(dev))
+    except signgd.UnsupportedOperationError as exc:
+        return None, {"skip": "not convertible yet: " + str(exc).split(":")[0]}
+    parts = mode.split(":")
+    stats = "stats" in parts
+    if parts[1] == "auto":
+        bc, chunk = snn.plan(x, T)
+        info = {"plan": f"{bc} samples x {chunk} steps per call"}
+        return (lambda xb=x: snn.simulate(xb, T, stats=stats)), info
+    chunk = int(parts[1])
+    return (lambda xb=x: snn.simulate(xb, T, stats=stats, chunk=chunk)), {}
+
+
+def _accuracy(fn_on, make, labels, n: int, batch: int) -> float:
+    """Top-1 accuracy (%) of ``fn_on(x) -> logits or SimulationResult`` on the first n test images."""
+    correct = 0
+    xs, ys = make(n), labels[:n]
+    for i in range(0, n, batch):
+        out = fn_on(xs[i:i + batch])
+        if isinstance(out, signgd.SimulationResult):
+            out = out.outputs[max(out.outputs)]
+        correct += int((out.argmax(1) == ys[i:i + batch]).sum())
+    return 100.0 * correct / n
+
+
+def measure(name: str, batch: int, T: int, device: str, repeat: int, mode: str, accuracy_n: int) -> dict:
+    """One configuration in this process."""
     dev = torch.device(device)
-    model, make = build(name)
+    model, make, labels = build(name)
     model = model.to(dev)
     x = make(batch).to(dev)
-    rss_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    if mode != "ann":  # calibrated on 8 samples, so that conversion adds little to the peak
-        snn = signgd.convert(model, make(8).to(dev))
-    out = {"mode": mode}
+    ann = lambda: model(x)  # noqa: E731
     with torch.inference_mode():
-        if mode == "ann":
-            out["seconds"] = _time(lambda: model(x), dev, repeat)
-        elif mode.startswith("snn:"):
-            chunk = None if mode == "snn:auto" else int(mode[4:])
-            out["chunk"] = chunk if chunk is not None else snn._chunk(x, T)
-            out["seconds"] = _time(lambda: snn(x, T=T, chunk=chunk), dev, repeat)
-    if dev.type == "cuda":
-        out["peak_bytes"] = torch.cuda.max_memory_allocated()
-    else:
-        out["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_setup
+        fn, info = _prepare(mode, model, make, x, T, dev)
+        out = {"mode": mode, **info}
+        if fn is None:
+            return out
+        fn()  # warm-up: kernel compilation, allocator, oneDNN primitive caches
+        out["peak_bytes"], out["precise_memory"] = _memory.measure(fn, device)
+        ann()
+        best = _interleaved({"ann": ann, "run": fn}, dev, repeat)
+        out["ann_seconds"], out["seconds"] = best["ann"], best["run"]
+        if accuracy_n and labels is not None:
+            run = (lambda xb: model(xb)) if mode == "ann" else (lambda xb: fn(xb))
+            out["accuracy"] = _accuracy(run, lambda n: make(n).to(dev), labels.to(dev), accuracy_n, batch)
     return out
 
 
 def run_isolated(args, name, batch, mode) -> dict:
     cmd = [sys.executable, __file__, "--one", mode, "--models", name, "--batch", str(batch), "--T", str(args.T),
-           "--device", args.device, "--repeat", str(args.repeat), "--threads", str(args.threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+           "--device", args.device, "--repeat", str(args.repeat), "--threads", str(args.threads),
+           "--accuracy", str(args.accuracy)]
+    env = dict(os.environ)
+    src = str(BENCH.parent / "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _modes(args) -> list[tuple[str, str]]:
+    modes = [("signgd default", "snn:auto"), ("signgd default, stats=True", "snn:auto:stats")]
+    for c in sorted({int(c) for c in args.chunks.split(",") if c} | {args.T}):
+        label = "time-major" if c == 1 else "layer-major" if c == args.T else f"{c} steps per call"
+        modes.append((f"signgd chunk={c}, whole batch ({label})", f"snn:{c}"))
+    if args.peers:
+        modes += [("SpikingJelly IF, multi-step", "sj:m"), ("SpikingJelly IF, single-step", "sj:s")]
+    return modes
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="vgg,resnet18")
+    p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--batch", default="256,16", help="comma-separated batch sizes")
     p.add_argument("--T", type=int, default=64)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--repeat", type=int, default=2, help="timed repetitions (the best is kept)")
+    p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the best is kept)")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0: one per CPU")
-    p.add_argument("--chunks", default="1", help="chunk sizes to time besides the default and chunk=T")
+    p.add_argument("--chunks", default="", help="chunk sizes to time (whole batch) besides 1 and T")
+    p.add_argument("--accuracy", type=int, default=1024,
+                   help="test images for the accuracy column (models with labels; 0: skip)")
+    p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run SpikingJelly (pip install -e '.[bench]')")
     p.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.threads = common.setup_torch(args.threads or None, deterministic=False)
     if args.one:
-        print(json.dumps(measure(args.models, int(args.batch), args.T, args.device, args.repeat, args.one)))
+        print(json.dumps(measure(args.models, int(args.batch), args.T, args.device, args.repeat, args.one,
+                                 args.accuracy)))
         return 0
 
-    modes = [("default (auto chunk)", "snn:auto")]
-    modes += [(f"chunk={c}" + (" (time-major)" if c == 1 else " (layer-major)" if c == args.T else ""), f"snn:{c}")
-              for c in sorted({int(c) for c in args.chunks.split(",")} | {args.T})]
     lines = [f"# Simulation speed, T={args.T}, device {args.device}", "",
              f"Command: `{common.command_line()}`", "", f"Machine: {common.machine_line()}; "
-             f"signGD scan kernel: {kernels.resolve_backend(torch.zeros(1, device=args.device))}", "",
-             "| model | batch | path | seconds | SNN / (T x ANN) | peak memory growth (MiB) | memory / ANN's |",
-             "|---|---:|---|---:|---:|---:|---:|"]
+             f"signGD scan kernel: {kernels.resolve_backend(torch.zeros(1, device=args.device))}; "
+             f"SpikingJelly: {_peer_version()}; load average before the run: {_load()}", "",
+             "| model | batch | path | seconds | T x ANN seconds | SNN / (T x ANN) | peak memory (MiB) "
+             f"| memory / ANN's | accuracy at T={args.T} (%) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batch.split(",")):
             common.log(f"{name} batch {batch}: ANN")
             ann = run_isolated(args, name, batch, "ann")
-            lines.append(f"| {name} | {batch} | ANN forward x T | {ann['seconds'] * args.T:.3f} | 1.00 | "
-                         f"{ann['peak_bytes'] / 2**20:.0f} | 1.00 |")
-            for label, mode in modes:
+            lines.append(_row(name, batch, "ANN forward x T", ann, ann, args.T))
+            for label, mode in _modes(args):
                 common.log(f"{name} batch {batch}: {label}")
                 r = run_isolated(args, name, batch, mode)
-                lines.append(f"| {name} | {batch} | {label} | {r['seconds']:.3f} | "
-                             f"{r['seconds'] / (args.T * ann['seconds']):.2f} | {r['peak_bytes'] / 2**20:.0f} | "
-                             f"{r['peak_bytes'] / max(ann['peak_bytes'], 1):.2f} |")
+                if "plan" in r:
+                    label += f" ({r['plan']})"
+                lines.append(_row(name, batch, label, r, ann, args.T))
+    lines += ["", f"Load average after the run: {_load()}"]
     text = "\n".join(lines)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
     return 0
+
+
+def _row(name, batch, label, r, ann, T) -> str:
+    if "skip" in r:
+        return f"| {name} | {batch} | {label} | {r['skip']} | | | | | |"
+    is_ann = r["mode"] == "ann"
+    secs = r["ann_seconds"] * T if is_ann else r["seconds"]
+    mem = r["peak_bytes"] / 2**20
+    acc = f"{r['accuracy']:.2f}" if "accuracy" in r else ""
+    precise = "" if r.get("precise_memory", True) else " (maxrss)"
+    return (f"| {name} | {batch} | {label} | {secs:.3f} | {r['ann_seconds'] * T:.3f} | "
+            f"{secs / (T * r['ann_seconds']):.2f} | {mem:.0f}{precise} | "
+            f"{r['peak_bytes'] / max(ann['peak_bytes'], 1):.2f} | {acc} |")
+
+
+def _peer_version() -> str:
+    if _peers.unavailable():
+        return "not installed"
+    from importlib.metadata import version
+    return version("spikingjelly")
+
+
+def _load() -> str:
+    try:
+        return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -17,6 +17,13 @@ from .simulator import SimulationResult, simulate
 
 Steps = Union[int, Iterable[int]]
 
+#: Inputs (steps x samples) per affine call the default plan aims at, by device type. Measured by
+#: benchmarks/speed.py on 2 CPU cores (VGG and ResNet-18): 256 is near the best for batches from 1
+#: to 256; a GPU wants far more parallel work.
+SAMPLES_PER_CALL = {"cpu": 256, "cuda": 4096}
+#: Steps folded into each call on that device (the rest of SAMPLES_PER_CALL is made of samples).
+STEPS_PER_CALL = {"cpu": 16}
+
 
 class SpikingNetwork(nn.Module):
     """A converted network. ``snn(x, T=64)`` is the decoded output after 64 steps;
@@ -65,29 +72,59 @@ class SpikingNetwork(nn.Module):
         with torch.inference_mode():
             return self.graph_module(x)
 
-    def forward(self, x: torch.Tensor, T: Steps = 64, *, chunk: int | None = None):
-        outputs = self.simulate(x, T, chunk=chunk).outputs
+    def forward(self, x: torch.Tensor, T: Steps = 64, *, chunk: int | None = None,
+                batch_chunk: int | None = None):
+        outputs = self.simulate(x, T, chunk=chunk, batch_chunk=batch_chunk).outputs
         return next(iter(outputs.values())) if _is_scalar(T) else outputs
 
     def simulate(self, x: torch.Tensor, T: Steps = 64, *, stats: bool = False,
-                 chunk: int | None = None) -> SimulationResult:
+                 chunk: int | None = None, batch_chunk: int | None = None) -> SimulationResult:
         """Run ``max(T)`` steps; the result holds outputs at each requested step and, with
-        ``stats=True``, the spikes of every neuron layer at every step."""
+        ``stats=True``, the spikes of every neuron layer at every step.
+
+        ``chunk``: time steps per pass over the graph (1: time-major, ``T``: layer-major);
+        ``batch_chunk``: samples simulated together (all steps for one slice of the batch, then
+        the next). Left out, both are planned (``plan``); a ``chunk`` given alone runs the whole
+        batch together. Every choice gives the same numbers up to float rounding.
+        """
         steps = parse_steps(T)
         self._check_input(x)
-        chunk = self._chunk(x, max(steps)) if chunk is None else _positive_int(chunk, "chunk")
+        if chunk is None or batch_chunk is None:
+            bc = None if batch_chunk is None else _positive_int(batch_chunk, "batch_chunk")
+            planned_bc, planned_chunk = self.plan(x, max(steps), batch_chunk=bc)
+            batch_chunk = planned_bc if chunk is None else (bc or x.shape[0])
+            chunk = planned_chunk if chunk is None else chunk
+        chunk, batch_chunk = _positive_int(chunk, "chunk"), _positive_int(batch_chunk, "batch_chunk")
         return simulate(self.graph_module, x, steps, schedule=self.schedule,
-                        dynamics=self.settings["dynamics"], encoder=self.encoder, chunk=chunk, stats=stats)
+                        dynamics=self.settings["dynamics"], encoder=self.encoder, chunk=chunk,
+                        batch_chunk=batch_chunk, stats=stats)
 
-    def _chunk(self, x: torch.Tensor, T: int) -> int:
-        """Steps simulated at once. Enough that each affine op sees about ``target`` samples (a
-        batch of 1 would otherwise pay Python and launch overhead on every step), but no more: on
-        a CPU a larger working set falls out of cache and is slower (benchmarks/speed.py); and
-        never more than the memory budget allows."""
-        target = 256 if x.device.type == "cpu" else 4096
-        chunk = max(1, min(T, -(-target // x.shape[0])))
-        per_step = max(1, x.shape[0] * self.values_per_sample * x.element_size())
-        return max(1, min(chunk, int(self.settings["memory_budget"]) // per_step))
+    def plan(self, x: torch.Tensor, T: int, batch_chunk: int | None = None) -> tuple[int, int]:
+        """``(batch_chunk, chunk)``: how the default path splits a run on ``x`` over samples and steps.
+
+        Each affine op should see about ``SAMPLES_PER_CALL`` inputs (steps x samples): fewer pay
+        Python and launch overhead per step; on a CPU, more fall out of cache and are slower
+        (``docs/speed.md``), and never more than ``memory_budget`` allows (``values_per_sample``
+        is the size of all activations of one sample, an upper bound on one input's working set).
+        On a CPU those inputs are made of ``STEPS_PER_CALL`` steps of a slice of the batch rather
+        than one step of the whole batch: the neuron states, which grow with the samples in
+        flight, then stay small (peak memory close to the ANN's at the same batch), and each
+        neuron scan runs several steps over memory it keeps in cache.
+        """
+        device = x.device.type
+        B = x.shape[0]
+        per_sample = max(1, self.values_per_sample * x.element_size())
+        target = SAMPLES_PER_CALL.get(device, SAMPLES_PER_CALL["cuda"])
+        target = max(1, min(target, int(self.settings["memory_budget"]) // per_sample))
+        if batch_chunk is not None:
+            bc = min(batch_chunk, B)
+            return bc, max(1, min(T, target // bc))
+        steps = STEPS_PER_CALL.get(device, 1)
+        chunk = max(1, min(T, steps, target))
+        bc = min(B, max(1, target // chunk))
+        if bc == B:  # a small batch: fold more steps into each call instead
+            chunk = max(1, min(T, target // B))
+        return bc, chunk
 
     def _check_input(self, x) -> None:
         if not isinstance(x, torch.Tensor):

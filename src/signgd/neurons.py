@@ -34,6 +34,16 @@ def subgradient_step(x_prev, y_prev, a, eta):
     return x, y, s
 
 
+# Unary targets with an in-place form. When the simulator hands a neuron an input that nothing
+# else will read (``owned``), the target is computed in that buffer: one layer-sized allocation
+# fewer per neuron per chunk, which is what bounds the simulator's peak memory.
+_INPLACE = {"relu": torch.relu_}
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 class SpikingNeuron(nn.Module):
     """A layer of neurons sharing one target; created by conversion, one per nonlinearity node.
 
@@ -83,26 +93,36 @@ class SpikingNeuron(nn.Module):
         return state
 
     def run(self, state: dict, xs: tuple[torch.Tensor, ...], etas: torch.Tensor, dynamics: str,
-            spikes_out: torch.Tensor | None = None) -> torch.Tensor:
+            spikes_out: torch.Tensor | None = None, owned: bool = False) -> torch.Tensor:
         """Advance ``len(etas)`` steps. ``xs`` are the input sequences ``[Tc, B, ...]``.
 
         Returns the sequence passed downstream, ``[Tc, B, ...]``. When ``spikes_out`` (a
         ``[Tc]`` tensor) is given, the number of spikes fired at each step is added to it.
+        ``owned``: the caller will not read ``xs`` again, so a unary neuron may overwrite its input.
         """
         if dynamics == "signgd":
-            return self._run_signgd(state, xs, etas, spikes_out)
+            return self._run_signgd(state, xs, etas, spikes_out, owned)
         if dynamics == "subgradient":
             return self._run_subgradient(state, xs, etas, spikes_out)
         raise ValueError(f"unknown dynamics {dynamics!r}")
 
-    def _run_signgd(self, state, xs, etas, spikes_out):
-        target = self.f(*xs)
+    def _run_signgd(self, state, xs, etas, spikes_out, owned=False):
+        inplace = _INPLACE.get(self.target) if owned and len(xs) == 1 and not self.params else None
+        if inplace is not None:
+            target, fresh = inplace(xs[0]), True
+        else:
+            target = self.f(*xs)
+            fresh = not any(_shares_memory(target, x) for x in xs)
         if self.normalized:
-            # f returned a fresh tensor (never one of its inputs), so it can be scaled in place.
-            target = target.div_(self.scale) if all(target is not x for x in xs) else target / self.scale
-        # The fused scan (signgd.kernels): fire, step and scale in one pass over memory.
-        out, state["y"] = signgd_scan(target, state["y"], etas, self.scale if self.normalized else None,
-                                      spikes_out, inplace=True)
+            # A fresh (or donated) target can be scaled in place.
+            target, fresh = (target.div_(self.scale) if fresh else target / self.scale), True
+        scale = self.scale if self.normalized else None
+        # The fused scan (signgd.kernels): fire, step and scale in one pass over memory, writing
+        # each output over its target when that buffer is ours.
+        y = state["y"]
+        result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
+        buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
+        out, state["y"] = signgd_scan(target, y, etas, scale, spikes_out, inplace=True, out=buf)
         return out
 
     def _run_subgradient(self, state, xs, etas, spikes_out):

@@ -55,12 +55,12 @@ class _Run:
         self.etas: torch.Tensor | None = None
         self.t0 = 1
 
-    def neuron(self, name: str, mod: SpikingNeuron, args) -> torch.Tensor:
+    def neuron(self, name: str, mod: SpikingNeuron, args, owned: bool = False) -> torch.Tensor:
         steps = self.etas.shape[0]
         xs = tuple(a.reshape(steps, self.batch, *a.shape[1:]) for a in args)
         state = self.states.get(name)
         if state is None:
-            like = mod(*(x[0] for x in xs))
+            like = _like_output(mod, tuple(x[0] for x in xs))
             state = self.states[name] = mod.init_state(like, self.dynamics)
             if self.stats:
                 self.spikes[name] = torch.zeros(self.total_steps, dtype=torch.float64, device=like.device)
@@ -68,47 +68,119 @@ class _Run:
         counts = None
         if self.stats:
             counts = torch.zeros(steps, dtype=torch.float64, device=xs[0].device)
-        out = mod.run(state, xs, self.etas, self.dynamics, counts)
+        out = mod.run(state, xs, self.etas, self.dynamics, counts, owned=owned)
         if counts is not None:
             self.spikes[name][self.t0 - 1:self.t0 - 1 + steps] += counts
         return out.reshape(steps * self.batch, *out.shape[2:])
 
 
+def _like_output(mod: SpikingNeuron, xs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """An uninitialized tensor shaped like one step's output ``[B, ...]`` (it sizes the state).
+    The target runs on the first sample only, so no layer-sized buffer is computed for it (a
+    neuron acts on each sample separately)."""
+    one = mod(*(x[:1] for x in xs))
+    return torch.empty((xs[0].shape[0], *one.shape[1:]), dtype=one.dtype, device=one.device)
+
+
+def _storages(value, out: set) -> None:
+    """Add the storages of every tensor inside an env value (tensors, tuples, lists, dicts)."""
+    if isinstance(value, torch.Tensor):
+        out.add(value.untyped_storage().data_ptr())
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            _storages(v, out)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _storages(v, out)
+
+
 class _ChunkInterpreter(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule, run: _Run):
+    """Runs one chunk. Values are freed after their last use (``garbage_collect_values``), and a
+    unary neuron that is the last reader of its input's memory gets to overwrite it: with the scan
+    writing its output over its target, a neuron then allocates nothing layer-sized."""
+
+    def __init__(self, gm: fx.GraphModule, run: _Run | None):
         super().__init__(gm, garbage_collect_values=True)
         self.sim = run
+        # Parameters and buffers are never handed to a neuron to overwrite.
+        self.constants: set = set()
+        for t in [*gm.parameters(), *gm.buffers()]:
+            _storages(t, self.constants)
 
-    def call_module(self, target, args, kwargs):
-        mod = self.submodules[target]
-        if isinstance(mod, SpikingNeuron):
-            return self.sim.neuron(target, mod, args)
-        return super().call_module(target, args, kwargs)
+    def run_node(self, n: fx.Node):
+        if n.op == "call_module" and isinstance(self.submodules.get(n.target), SpikingNeuron):
+            with self._set_current_node(n):
+                args, kwargs = self.fetch_args_kwargs_from_env(n)
+                assert not kwargs, "neurons take positional inputs only"
+                return self.sim.neuron(n.target, self.submodules[n.target], args, self._owned(n, args))
+        return super().run_node(n)
+
+    def _owned(self, n: fx.Node, args) -> bool:
+        """Whether ``n`` is the last reader of its (single) input's memory."""
+        if len(n.args) != 1 or not isinstance(n.args[0], fx.Node) or not isinstance(args[0], torch.Tensor):
+            return False
+        src = n.args[0]
+        if src.op not in ("call_module", "call_function", "call_method"):
+            return False
+        if src not in self.user_to_last_uses.get(n, ()):
+            return False  # a later node reads it
+        ptr = args[0].untyped_storage().data_ptr()
+        if ptr in self.constants:
+            return False
+        live: set = set()
+        for node, value in self.env.items():
+            if node is not src:
+                _storages(value, live)
+        return ptr not in live
 
 
 def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule: Schedule, dynamics: str,
-             encoder: InputEncoder, chunk: int, stats: bool = False) -> SimulationResult:
-    """Simulate ``max(steps)`` steps of the converted graph on input ``x`` ``[B, ...]``."""
+             encoder: InputEncoder, chunk: int, batch_chunk: int | None = None,
+             stats: bool = False) -> SimulationResult:
+    """Simulate ``max(steps)`` steps of the converted graph on input ``x`` ``[B, ...]``.
+
+    Samples are independent, so the batch is simulated ``batch_chunk`` samples at a time (all
+    steps for one slice, then the next): the neuron states, which grow with the samples in
+    flight, are then only that slice's, while folding ``chunk`` steps into each affine call keeps
+    the calls as large as a whole batch's.
+    """
     T = max(steps)
-    wanted = set(steps)
     batch = x.shape[0]
-    run = _Run(dynamics, batch, stats, T)
-    interp = _ChunkInterpreter(gm, run)
-    decoder = OutputDecoder(dynamics)
-    enc_state, dec_state = encoder.init_state(x), decoder.init_state()
-    outputs: dict[int, torch.Tensor] = {}
+    batch_chunk = batch if batch_chunk is None else max(1, min(int(batch_chunk), batch))
     # One evaluation of the schedule for the whole run, so every chunking sees identical steps.
     etas = schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
+    interp = _ChunkInterpreter(gm, None)
+    parts: list[dict[int, torch.Tensor]] = []
+    spikes: dict[str, torch.Tensor] = {}
+    neurons: dict[str, int] = {}
     with torch.inference_mode():
-        for t0 in range(1, T + 1, chunk):
-            t1 = min(t0 + chunk, T + 1)
-            run.etas = etas[t0 - 1:t1 - 1]
-            run.t0 = t0
-            encoded = encoder.run(enc_state, x, run.etas, t0)
-            readout = interp.run(encoded.reshape((t1 - t0) * batch, *x.shape[1:]))
-            readout = readout.reshape(t1 - t0, batch, *readout.shape[1:])
-            decoded = decoder.run(dec_state, readout, run.etas)
-            for t in range(t0, t1):
-                if t in wanted:
-                    outputs[t] = decoded[t - t0].clone()
-    return SimulationResult(outputs, run.spikes, run.neurons, batch)
+        for xb in x.split(batch_chunk):
+            run = _Run(dynamics, xb.shape[0], stats, T)
+            interp.sim = run
+            parts.append(_simulate_slice(interp, xb, steps, etas, chunk, encoder, OutputDecoder(dynamics)))
+            for name, counts in run.spikes.items():
+                spikes[name] = spikes[name] + counts if name in spikes else counts
+            neurons.update(run.neurons)
+        outputs = parts[0] if len(parts) == 1 else {t: torch.cat([p[t] for p in parts]) for t in parts[0]}
+    return SimulationResult(outputs, spikes, neurons, batch)
+
+
+def _simulate_slice(interp: _ChunkInterpreter, x: torch.Tensor, steps: list[int], etas: torch.Tensor,
+                    chunk: int, encoder: InputEncoder, decoder: OutputDecoder) -> dict[int, torch.Tensor]:
+    """All steps for one slice of the batch, ``chunk`` steps per pass over the graph."""
+    run, batch, T, wanted = interp.sim, x.shape[0], max(steps), set(steps)
+    enc_state, dec_state = encoder.init_state(x), decoder.init_state()
+    outputs: dict[int, torch.Tensor] = {}
+    for t0 in range(1, T + 1, chunk):
+        t1 = min(t0 + chunk, T + 1)
+        run.etas = etas[t0 - 1:t1 - 1]
+        run.t0 = t0
+        encoded = encoder.run(enc_state, x, run.etas, t0)
+        readout = interp.run(encoded.reshape((t1 - t0) * batch, *x.shape[1:]))
+        del encoded  # the graph may have written over it; nothing reads it again
+        readout = readout.reshape(t1 - t0, batch, *readout.shape[1:])
+        decoded = decoder.run(dec_state, readout, run.etas)
+        for t in range(t0, t1):
+            if t in wanted:
+                outputs[t] = decoded[t - t0].clone()
+    return outputs
