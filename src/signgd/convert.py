@@ -1,4 +1,5 @@
-"""The conversion pipeline: trace -> simplify -> fold BN -> neurons -> max trees -> check -> calibrate.
+"""The conversion pipeline: trace -> simplify -> fold BN -> decompose (attention, softmax, norms) ->
+neurons -> products -> max trees -> check -> calibrate.
 
 Each step is a pass in ``signgd.graph`` that logs what it changed (``logging.getLogger("signgd")``).
 The defaults are the paper's preset: signGD dynamics, ``eta_t = 0.15 * 0.95**(t-1)``, ``float``
@@ -17,11 +18,14 @@ from torch.utils.data import DataLoader, Dataset
 from . import schedules as sched
 from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
+from .graph.attention import decompose_attention, decompose_softmax
 from .graph.calibrate import activation_ranges, zero_response
 from .graph.check import check_supported
 from .graph.fold_bn import fold_batchnorm
 from .graph.maxpool import decompose_maxpool
 from .graph.neuronize import replace_nonlinearities
+from .graph.norms import decompose_norms
+from .graph.products import replace_products
 from .graph.simplify import remove_identities
 from .graph.trace import trace
 from .network import SpikingNetwork
@@ -81,7 +85,13 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     notes.append(f"removed {remove_identities(gm)} eval-mode identities (Dropout, Identity)")
     _propagate_shapes(gm, sample)
     notes.append(f"folded {fold_batchnorm(gm)} BatchNorm layers into the preceding conv/linear")
+    notes.append(f"decomposed {decompose_attention(gm)} scaled dot-product attentions into matmul and softmax")
+    _propagate_shapes(gm, sample)
+    notes.append(f"decomposed {decompose_softmax(gm)} softmax into exp, sum and divide")
+    notes.append(f"decomposed {decompose_norms(gm)} LayerNorm/RMSNorm into square and divide_sqrt")
+    _propagate_shapes(gm, sample)
     notes.append(f"replaced {len(replace_nonlinearities(gm))} nonlinearities by neurons")
+    notes.append(f"replaced {len(replace_products(gm))} products/ratios of two activations by 2-input neurons")
     notes.append(f"decomposed max pooling into {len(decompose_maxpool(gm, pad_value))} layers of 2-input max neurons")
     _propagate_shapes(gm, sample)
     check_supported(gm)

@@ -1,4 +1,4 @@
-"""Remove the operations that are the identity in eval mode (Dropout, Identity, clone)."""
+"""Remove the operations that are the identity in eval mode (Dropout, Identity, clone, stochastic depth)."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +15,14 @@ _IDENTITY_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, torch.d
 _IDENTITY_METHODS = {"clone", "detach"}
 
 
+def _is_eval_stochastic_depth(node: fx.Node) -> bool:
+    """torchvision's ``stochastic_depth(x, p, mode, training)`` with ``training=False``."""
+    if node.op != "call_function" or getattr(node.target, "__name__", "") != "stochastic_depth":
+        return False
+    training = node.args[3] if len(node.args) > 3 else node.kwargs.get("training", True)
+    return training is False
+
+
 def remove_identities(gm: fx.GraphModule) -> int:
     """Replace every eval-mode identity by its input; returns how many were removed."""
     modules = dict(gm.named_modules())
@@ -24,6 +32,7 @@ def remove_identities(gm: fx.GraphModule) -> int:
             (node.op == "call_module" and isinstance(modules[node.target], _IDENTITY_MODULES))
             or (node.op == "call_function" and node.target in _IDENTITY_FUNCTIONS)
             or (node.op == "call_method" and node.target in _IDENTITY_METHODS)
+            or _is_eval_stochastic_depth(node)
         )
         if is_identity and node.args and isinstance(node.args[0], fx.Node):
             node.replace_all_uses_with(node.args[0])
