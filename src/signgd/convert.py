@@ -82,6 +82,9 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     with torch.no_grad():
         expected = _run(gm, sample, "the model")  # the traced, unmodified model: the reference
     notes = [f"traced {type(model).__name__}: {len(gm.graph.nodes)} graph nodes"]
+    if gm.meta.get("swapped_modules"):
+        notes.append(f"swapped {gm.meta['swapped_modules']} MultiheadAttention/TransformerEncoder(Layer) modules "
+                     f"for traceable stand-ins")
     notes.append(f"removed {remove_identities(gm)} eval-mode identities (Dropout, Identity)")
     _propagate_shapes(gm, sample)
     notes.append(f"folded {fold_batchnorm(gm)} BatchNorm layers into the preceding conv/linear")
@@ -159,7 +162,8 @@ def _verify(gm, sample: torch.Tensor, expected: torch.Tensor) -> None:
                 raise ConversionError(
                     "the model's output for one sample depends on the other samples of the batch (an op "
                     "reduces over the batch dimension, e.g. x.mean() without dim, or BatchNorm without running "
-                    "statistics); signgd folds time steps into the batch, so it cannot convert this model")
+                    "statistics, or an input whose batch is not dim 0, e.g. sequence-first [L, B, E]); signgd "
+                    "folds time steps into dim 0, so it cannot convert this model as it is")
 
 
 class _CalibrationBatches:

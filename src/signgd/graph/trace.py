@@ -40,7 +40,7 @@ def trace(model: nn.Module, leaf_modules: Iterable[type] = ()) -> fx.GraphModule
         warnings.warn("the model is in training mode; signgd converts it as if in eval mode "
                       "(your model is left as it is)", stacklevel=3)
     model = copy.deepcopy(model).eval()
-    model, _ = make_traceable(model)  # attention/transformer modules -> plain ops fx can see
+    model, swapped = make_traceable(model)  # attention/transformer modules -> plain ops fx can see
     tracer = _Tracer(tuple(leaf_modules))
     try:
         graph = tracer.trace(model, concrete_args=_optional_arguments(model))
@@ -54,6 +54,7 @@ def trace(model: nn.Module, leaf_modules: Iterable[type] = ()) -> fx.GraphModule
         if not node.users:
             graph.erase_node(node)  # an option fixed at its default (see _optional_arguments)
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm.meta["swapped_modules"] = swapped
     log.debug("traced %s: %d nodes", type(model).__name__, len(gm.graph.nodes))
     return gm
 
