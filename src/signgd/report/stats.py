@@ -96,27 +96,26 @@ class _ErrorProbe:
         tc = out.shape[0]
         if name in self.spike_routers:
             self.routed[name][t0 - 1:t0 - 1 + tc] += (out != 0).flatten(1).sum(1).to(torch.float64).cpu()
-        wanted = [t for t in self.steps if t0 <= t < t0 + tc]
-        if self.dynamics == "subgradient":
-            estimates = self._running_average(name, t0, out)
-        else:
-            estimates = out
-        sq, ab = self.sq_err.setdefault(name, {}), self.abs_err.setdefault(name, {})
-        for t in wanted:
-            diff = estimates[t - t0].to(torch.float64) - act.to(torch.float64)
-            sq[t] = sq.get(t, 0.0) + float(diff.square().sum())
-            ab[t] = ab.get(t, 0.0) + float(diff.abs().sum())
-
-    def _running_average(self, name: str, t0: int, out: torch.Tensor) -> torch.Tensor:
+        wanted = {t for t in self.steps if t0 <= t < t0 + tc}
+        if self.dynamics != "subgradient":
+            for t in sorted(wanted):
+                self._accumulate(name, t, out[t - t0], act)
+            return
+        # Subgradient: the estimate is the running average of what the layer passes downstream.
         y = self.running.get(name)
         if y is None:
-            y = torch.zeros_like(out[0], dtype=torch.float64)
-        seq = torch.empty(out.shape, dtype=torch.float64, device=out.device)
-        for k in range(out.shape[0]):
-            y = y - self.etas[t0 - 1 + k] * (y - out[k].to(torch.float64))
-            seq[k] = y
-        self.running[name] = y
-        return seq
+            y = self.running[name] = torch.zeros_like(out[0])
+        for k in range(tc):
+            eta = float(self.etas[t0 - 1 + k])
+            y.mul_(1 - eta).add_(out[k], alpha=eta)
+            if t0 + k in wanted:
+                self._accumulate(name, t0 + k, y, act)
+
+    def _accumulate(self, name: str, t: int, estimate: torch.Tensor, act: torch.Tensor) -> None:
+        diff = estimate - act
+        sq, ab = self.sq_err.setdefault(name, {}), self.abs_err.setdefault(name, {})
+        sq[t] = sq.get(t, 0.0) + float(torch.sum(diff * diff, dtype=torch.float64))
+        ab[t] = ab.get(t, 0.0) + float(torch.sum(diff.abs_(), dtype=torch.float64))
 
 
 def _input_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int) -> torch.Tensor:
