@@ -16,7 +16,7 @@ from .report import build_report, collect, write_report
 
 
 def run_demo(epochs: int = 30, seed: int = 0, steps=(1, 2, 4, 8, 16, 32, 64, 128), log=print, out=None,
-             progress: bool = False, batch_size: int = 256, device="cpu", command: list[str] | None = None):
+             progress: bool = False, batch_size: int = 256, limit: int | None = None, device="cpu", command: list[str] | None = None):
     """Returns ``{dynamics: EvaluationReport}``. With ``out``, writes ``out/report.json`` + plots and
     ``out/snn.pt`` for the signGD network, and the subgradient baseline's report in ``out/subgradient``."""
     torch.manual_seed(seed)
@@ -32,14 +32,14 @@ def run_demo(epochs: int = 30, seed: int = 0, steps=(1, 2, 4, 8, 16, 32, 64, 128
     for dynamics in ("signgd", "subgradient"):
         start = time.perf_counter()
         snn = convert(model, calibration, dynamics=dynamics, seed=seed)
-        stats = collect(snn, test_set, list(steps), batch_size=batch_size, progress=progress)
+        stats = collect(snn, test_set, list(steps), batch_size=batch_size, limit=limit, progress=progress)
         reports[dynamics] = stats.evaluation
         log(f"{dynamics}: converted and evaluated at T={list(steps)} in {time.perf_counter() - start:.1f} s")
         if out is not None:
             folder = Path(out) if dynamics == "signgd" else Path(out) / dynamics
             settings = {"command": command or ["signgd", "demo"], "model": "signgd:digits_cnn",
                         "data": "digits", "training_epochs": epochs, "calibration_samples": len(calibration),
-                        "T": list(steps), "batch_size": batch_size, "device": str(device), "seed": seed}
+                        "T": list(steps), "batch_size": batch_size, "limit": limit, "device": str(device), "seed": seed}
             write_report(build_report(snn, stats, run_settings=settings), folder)
             if dynamics == "signgd":
                 snn.save(folder / "snn.pt")

@@ -53,7 +53,7 @@ def run_demo_command(args, argv: list[str], log=print) -> int:
     from ..demo import run_demo
     device = _device(args.device)
     torch.manual_seed(args.seed)
-    run_demo(epochs=args.epochs, seed=args.seed, out=args.out, progress=_progress(args), batch_size=args.batch_size,
+    run_demo(epochs=args.epochs, seed=args.seed, steps=args.T, limit=args.limit, out=args.out, progress=_progress(args), batch_size=args.batch_size,
              device=device, command=["signgd", *argv], log=log)
     return 0
 

@@ -127,6 +127,9 @@ def load_split(spec: str, split: str, opts: ImageOptions = ImageOptions()) -> Da
     if kind == "digits" and not sep:
         base = signgd_data.digits(split)
     elif kind == "fashion-mnist":
+        if path and not Path(path).is_dir():
+            raise UsageError(f"Fashion-MNIST folder {path} not found; give fashion-mnist:PATH to a folder of the IDX "
+                             f"files, or plain fashion-mnist to use the installed copy")
         try:
             base = signgd_data.fashion_mnist(split, root=path or None)
         except signgd_data.DatasetNotFoundError as exc:

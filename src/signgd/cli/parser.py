@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "write a report (offline, about a minute)")
     demo.add_argument("--out", default="signgd-demo", help="report folder (default ./signgd-demo)")
     demo.add_argument("--epochs", type=_positive, default=30, help="training epochs (default 30)")
+    demo.add_argument("--T", type=parse_steps_arg, default=parse_steps_arg(DEFAULT_STEPS), metavar="T1,T2,...",
+                      help=f"time steps at which to measure (default {DEFAULT_STEPS})")
+    demo.add_argument("--limit", type=_positive, default=None, metavar="N", help="evaluate on the first N test digits")
     _common(demo)
 
     conv = sub.add_parser("convert", help="convert a trained model, evaluate it, write the report and the SNN")
