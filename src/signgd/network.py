@@ -51,6 +51,12 @@ class SpikingNetwork(nn.Module):
         return (f"dynamics={s['dynamics']}, schedule={self.schedule!r}, encoding={s['encoding']}, "
                 f"normalize={s['normalize']}, neuron layers={len(self.neurons)}")
 
+    def save(self, path) -> "pathlib.Path":
+        """Write the network (graph, weights, scales, settings, format version) to ``path``; read it
+        back with ``signgd.load(path)``. The file holds no pickled code (``signgd.serialize``)."""
+        from .serialize import save
+        return save(self, path)
+
     # ---- running ----------------------------------------------------------------------------
     def train(self, mode: bool = True) -> "SpikingNetwork":
         """A converted network is always in inference mode (BatchNorm must keep its running

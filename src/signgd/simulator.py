@@ -44,8 +44,9 @@ class SimulationResult:
 
 
 class _Run:
-    def __init__(self, dynamics: str, batch: int, stats: bool, total_steps: int):
+    def __init__(self, dynamics: str, batch: int, stats: bool, total_steps: int, probe=None):
         self.dynamics = dynamics
+        self.probe = probe
         self.batch = batch
         self.stats = stats
         self.total_steps = total_steps
@@ -71,6 +72,8 @@ class _Run:
         out = mod.run(state, xs, self.etas, self.dynamics, counts)
         if counts is not None:
             self.spikes[name][self.t0 - 1:self.t0 - 1 + steps] += counts
+        if self.probe is not None:
+            self.probe(name, self.t0, out)
         return out.reshape(steps * self.batch, *out.shape[2:])
 
 
@@ -87,12 +90,15 @@ class _ChunkInterpreter(fx.Interpreter):
 
 
 def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule: Schedule, dynamics: str,
-             encoder: InputEncoder, chunk: int, stats: bool = False) -> SimulationResult:
-    """Simulate ``max(steps)`` steps of the converted graph on input ``x`` ``[B, ...]``."""
+             encoder: InputEncoder, chunk: int, stats: bool = False, probe=None) -> SimulationResult:
+    """Simulate ``max(steps)`` steps of the converted graph on input ``x`` ``[B, ...]``.
+
+    ``probe(name, t0, out)``, when given, sees what each neuron layer passes downstream for steps
+    ``t0 .. t0 + Tc - 1`` (``out`` is ``[Tc, B, ...]``, read-only): per-layer statistics use it."""
     T = max(steps)
     wanted = set(steps)
     batch = x.shape[0]
-    run = _Run(dynamics, batch, stats, T)
+    run = _Run(dynamics, batch, stats, T, probe)
     interp = _ChunkInterpreter(gm, run)
     decoder = OutputDecoder(dynamics)
     enc_state, dec_state = encoder.init_state(x), decoder.init_state()
