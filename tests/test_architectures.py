@@ -45,9 +45,12 @@ _TRANSFORMER = {"matmul", "exp", "divide", "square", "divide_sqrt", "gelu"}
     ("timm-resmlp", models.tiny_resmlp, {"gelu"}),
     ("timm-vit", models.tiny_vit, _TRANSFORMER),
 ])
-def test_tiny_timm_architectures(name, build, targets):
+def test_tiny_timm_architectures(name, build, targets, tmp_path):
     torch.manual_seed(0)
-    _converges(build(), torch.randn(4, 1, 32, 32), targets)
+    x = torch.randn(4, 1, 32, 32)
+    snn = _converges(build(), x, targets)
+    snn.save(tmp_path / "snn.pt")  # the decompositions' ops and neurons survive a save/load round trip
+    assert torch.equal(signgd.load(tmp_path / "snn.pt")(x, T=8), snn(x, T=8))
 
 
 def test_timm_convnext_atto():

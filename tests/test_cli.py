@@ -149,13 +149,14 @@ def test_weights_that_do_not_fit(capsys, weights):
 def test_unsupported_operation_names_the_node(capsys, tmp_path):
     model_file = tmp_path / "net.py"
     model_file.write_text("from torch import nn\n"
-                          "class Square(nn.Module):\n"
+                          "import torch\n"
+                          "class Sign(nn.Module):\n"
                           "    def forward(self, x):\n"
-                          "        return x * x\n"
+                          "        return torch.sign(x)\n"
                           "def net():\n"
-                          "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), Square(), nn.Linear(8, 10))\n")
+                          "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), Sign(), nn.Linear(8, 10))\n")
     err = _error(capsys, ["convert", f"{model_file}:net", "--data", "digits", "--out", str(tmp_path / "o")], 1)
-    assert err.startswith("signgd convert: error: unsupported operation:") and "mul" in err
+    assert err.startswith("signgd convert: error: unsupported operation:") and "sign" in err
     err = _error(capsys, ["convert", f"{model_file}:nett", "--data", "digits"], 2)
     assert "no function 'nett' (did you mean net?)" in err
 

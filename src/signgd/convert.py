@@ -26,7 +26,7 @@ from .graph.maxpool import decompose_maxpool
 from .graph.neuronize import replace_nonlinearities
 from .graph.norms import decompose_norms
 from .graph.products import replace_products
-from .graph.simplify import remove_identities
+from .graph.simplify import remove_assertions, remove_identities
 from .graph.trace import trace
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
@@ -85,7 +85,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     if gm.meta.get("swapped_modules"):
         notes.append(f"swapped {gm.meta['swapped_modules']} MultiheadAttention/TransformerEncoder(Layer) modules "
                      f"for traceable stand-ins")
-    notes.append(f"removed {remove_identities(gm)} eval-mode identities (Dropout, Identity)")
+    notes.append(f"removed {remove_identities(gm)} eval-mode identities (Dropout, Identity) and "
+                 f"{remove_assertions(gm)} shape assertions")
     _propagate_shapes(gm, sample)
     notes.append(f"folded {fold_batchnorm(gm)} BatchNorm layers into the preceding conv/linear")
     notes.append(f"decomposed {decompose_attention(gm)} scaled dot-product attentions into matmul and softmax")

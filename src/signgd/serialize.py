@@ -48,7 +48,7 @@ class SnnFileError(SigngdError, ValueError):
 
 # ---- allowlists ---------------------------------------------------------------------------------
 _NAMESPACES = (("torch", torch), ("torch.nn.functional", F), ("operator", operator), ("math", math),
-               ("signgd.graph.ops", ops))
+               ("signgd.graph.ops", ops), ("signgd.targets", targets))
 _EXTRA_FUNCTIONS = {
     F.pad, operator.mul, operator.truediv, operator.floordiv, operator.mod, operator.pow, operator.matmul,
     operator.neg, operator.pos, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
@@ -60,7 +60,8 @@ _EXTRA_FUNCTIONS = {
 
 def _allowed_functions() -> dict[str, object]:
     """Fixed name -> function for every function a saved graph may call (built once, at import)."""
-    wanted = set(check.AFFINE_FUNCTIONS) | set(check.SCALING_FUNCTIONS) | _EXTRA_FUNCTIONS
+    wanted = set(check.AFFINE_FUNCTIONS) | set(check.SCALING_FUNCTIONS) | set(check.ADD_PRODUCT_FUNCTIONS)
+    wanted |= _EXTRA_FUNCTIONS
     wanted |= set(getattr(targets, "_FUNCTIONS", {}))
     wanted |= {f for name, f in vars(ops).items() if callable(f) and not name.startswith("_")
                and getattr(f, "__module__", None) == ops.__name__}

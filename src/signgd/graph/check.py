@@ -41,7 +41,7 @@ AFFINE_FUNCTIONS = {
 SCALING_FUNCTIONS = {operator.mul, operator.truediv, operator.imul, operator.itruediv, torch.mul, torch.div,
                      operator.matmul, torch.matmul, torch.bmm}
 # input + (product of two factors): affine while at most one factor depends on the input.
-_ADD_PRODUCT = {torch.addcmul: (1, 2), torch.addmm: (1, 2), torch.baddbmm: (1, 2), torch.addbmm: (1, 2)}
+ADD_PRODUCT_FUNCTIONS = {torch.addcmul: (1, 2), torch.addmm: (1, 2), torch.baddbmm: (1, 2), torch.addbmm: (1, 2)}
 _DIVISIONS = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
 AFFINE_METHODS = {
     "view", "reshape", "flatten", "permute", "transpose", "contiguous", "add", "add_", "sub", "sub_",
@@ -91,7 +91,7 @@ def check_supported(gm: fx.GraphModule) -> None:
                 continue
             if node.target in SCALING_FUNCTIONS and _scaling_ok(node, dep):
                 continue
-            if node.target in _ADD_PRODUCT and sum(node.args[i] in dep for i in _ADD_PRODUCT[node.target]
+            if node.target in ADD_PRODUCT_FUNCTIONS and sum(node.args[i] in dep for i in ADD_PRODUCT_FUNCTIONS[node.target]
                                                    if i < len(node.args)) <= 1:
                 continue
             bad.append((node.name, "call_function", _name(node.target)))

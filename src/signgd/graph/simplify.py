@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 
 import torch
 import torch.fx as fx
@@ -43,4 +44,35 @@ def remove_identities(gm: fx.GraphModule) -> int:
         gm.delete_all_unused_submodules()
         gm.recompile()
         log.debug("removed %d eval-mode identities (Dropout/Identity)", removed)
+    return removed
+
+
+# Pure operations on shapes and other plain values: safe to drop once nothing uses their result.
+_PURE_FUNCTIONS = {getattr, operator.getitem, operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
+                   operator.ge, operator.and_, operator.or_, operator.not_, operator.floordiv, operator.mul,
+                   operator.add, operator.sub, operator.mod}
+_PURE_METHODS = {"size", "dim"}
+
+
+def remove_assertions(gm: fx.GraphModule) -> int:
+    """Drop ``torch._assert`` shape checks (timm's patch embedding, torchvision's ViT) and the shape
+    arithmetic that only fed them. A SpikingNetwork checks its input shape itself, and a converted
+    graph then holds only tensor work (and can be saved)."""
+    removed = 0
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target is torch._assert:
+            gm.graph.erase_node(node)
+            removed += 1
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(list(gm.graph.nodes)):
+            pure = (node.op == "call_function" and node.target in _PURE_FUNCTIONS) or (
+                node.op == "call_method" and node.target in _PURE_METHODS)
+            if pure and not node.users and "tensor_meta" not in node.meta:
+                gm.graph.erase_node(node)
+                changed = True
+    if removed:
+        gm.recompile()
+        log.debug("removed %d shape assertions", removed)
     return removed

@@ -50,6 +50,9 @@ def trace(model: nn.Module, leaf_modules: Iterable[type] = ()) -> fx.GraphModule
             f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: {exc}{where}. "
             f"Fix: make forward() free of Python control flow that depends on tensor values (if/for on "
             f"x.sum(), x.item(), ...), e.g. move the branch out of the model") from exc
+    for node in list(graph.nodes):
+        if node.op == "call_function" and getattr(node.target, "__name__", "") == "_assert_is_none":
+            graph.erase_node(node)  # fx's check that an option fixed at None is None
     for node in [n for n in graph.nodes if n.op == "placeholder"][1:]:
         if not node.users:
             graph.erase_node(node)  # an option fixed at its default (see _optional_arguments)

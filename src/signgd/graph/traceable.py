@@ -61,7 +61,7 @@ class TraceableMultiheadAttention(nn.Module):
             scores = scores + attention_bias(attn_mask, scores.dtype, True)
         weights = scores.softmax(-1)
         out = (weights @ v).transpose(1, 2).flatten(2)
-        out = m.out_proj(out)
+        out = F.linear(out, m.out_proj.weight, m.out_proj.bias)  # (a Linear subclass: keep the graph plain)
         if not m.batch_first:
             out = out.transpose(0, 1)
         if not need_weights:

@@ -32,7 +32,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..graph.check import _depends_on_input
+from ..graph.deps import depends_on_input
 from ..neurons import SpikingNeuron
 
 __all__ = ["EnergyModel", "fan_out", "ann_macs", "first_layer_macs", "energy_table", "INPUT"]
@@ -180,7 +180,7 @@ class _Counter(fx.Interpreter):
 
 
 def _source_size(gm: fx.GraphModule, source: str, sample: torch.Tensor) -> tuple[float, int]:
-    dependent = _depends_on_input(gm)
+    dependent = depends_on_input(gm)
     ones = _Counter(gm, source, dependent)
     zeros = _Counter(gm, "\0none", dependent)
     with torch.no_grad():
