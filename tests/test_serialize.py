@@ -195,3 +195,17 @@ def test_file_is_a_plain_weights_only_archive(saved):
     payload = torch.load(io.BytesIO(saved[1].read_bytes()), weights_only=True)
     assert payload["format"] == serialize.FORMAT and payload["version"] == serialize.FORMAT_VERSION
     assert payload["signgd_version"] == signgd.__version__
+
+
+def test_callable_schedule_converts_runs_and_refuses_to_save_clearly(tmp_path):
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    x = torch.randn(5, 4)
+    snn = signgd.convert(model, x, schedule=lambda t: 0.1 * 0.9 ** (t - 1))
+    assert torch.allclose(snn.schedule.etas(1, 3, dtype=torch.float64),
+                          torch.tensor([0.1, 0.09], dtype=torch.float64))
+    assert torch.isfinite(snn(x, T=4)).all()
+    with pytest.raises(signgd.SnnFileError, match="callable"):
+        snn.save(tmp_path / "snn.pt")
+    assert not (tmp_path / "snn.pt").exists()

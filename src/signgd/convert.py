@@ -117,7 +117,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
 
     settings = dict(dynamics=dynamics, schedule=schedule.describe(), encoding=encoding, seed=int(seed),
                     normalize=normalize, pad_value=float(pad_value), memory_budget=int(memory_budget))
-    snn = SpikingNetwork(gm, settings, batches.input_shape, values_per_sample)
+    snn = SpikingNetwork(gm, settings, batches.input_shape, values_per_sample, schedule=schedule)
     snn.conversion_log = notes
     return snn
 

@@ -27,13 +27,15 @@ class SpikingNetwork(nn.Module):
     """
 
     def __init__(self, graph_module: fx.GraphModule, settings: dict, input_shape: tuple[int, ...],
-                 values_per_sample: int):
+                 values_per_sample: int, schedule=None):
         super().__init__()
         self.graph_module = graph_module
         self.settings = dict(settings)
         self.input_shape = tuple(int(d) for d in input_shape)
         self.values_per_sample = int(values_per_sample)
-        self.schedule = make_schedule(settings["schedule"])
+        # The Schedule itself when conversion has it (a callable schedule has no description to
+        # rebuild it from); else rebuilt from the settings (a loaded network).
+        self.schedule = schedule if schedule is not None else make_schedule(settings["schedule"])
         self.encoder = InputEncoder(settings["encoding"], settings.get("seed", 0))
         self.conversion_log: list[str] = []  # what each conversion pass changed
         self.eval()

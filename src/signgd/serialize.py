@@ -226,7 +226,7 @@ def to_payload(snn) -> dict:
     return {
         "format": FORMAT, "version": FORMAT_VERSION,
         "signgd_version": __version__, "torch_version": str(torch.__version__),
-        "settings": _encode(dict(snn.settings), "the settings"),
+        "settings": _encode(_savable_settings(snn), "the settings"),
         "input_shape": list(snn.input_shape), "values_per_sample": int(snn.values_per_sample),
         "conversion_log": [str(s) for s in snn.conversion_log],
         "dtype": _encode(ref.dtype if ref is not None else torch.get_default_dtype(), "dtype"),
@@ -391,3 +391,16 @@ def load(path: str | os.PathLike, map_location="cpu"):
     """Read a SpikingNetwork written by ``snn.save(path)``. Never runs code from the file."""
     path = Path(path)
     return from_payload(_read(path, map_location), str(path))
+
+
+def _savable_settings(snn) -> dict:
+    """The settings, refusing a schedule that cannot be rebuilt from its description (a callable)."""
+    from .schedules import make_schedule
+
+    try:
+        make_schedule(snn.settings["schedule"])
+    except (ValueError, TypeError, KeyError):
+        raise SnnFileError(f"cannot save a network whose schedule is a Python callable "
+                           f"({snn.settings.get('schedule')}); convert with a named schedule "
+                           f"(e.g. \"exponential:lr=0.15,decay=0.95\") or a 1-D tensor of steps to save it") from None
+    return dict(snn.settings)
