@@ -1,20 +1,173 @@
+"""The ``signgd`` command on real runs (digits, tmp folders, few T, --limit) and its one-line errors."""
+import json
+import os
 import subprocess
 import sys
-import os
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
 
 import signgd
-from signgd.__main__ import main
+from signgd.cli import main
+from signgd.report import PLOTS
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "src")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def test_python_dash_m_signgd_version():
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-m", "signgd", "--version"], capture_output=True, text=True,
-                         env=env, check=True)
+                         env=_env(), check=True)
     assert out.stdout.strip() == f"signgd {signgd.__version__}"
 
 
-def test_help_lists_the_demo(capsys):
+def test_console_script_and_python_dash_m_are_the_same_command():
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, name = scripts["signgd"].partition(":")
+    import importlib
+    assert getattr(importlib.import_module(module), name) is main
+    import signgd.__main__ as dunder_main
+    assert dunder_main.main is main
+
+
+def test_help_lists_the_commands(capsys):
     assert main([]) == 0
-    assert "demo" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for command in ("demo", "convert", "evaluate", "report"):
+        assert command in out
+
+
+@pytest.fixture(scope="module")
+def weights(trained_digits_cnn, tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "digits_cnn.pt"
+    torch.save(trained_digits_cnn.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def converted(weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("convert")
+    rc = main(["convert", "signgd:digits_cnn", "--weights", str(weights), "--data", "digits", "--T", "4,32",
+               "--limit", "90", "--calibration", "200", "--out", str(out), "--seed", "3", "--quiet"])
+    assert rc == 0
+    return out
+
+
+def test_convert_writes_the_network_and_the_report(converted, trained_digits_cnn, digits_test):
+    assert {p.name for p in converted.iterdir()} >= {"snn.pt", "report.json", *PLOTS}
+    rep = json.loads((converted / "report.json").read_text())
+    settings = rep["settings"]
+    assert settings["model"] == "signgd:digits_cnn" and settings["data"] == "digits"
+    assert settings["seed"] == 3 and settings["calibration_samples"] == 200 and settings["T"] == [4, 32]
+    assert settings["command"][:2] == ["signgd", "convert"]
+    assert rep["samples"] == 90
+    ann = trained_digits_cnn(digits_test.tensors[0][:90]).argmax(-1)
+    assert rep["accuracy"]["ann"] == pytest.approx(float((ann == digits_test.tensors[1][:90]).float().mean()))
+    assert rep["accuracy"]["snn"][-1] > 0.9
+    snn = signgd.load(converted / "snn.pt")
+    assert snn.settings["dynamics"] == "signgd"
+
+
+def test_evaluate_a_saved_network_reproduces_the_report(converted, tmp_path, capsys):
+    out_json = tmp_path / "eval.json"
+    rc = main(["evaluate", str(converted / "snn.pt"), "--data", "digits", "--T", "4,32", "--limit", "90",
+               "--json", str(out_json), "--quiet"])
+    assert rc == 0
+    assert "| 32 |" in capsys.readouterr().out
+    evaluated = json.loads(out_json.read_text())
+    original = json.loads((converted / "report.json").read_text())
+    assert evaluated["accuracy"] == original["accuracy"]
+    assert evaluated["energy"]["snn_sops"] == pytest.approx(original["energy"]["snn_sops"])
+
+
+def test_report_redraws_the_plots(converted, capsys):
+    for name in PLOTS:
+        (converted / name).unlink()
+    assert main(["report", str(converted)]) == 0
+    assert all((converted / name).stat().st_size > 1000 for name in PLOTS)
+    assert "SNN accuracy" in capsys.readouterr().out
+
+
+def test_demo_writes_a_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "3", "--T", "2,16", "--limit", "60", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| 16 |" in printed and "ANN test accuracy" in printed
+    assert {p.name for p in out.iterdir()} >= {"snn.pt", "report.json", "subgradient", *PLOTS}
+    assert json.loads((out / "subgradient" / "report.json").read_text())["settings"]["conversion"]["dynamics"] \
+        == "subgradient"
+    signgd.load(out / "snn.pt")
+
+
+@pytest.mark.slow
+def test_the_readme_demo_command_runs(tmp_path):
+    """The README's first command (without the pip install): python -m signgd demo."""
+    out = subprocess.run([sys.executable, "-m", "signgd", "demo"], capture_output=True, text=True, env=_env(),
+                         cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "signgd-demo" / "report.json").is_file()
+
+
+def _error(capsys, argv, code=None):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == (code if code is not None else rc) and rc != 0
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_unknown_model_suggests_the_name(capsys):
+    err = _error(capsys, ["convert", "torchvision:resnet81", "--data", "digits"], 2)
+    assert "unknown torchvision model 'resnet81'" in err and "resnet18" in err
+    err = _error(capsys, ["convert", "signgd:vgg_16", "--data", "digits"], 2)
+    assert "unknown signgd model" in err and "known:" in err
+    err = _error(capsys, ["convert", "resnet18", "--data", "digits"], 2)
+    assert "torchvision:NAME" in err
+
+
+def test_missing_data_says_where_and_how(capsys, tmp_path):
+    err = _error(capsys, ["convert", "signgd:digits_cnn", "--data", f"cifar10:{tmp_path}"], 2)
+    assert "cifar10 not found under" in err and "download=True" in err
+    err = _error(capsys, ["convert", "signgd:digits_cnn", "--data", f"fashion-mnist:{tmp_path / 'nope'}"], 2)
+    assert "not found" in err
+    err = _error(capsys, ["convert", "signgd:digits_cnn", "--data", "mnist"], 2)
+    assert "fashion-mnist[:PATH]" in err
+
+
+def test_weights_that_do_not_fit(capsys, weights):
+    err = _error(capsys, ["convert", "signgd:digits_cnn", "--model-arg", "num_classes=5", "--weights", str(weights),
+                          "--data", "digits"], 2)
+    assert "do not fit the model" in err and "15.weight: file (10, 64) vs model (5, 64)" in err
+
+
+def test_unsupported_operation_names_the_node(capsys, tmp_path):
+    model_file = tmp_path / "net.py"
+    model_file.write_text("from torch import nn\n"
+                          "import torch\n"
+                          "class Sign(nn.Module):\n"
+                          "    def forward(self, x):\n"
+                          "        return torch.sign(x)\n"
+                          "def net():\n"
+                          "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), Sign(), nn.Linear(8, 10))\n")
+    err = _error(capsys, ["convert", f"{model_file}:net", "--data", "digits", "--out", str(tmp_path / "o")], 1)
+    assert err.startswith("signgd convert: error: unsupported operation:") and "sign" in err
+    err = _error(capsys, ["convert", f"{model_file}:nett", "--data", "digits"], 2)
+    assert "no function 'nett' (did you mean net?)" in err
+
+
+def test_bad_files_for_evaluate_and_report(capsys, tmp_path):
+    err = _error(capsys, ["evaluate", str(tmp_path / "none.pt"), "--data", "digits"], 1)
+    assert "no such file" in err
+    err = _error(capsys, ["report", str(tmp_path)], 1)
+    assert "no report found" in err
+
+
+def test_traceback_flag_shows_the_exception(tmp_path):
+    with pytest.raises(signgd.SnnFileError):
+        main(["evaluate", str(tmp_path / "none.pt"), "--data", "digits", "--traceback"])

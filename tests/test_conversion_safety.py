@@ -72,11 +72,12 @@ def test_tricky_but_convertible_models_keep_their_numbers(fn):
 
 
 @pytest.mark.parametrize("fn,match", [
-    (lambda m, x: m.head(2.0 / (m.fc(x).abs() + 1)), "abs"),
+    (lambda m, x: m.head(2.0 / (m.fc(x).abs() + 1)), "truediv"),  # a reciprocal: no neuron yet
     (lambda m, x: m.head(1.0 / m.fc(x)), "truediv"),
     (lambda m, x: m.head(torch.div(m.fc(x), 2, rounding_mode="floor")), "div"),
     (lambda m, x: m.head(m.fc(x).to(torch.int64).float()), "to"),
-    (lambda m, x: m.head(m.fc(x) * torch.sigmoid(m.fc(x))), "mul"),
+    (lambda m, x: m.head(torch.sign(m.fc(x))), "sign"),
+    (lambda m, x: m.head(torch.floor(m.fc(x)) * m.fc(x).sort(-1).values), "floor.*sort"),
 ])
 def test_nonlinear_ops_in_disguise_are_refused(fn, match):
     with pytest.raises(signgd.UnsupportedOperationError, match=match):

@@ -7,10 +7,11 @@ from .errors import (CalibrationError, ConversionError, InputError, SigngdError,
 from .evaluate import EvaluationReport, evaluate
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
+from .serialize import SnnFileError, load
 from .simulator import SimulationResult
 
 __version__ = "0.1.0"
 
 __all__ = ["convert", "evaluate", "SpikingNetwork", "SpikingNeuron", "SimulationResult", "EvaluationReport",
            "schedules", "data", "SigngdError", "ConversionError", "TraceError", "UnsupportedOperationError",
-           "CalibrationError", "InputError", "__version__"]
+           "CalibrationError", "InputError", "SnnFileError", "load", "__version__"]

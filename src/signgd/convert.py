@@ -1,4 +1,5 @@
-"""The conversion pipeline: trace -> simplify -> fold BN -> neurons -> max trees -> check -> calibrate.
+"""The conversion pipeline: trace -> simplify -> fold BN -> decompose (attention, softmax, norms) ->
+neurons -> products -> max trees -> check -> calibrate.
 
 Each step is a pass in ``signgd.graph`` that logs what it changed (``logging.getLogger("signgd")``).
 The defaults are the paper's preset: signGD dynamics, ``eta_t = 0.15 * 0.95**(t-1)``, ``float``
@@ -17,12 +18,15 @@ from torch.utils.data import DataLoader, Dataset
 from . import schedules as sched
 from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
+from .graph.attention import decompose_attention, decompose_softmax
 from .graph.calibrate import activation_ranges, zero_response
 from .graph.check import check_supported
 from .graph.fold_bn import fold_batchnorm
 from .graph.maxpool import decompose_maxpool
 from .graph.neuronize import replace_nonlinearities
-from .graph.simplify import remove_identities
+from .graph.norms import decompose_norms
+from .graph.products import replace_products
+from .graph.simplify import remove_assertions, remove_identities
 from .graph.trace import trace
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
@@ -78,10 +82,20 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     with torch.no_grad():
         expected = _run(gm, sample, "the model")  # the traced, unmodified model: the reference
     notes = [f"traced {type(model).__name__}: {len(gm.graph.nodes)} graph nodes"]
-    notes.append(f"removed {remove_identities(gm)} eval-mode identities (Dropout, Identity)")
+    if gm.meta.get("swapped_modules"):
+        notes.append(f"swapped {gm.meta['swapped_modules']} MultiheadAttention/TransformerEncoder(Layer) modules "
+                     f"for traceable stand-ins")
+    notes.append(f"removed {remove_identities(gm)} eval-mode identities (Dropout, Identity) and "
+                 f"{remove_assertions(gm)} shape assertions")
     _propagate_shapes(gm, sample)
     notes.append(f"folded {fold_batchnorm(gm)} BatchNorm layers into the preceding conv/linear")
+    notes.append(f"decomposed {decompose_attention(gm)} scaled dot-product attentions into matmul and softmax")
+    _propagate_shapes(gm, sample)
+    notes.append(f"decomposed {decompose_softmax(gm)} softmax into exp, sum and divide")
+    notes.append(f"decomposed {decompose_norms(gm)} LayerNorm/RMSNorm into square and divide_sqrt")
+    _propagate_shapes(gm, sample)
     notes.append(f"replaced {len(replace_nonlinearities(gm))} nonlinearities by neurons")
+    notes.append(f"replaced {len(replace_products(gm))} products/ratios of two activations by 2-input neurons")
     notes.append(f"decomposed max pooling into {len(decompose_maxpool(gm, pad_value))} layers of 2-input max neurons")
     _propagate_shapes(gm, sample)
     check_supported(gm)
@@ -103,7 +117,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
 
     settings = dict(dynamics=dynamics, schedule=schedule.describe(), encoding=encoding, seed=int(seed),
                     normalize=normalize, pad_value=float(pad_value), memory_budget=int(memory_budget))
-    snn = SpikingNetwork(gm, settings, batches.input_shape, values_per_sample)
+    snn = SpikingNetwork(gm, settings, batches.input_shape, values_per_sample, schedule=schedule)
     snn.conversion_log = notes
     return snn
 
@@ -149,7 +163,8 @@ def _verify(gm, sample: torch.Tensor, expected: torch.Tensor) -> None:
                 raise ConversionError(
                     "the model's output for one sample depends on the other samples of the batch (an op "
                     "reduces over the batch dimension, e.g. x.mean() without dim, or BatchNorm without running "
-                    "statistics); signgd folds time steps into the batch, so it cannot convert this model")
+                    "statistics, or an input whose batch is not dim 0, e.g. sequence-first [L, B, E]); signgd "
+                    "folds time steps into dim 0, so it cannot convert this model as it is")
 
 
 class _CalibrationBatches:

@@ -68,3 +68,43 @@ class SmallResNet(nn.Module):
     def forward(self, x):
         x = self.blocks(self.stem(x))
         return self.fc(self.pool(x).flatten(1))
+
+
+# ---- beyond ReLU: timm's own classes in tiny configurations (timm is imported only when used) -----
+
+def tiny_convnext(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    """timm's ConvNeXt (depthwise 7x7 conv, channels-first LayerNorm2d and channels-last LayerNorm,
+    GELU MLP, layer scale, residual adds) with four stages of widths 16 to 128 after a 4x4 patch stem,
+    for 32x32 inputs (8, 4, 2, 1 pixels per side)."""
+    from timm.models.convnext import ConvNeXt
+
+    return ConvNeXt(in_chans=in_channels, num_classes=num_classes, depths=(1, 1, 2, 1), dims=(16, 32, 64, 128),
+                    patch_size=4, drop_path_rate=0.0)
+
+
+def tiny_mixer(in_channels: int = 1, num_classes: int = 10, image_size: int = 32) -> nn.Module:
+    """timm's MLP-Mixer (token and channel MLPs with GELU, LayerNorm) on 4x4 patches: 64 tokens of 64
+    channels, 4 blocks."""
+    from timm.models.mlp_mixer import MlpMixer
+
+    return MlpMixer(num_classes=num_classes, img_size=image_size, in_chans=in_channels, patch_size=4,
+                    num_blocks=4, embed_dim=64, mlp_ratio=(0.5, 2.0))
+
+
+def tiny_resmlp(in_channels: int = 1, num_classes: int = 10, image_size: int = 32) -> nn.Module:
+    """timm's ResMLP (affine "Aff" normalization, token mixing by a linear layer, GELU channel MLP,
+    layer scale) on 4x4 patches: 64 tokens of 64 channels, 4 blocks."""
+    from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
+
+    return MlpMixer(num_classes=num_classes, img_size=image_size, in_chans=in_channels, patch_size=4,
+                    num_blocks=4, embed_dim=64, mlp_ratio=2, block_layer=ResBlock, norm_layer=Affine,
+                    stem_norm=False)
+
+
+def tiny_vit(in_channels: int = 1, num_classes: int = 10, image_size: int = 32) -> nn.Module:
+    """timm's VisionTransformer (class token, softmax attention, LayerNorm, GELU MLP) on 4x4 patches:
+    64 tokens of 64 channels, 4 blocks of 4 heads."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=image_size, patch_size=4, in_chans=in_channels, num_classes=num_classes,
+                             embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)

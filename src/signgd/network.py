@@ -34,13 +34,15 @@ class SpikingNetwork(nn.Module):
     """
 
     def __init__(self, graph_module: fx.GraphModule, settings: dict, input_shape: tuple[int, ...],
-                 values_per_sample: int):
+                 values_per_sample: int, schedule=None):
         super().__init__()
         self.graph_module = graph_module
         self.settings = dict(settings)
         self.input_shape = tuple(int(d) for d in input_shape)
         self.values_per_sample = int(values_per_sample)
-        self.schedule = make_schedule(settings["schedule"])
+        # The Schedule itself when conversion has it (a callable schedule has no description to
+        # rebuild it from); else rebuilt from the settings (a loaded network).
+        self.schedule = schedule if schedule is not None else make_schedule(settings["schedule"])
         self.encoder = InputEncoder(settings["encoding"], settings.get("seed", 0))
         self.conversion_log: list[str] = []  # what each conversion pass changed
         self.eval()
@@ -57,6 +59,12 @@ class SpikingNetwork(nn.Module):
         s = self.settings
         return (f"dynamics={s['dynamics']}, schedule={self.schedule!r}, encoding={s['encoding']}, "
                 f"normalize={s['normalize']}, neuron layers={len(self.neurons)}")
+
+    def save(self, path) -> "pathlib.Path":
+        """Write the network (graph, weights, scales, settings, format version) to ``path``; read it
+        back with ``signgd.load(path)``. The file holds no pickled code (``signgd.serialize``)."""
+        from .serialize import save
+        return save(self, path)
 
     # ---- running ----------------------------------------------------------------------------
     def train(self, mode: bool = True) -> "SpikingNetwork":
@@ -125,6 +133,11 @@ class SpikingNetwork(nn.Module):
         if bc == B:  # a small batch: fold more steps into each call instead
             chunk = max(1, min(T, target // B))
         return bc, chunk
+
+    def _chunk(self, x: torch.Tensor, T: int) -> int:
+        """Steps per call when the whole batch is simulated together (for callers whose probes
+        expect whole-batch sequences, such as ``signgd.report``)."""
+        return self.plan(x, T, batch_chunk=x.shape[0])[1]
 
     def _check_input(self, x) -> None:
         if not isinstance(x, torch.Tensor):

@@ -44,8 +44,9 @@ class SimulationResult:
 
 
 class _Run:
-    def __init__(self, dynamics: str, batch: int, stats: bool, total_steps: int):
+    def __init__(self, dynamics: str, batch: int, stats: bool, total_steps: int, probe=None):
         self.dynamics = dynamics
+        self.probe = probe
         self.batch = batch
         self.stats = stats
         self.total_steps = total_steps
@@ -71,6 +72,8 @@ class _Run:
         out = mod.run(state, xs, self.etas, self.dynamics, counts, owned=owned)
         if counts is not None:
             self.spikes[name][self.t0 - 1:self.t0 - 1 + steps] += counts
+        if self.probe is not None:
+            self.probe(name, self.t0, out)
         return out.reshape(steps * self.batch, *out.shape[2:])
 
 
@@ -136,14 +139,17 @@ class _ChunkInterpreter(fx.Interpreter):
 
 def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule: Schedule, dynamics: str,
              encoder: InputEncoder, chunk: int, batch_chunk: int | None = None,
-             stats: bool = False) -> SimulationResult:
+             stats: bool = False, probe=None) -> SimulationResult:
     """Simulate ``max(steps)`` steps of the converted graph on input ``x`` ``[B, ...]``.
 
     Samples are independent, so the batch is simulated ``batch_chunk`` samples at a time (all
-    steps for one slice, then the next): the neuron states, which grow with the samples in
-    flight, are then only that slice's, while folding ``chunk`` steps into each affine call keeps
-    the calls as large as a whole batch's.
-    """
+    steps for one slice, then the next; None: the whole batch at once): the neuron states, which
+    grow with the samples in flight, are then only that slice's, while folding ``chunk`` steps
+    into each affine call keeps the calls as large as a whole batch's.
+
+    ``probe(name, t0, out)``, when given, sees what each neuron layer passes downstream for steps
+    ``t0 .. t0 + Tc - 1`` (``out`` is ``[Tc, b, ...]`` for the slice being simulated, read-only,
+    valid only during the call): per-layer statistics use it."""
     T = max(steps)
     batch = x.shape[0]
     batch_chunk = batch if batch_chunk is None else max(1, min(int(batch_chunk), batch))
@@ -155,7 +161,7 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
     neurons: dict[str, int] = {}
     with torch.inference_mode():
         for xb in x.split(batch_chunk):
-            run = _Run(dynamics, xb.shape[0], stats, T)
+            run = _Run(dynamics, xb.shape[0], stats, T, probe)
             interp.sim = run
             parts.append(_simulate_slice(interp, xb, steps, etas, chunk, encoder, OutputDecoder(dynamics)))
             for name, counts in run.spikes.items():

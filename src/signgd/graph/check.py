@@ -19,6 +19,7 @@ from .. import targets
 from ..errors import UnsupportedOperationError
 from ..neurons import SpikingNeuron
 from . import ops
+from .deps import dependent_operands, depends_on_input
 
 AFFINE_MODULES = (
     nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
@@ -29,40 +30,31 @@ AFFINE_FUNCTIONS = {
     operator.add, operator.sub, operator.neg, operator.pos, operator.getitem, operator.iadd, operator.isub,
     torch.add, torch.sub, torch.neg, torch.flatten, torch.reshape, torch.cat, torch.concat, torch.stack,
     torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze, torch.mean, torch.sum,
-    torch.narrow, torch.chunk, torch.split,
+    torch.narrow, torch.chunk, torch.split, torch.unbind, torch.unflatten, torch.movedim, torch.flip, torch.roll,
+    torch.tile, torch.select,
     F.linear, F.conv1d, F.conv2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
     torch.avg_pool1d, torch.conv1d, torch.conv2d, torch.adaptive_avg_pool1d,
-    ops.pool_windows, ops.window_slice, ops.squeeze_last,
+    ops.pool_windows, ops.window_slice, ops.squeeze_last, ops.attention_bias,
 }
 # Affine when at most one operand depends on the input (scaling by a constant); for a division
 # only the numerator may depend on it, and there must be no rounding mode.
 SCALING_FUNCTIONS = {operator.mul, operator.truediv, operator.imul, operator.itruediv, torch.mul, torch.div,
-                     operator.matmul, torch.matmul}
+                     operator.matmul, torch.matmul, torch.bmm}
+# input + (product of two factors): affine while at most one factor depends on the input.
+ADD_PRODUCT_FUNCTIONS = {torch.addcmul: (1, 2), torch.addmm: (1, 2), torch.baddbmm: (1, 2), torch.addbmm: (1, 2)}
 _DIVISIONS = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
 AFFINE_METHODS = {
     "view", "reshape", "flatten", "permute", "transpose", "contiguous", "add", "add_", "sub", "sub_",
     "neg", "mean", "sum", "squeeze", "unsqueeze", "expand", "expand_as", "chunk", "split", "size",
-    "dim", "narrow", "repeat", "unfold", "float", "double", "__getitem__",
+    "dim", "narrow", "repeat", "unfold", "float", "double", "__getitem__", "unbind", "unflatten", "movedim",
+    "flip", "roll", "tile", "select",
 }
 _CASTS = {"to", "type_as", "type"}  # affine only when the result stays floating point
 SCALING_METHODS = {"mul", "mul_", "div", "div_", "matmul"}
 
 
-def _depends_on_input(gm: fx.GraphModule) -> set[fx.Node]:
-    """Tensor-valued nodes computed from the input. Shapes and other non-tensor values taken from
-    activations (``x.shape[0]``, ``x.size(-1)``) are constants of the graph, not activations
-    (known from ShapeProp's ``tensor_meta``; without it every descendant counts)."""
-    has_shapes = any("tensor_meta" in n.meta for n in gm.graph.nodes)
-    dep: set[fx.Node] = set()
-    for node in gm.graph.nodes:
-        if node.op == "placeholder" or any(a in dep for a in node.all_input_nodes):
-            if node.op == "placeholder" or "tensor_meta" in node.meta or not has_shapes:
-                dep.add(node)
-    return dep
-
-
 def _scaling_ok(node: fx.Node, dep: set[fx.Node]) -> bool:
-    if _dependent_operands(node, dep) > 1:
+    if len(dependent_operands(node, dep)) > 1:
         return False
     if node.target in _DIVISIONS:
         divisor = node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
@@ -78,7 +70,7 @@ def _float_cast(node: fx.Node) -> bool:
 def check_supported(gm: fx.GraphModule) -> None:
     """Raise UnsupportedOperationError listing every unsupported node that touches the input."""
     modules = dict(gm.named_modules())
-    dep = _depends_on_input(gm)
+    dep = depends_on_input(gm)
     bad: list[tuple[str, str, str]] = []
     for node in gm.graph.nodes:
         if node not in dep or node.op in ("placeholder", "output"):
@@ -99,6 +91,9 @@ def check_supported(gm: fx.GraphModule) -> None:
                 continue
             if node.target in SCALING_FUNCTIONS and _scaling_ok(node, dep):
                 continue
+            if node.target in ADD_PRODUCT_FUNCTIONS and sum(node.args[i] in dep for i in ADD_PRODUCT_FUNCTIONS[node.target]
+                                                   if i < len(node.args)) <= 1:
+                continue
             bad.append((node.name, "call_function", _name(node.target)))
         elif node.op == "call_method":
             if node.target in AFFINE_METHODS:
@@ -116,13 +111,6 @@ def check_supported(gm: fx.GraphModule) -> None:
             f"ops are allowed (conv, linear, batch norm, average pooling, add, reshape, scaling by a "
             f"constant). Replace these ops in the model, or open an issue for a new neuron target.",
             bad)
-
-
-def _dependent_operands(node: fx.Node, dep: set[fx.Node]) -> int:
-    """How many operands (counted with repetition: ``h * h`` has two) depend on the input."""
-    operands: list[fx.Node] = []
-    fx.node.map_arg((node.args, node.kwargs), operands.append)
-    return sum(a in dep for a in operands)
 
 
 def _name(fn) -> str:

@@ -1,4 +1,8 @@
-"""Replace every nonlinearity the target table knows by a SpikingNeuron module."""
+"""Replace every nonlinearity of an activation that the target table knows by a SpikingNeuron module.
+
+A nonlinearity applied to constants only (``torch.exp(self.log_scale)``) is a parameter transform,
+not a neuron: it stays as it is (``graph.deps`` tells the two apart, from ShapeProp's metadata).
+"""
 from __future__ import annotations
 
 import logging
@@ -7,6 +11,7 @@ import torch.fx as fx
 
 from .. import targets
 from ..neurons import SpikingNeuron
+from .deps import depends_on_input
 
 log = logging.getLogger("signgd.graph")
 
@@ -29,8 +34,11 @@ def _redirect_later_uses(gm: fx.GraphModule, source: fx.Node, after: fx.Node, to
 def replace_nonlinearities(gm: fx.GraphModule) -> list[str]:
     """Swap each matched node for a call of a new ``neurons.<node name>`` module."""
     modules = dict(gm.named_modules())
+    dep = depends_on_input(gm)
     created = []
     for node in list(gm.graph.nodes):
+        if node not in dep:
+            continue
         found = targets.match(node, modules)
         if found is None:
             continue
@@ -41,6 +49,8 @@ def replace_nonlinearities(gm: fx.GraphModule) -> list[str]:
         gm.add_submodule(qualname, SpikingNeuron(name, params))
         with gm.graph.inserting_before(node):
             new = gm.graph.call_module(qualname, inputs)
+        new.meta.update(node.meta)
+        dep.add(new)
         node.replace_all_uses_with(new)
         if _is_inplace(node, modules):
             # The in-place op changed its input tensor: every later use of that tensor saw f(x).

@@ -1,7 +1,8 @@
-"""Affine helper operations that the graph passes insert (fx records them as call_function nodes).
+"""Helper operations that the graph passes insert (fx records them as call_function nodes).
 
-Each is affine in its tensor input (a selection, a padding by a constant, a reshape), so a signGD
-network may place it between neurons.
+Each is affine in its tensor input (a selection, a padding by a constant, a reshape) or computes a
+constant of the graph (an attention mask's additive form), so a signGD network may place it
+between neurons.
 """
 from __future__ import annotations
 
@@ -47,3 +48,13 @@ def window_slice(u: torch.Tensor, start: int, stop: int, step: int) -> torch.Ten
 def squeeze_last(u: torch.Tensor) -> torch.Tensor:
     return u.squeeze(-1)
 
+
+
+def attention_bias(mask: torch.Tensor, dtype: torch.dtype, masked_is_true: bool = False) -> torch.Tensor:
+    """The additive form of a constant attention mask. Boolean masks: ``scaled_dot_product_attention``
+    marks the positions to attend with True, ``nn.MultiheadAttention`` the positions to skip
+    (``masked_is_true``); skipped positions get -inf. A float mask is added as it is."""
+    if mask.dtype == torch.bool:
+        skip = mask if masked_is_true else ~mask
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(skip, float("-inf"))
+    return mask.to(dtype)

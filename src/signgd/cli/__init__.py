@@ -1,0 +1,42 @@
+"""The ``signgd`` command (also ``python -m signgd``): demo, convert, evaluate, report.
+
+``main(argv)`` parses, runs the command, and turns the usual mistakes (an unknown model, missing data,
+weights that do not fit, an unsupported operation, a damaged file) into one line on stderr with the fix
+and exit status 1 (2 for a bad argument); ``--traceback`` shows the full traceback instead.
+"""
+from __future__ import annotations
+
+import sys
+
+from .commands import run_convert, run_demo_command, run_evaluate, run_report
+from .errors import EXIT_FAILURE, EXIT_USAGE, describe
+from .parser import build_parser
+from .usage import UsageError
+
+__all__ = ["main", "UsageError"]
+
+_COMMANDS = {"demo": run_demo_command, "convert": run_convert, "evaluate": run_evaluate, "report": run_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from .. import __version__
+        print(f"signgd {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return _COMMANDS[args.command](args, argv)
+    except KeyboardInterrupt:
+        print("signgd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the boundary: known mistakes become one line
+        message = describe(exc)
+        if message is None or getattr(args, "traceback", False):
+            raise
+        print(f"signgd {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE

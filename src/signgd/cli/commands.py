@@ -1,0 +1,124 @@
+"""What each sub-command does: demo, convert, evaluate, report. Each returns an exit status."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .. import schedules
+from ..convert import convert
+from ..report import EnergyModel, draw_plots, make_report, read_report, summary, write_report
+from ..serialize import load
+from .datasets import ImageOptions, calibration_subset, load_split, parse_floats
+from .models import build_model, load_weights, parse_model_args
+from .usage import UsageError
+
+__all__ = ["run_demo_command", "run_convert", "run_evaluate", "run_report"]
+
+
+def _progress(args) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _device(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device {text!r} is not a torch device; use e.g. cpu, cuda or cuda:0") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {text}: no CUDA device is available here; use --device cpu")
+    return device
+
+
+def _image_options(args) -> ImageOptions:
+    return ImageOptions(args.resize, args.crop, parse_floats(args.mean, "--mean"), parse_floats(args.std, "--std"))
+
+
+def _energy_model(args) -> EnergyModel:
+    if not (args.pj_per_ac > 0 and args.pj_per_mac > 0):
+        raise UsageError("--pj-per-ac and --pj-per-mac must be positive energies in picojoules")
+    return EnergyModel(args.pj_per_ac, args.pj_per_mac)
+
+
+def _write(report: dict, out: Path, log) -> None:
+    paths = write_report(report, out)
+    log(summary(report))
+    log(f"\nreport: {', '.join(str(p) for p in paths)}")
+
+
+def run_demo_command(args, argv: list[str], log=print) -> int:
+    from ..demo import run_demo
+    device = _device(args.device)
+    torch.manual_seed(args.seed)
+    run_demo(epochs=args.epochs, seed=args.seed, steps=args.T, limit=args.limit, out=args.out, progress=_progress(args), batch_size=args.batch_size,
+             device=device, command=["signgd", *argv], log=log)
+    return 0
+
+
+def run_convert(args, argv: list[str], log=print) -> int:
+    device = _device(args.device)
+    try:
+        schedules.make_schedule(args.schedule)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--schedule {args.schedule!r}: {exc}") from None
+    energy_model = _energy_model(args)
+    opts = _image_options(args)
+    torch.manual_seed(args.seed)
+    model_args = parse_model_args(args.model_arg)
+    model = build_model(args.model, model_args)
+    if args.weights:
+        load_weights(model, args.weights)
+    model.to(device)
+    train, test = load_split(args.data, "train", opts), load_split(args.data, "test", opts)
+    calibration = calibration_subset(train, args.calibration, args.seed)
+    progress = _progress(args)
+    batches = tqdm(DataLoader(calibration, batch_size=args.batch_size), desc="calibrate", unit="batch",
+                   disable=not progress)
+    snn = convert(model, batches, dynamics=args.dynamics, schedule=args.schedule, encoding=args.encoding,
+                  normalize=args.normalize, seed=args.seed)
+    out = Path(args.out)
+    snn_path = snn.save(out / "snn.pt")
+    run_settings = {"command": ["signgd", *argv], "model": args.model, "model_args": model_args,
+                    "weights": args.weights, "data": args.data, "image": opts.describe(),
+                    "calibration_samples": len(calibration), "device": str(device), "seed": args.seed}
+    report = make_report(snn, test, args.T, batch_size=args.batch_size, limit=args.limit, progress=progress,
+                         energy_model=energy_model, run_settings=run_settings)
+    _write(report, out, log)
+    log(f"network: {snn_path} (signgd.load(path), or signgd evaluate {snn_path} --data {args.data})")
+    return 0
+
+
+def run_evaluate(args, argv: list[str], log=print) -> int:
+    device = _device(args.device)
+    energy_model = _energy_model(args)
+    opts = _image_options(args)
+    snn = load(args.snn_file, map_location=device)
+    test = load_split(args.data, "test", opts)
+    run_settings = {"command": ["signgd", *argv], "snn_file": str(args.snn_file), "data": args.data,
+                    "image": opts.describe(), "device": str(device), "seed": args.seed}
+    report = make_report(snn, test, args.T, batch_size=args.batch_size, limit=args.limit,
+                         progress=_progress(args), energy_model=energy_model, run_settings=run_settings)
+    if args.out:
+        _write(report, Path(args.out), log)
+    else:
+        log(summary(report))
+    if args.json:
+        from ..report.files import _jsonable
+        import json
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+        log(f"report JSON: {path}")
+    return 0
+
+
+def run_report(args, argv: list[str], log=print) -> int:
+    report = read_report(args.dir)
+    folder = Path(args.dir) if Path(args.dir).is_dir() else Path(args.dir).parent
+    paths = draw_plots(report, folder)
+    log(summary(report))
+    log(f"\nplots: {', '.join(str(p) for p in paths)}")
+    return 0

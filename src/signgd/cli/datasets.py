@@ -1,0 +1,159 @@
+"""Turn a DATA argument into labelled calibration and test datasets.
+
+DATA is one of ``digits`` (scikit-learn's 8x8 digits, always available), ``fashion-mnist[:PATH]``
+(IDX files; without PATH the usual search of ``signgd.data.fashion_mnist``), ``cifar10:PATH``,
+``cifar100:PATH`` (torchvision's python-pickle layout under PATH, never downloaded) or
+``imagefolder:PATH`` (class sub-folders; ``PATH/train`` and ``PATH/val`` or ``PATH/test`` when
+present, else PATH for both). Images are scaled to [0, 1], then optionally resized
+(``--resize``), centre-cropped (``--crop``) and normalized (``--mean``/``--std``), as the model was
+trained.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset
+
+from .. import data as signgd_data
+from .usage import UsageError
+
+__all__ = ["ImageOptions", "load_split", "calibration_subset", "parse_floats"]
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    resize: int | None = None
+    crop: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def describe(self) -> dict:
+        return {"resize": self.resize, "crop": self.crop, "mean": self.mean and list(self.mean),
+                "std": self.std and list(self.std)}
+
+
+def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"{what} must be comma-separated numbers, e.g. 0.485,0.456,0.406; got {text!r}") from None
+
+
+def _tensor_transform(opts: ImageOptions):
+    """The options as a function of one image tensor [C, H, W] in [0, 1]."""
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        if opts.resize:
+            h, w = x.shape[-2:]
+            scale = opts.resize / min(h, w)
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            x = F.interpolate(x.unsqueeze(0), size=size, mode="bilinear", align_corners=False).squeeze(0)
+        if opts.crop:
+            h, w = x.shape[-2:]
+            if opts.crop > min(h, w):
+                raise UsageError(f"--crop {opts.crop} is larger than the {h}x{w} images; use --resize first")
+            top, left = (h - opts.crop) // 2, (w - opts.crop) // 2
+            x = x[..., top:top + opts.crop, left:left + opts.crop]
+        if opts.mean is not None or opts.std is not None:
+            c = x.shape[0]
+            mean = torch.tensor(opts.mean or (0.0,) * c, dtype=x.dtype).reshape(-1, 1, 1)
+            std = torch.tensor(opts.std or (1.0,) * c, dtype=x.dtype).reshape(-1, 1, 1)
+            if mean.numel() not in (1, c) or std.numel() not in (1, c):
+                raise UsageError(f"--mean/--std give {mean.numel()}/{std.numel()} values for {c}-channel images")
+            x = (x - mean) / std
+        return x
+    return apply
+
+
+class _Mapped(Dataset):
+    """A labelled dataset with a transform applied to each image."""
+
+    def __init__(self, base, transform):
+        self.base, self.transform = base, transform
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i][:2]
+        if not isinstance(x, torch.Tensor):
+            from torchvision.transforms.functional import to_tensor
+            x = to_tensor(x)
+        return self.transform(x.float()), y
+
+
+def _torchvision_datasets():
+    try:
+        import torchvision.datasets as tvd
+    except ImportError:
+        raise UsageError("cifar10, cifar100 and imagefolder data need torchvision: pip install torchvision") from None
+    return tvd
+
+
+def _cifar(kind: str, path: str, split: str):
+    tvd = _torchvision_datasets()
+    cls = tvd.CIFAR10 if kind == "cifar10" else tvd.CIFAR100
+    folder = cls.base_folder
+    if not (Path(path) / folder).is_dir():
+        raise UsageError(f"{kind} not found under {path} (expected {Path(path) / folder}); download it once with "
+                         f"python -c \"import torchvision; torchvision.datasets.{cls.__name__}('{path}', download=True)\"")
+    try:
+        return cls(root=path, train=(split == "train"), download=False)
+    except RuntimeError as exc:
+        raise UsageError(f"{kind} under {path} is incomplete or corrupt ({exc}); download it again") from None
+
+
+def _imagefolder(path: str, split: str):
+    tvd = _torchvision_datasets()
+    root = Path(path)
+    if not root.is_dir():
+        raise UsageError(f"image folder {root} not found; give a folder with one sub-folder per class")
+    names = {"train": ["train"], "test": ["val", "test"]}[split]
+    folder = next((root / n for n in names if (root / n).is_dir()), root)
+    try:
+        return tvd.ImageFolder(str(folder))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise UsageError(f"cannot read images from {folder} ({exc}); it needs one sub-folder of images per class") from None
+
+
+def load_split(spec: str, split: str, opts: ImageOptions = ImageOptions()) -> Dataset:
+    """The ``split`` ("train" for calibration, "test") of the dataset DATA names."""
+    kind, sep, path = spec.partition(":")
+    kind = kind.strip().lower().replace("_", "-")
+    if kind == "digits" and not sep:
+        base = signgd_data.digits(split)
+    elif kind == "fashion-mnist":
+        if path and not Path(path).is_dir():
+            raise UsageError(f"Fashion-MNIST folder {path} not found; give fashion-mnist:PATH to a folder of the IDX "
+                             f"files, or plain fashion-mnist to use the installed copy")
+        try:
+            base = signgd_data.fashion_mnist(split, root=path or None)
+        except signgd_data.DatasetNotFoundError as exc:
+            where = f" under {path}" if path else ""
+            raise UsageError(f"Fashion-MNIST not found{where}: {str(exc).splitlines()[0]} Fix: "
+                             f"apt-get install dataset-fashion-mnist, or give fashion-mnist:PATH to a folder "
+                             f"of the IDX files") from None
+    elif kind in ("cifar10", "cifar100") and path:
+        base = _cifar(kind, path, split)
+    elif kind == "imagefolder" and path:
+        base = _imagefolder(path, split)
+    else:
+        raise UsageError(f"cannot read DATA {spec!r}; write digits, fashion-mnist[:PATH], cifar10:PATH, "
+                         f"cifar100:PATH or imagefolder:PATH")
+    if opts == ImageOptions() and isinstance(base, torch.utils.data.TensorDataset):
+        return base
+    return _Mapped(base, _tensor_transform(opts))
+
+
+def calibration_subset(dataset: Dataset, n: int, seed: int) -> Dataset:
+    """``n`` samples drawn without replacement (seeded), or all of them when there are fewer."""
+    if n < 1:
+        raise UsageError(f"--calibration must be a positive number of samples, got {n}")
+    if n >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    return Subset(dataset, order.tolist())

@@ -1,0 +1,37 @@
+"""The command line's error boundary: a known mistake becomes one line on stderr (what is wrong and
+the fix), not a traceback. Anything not listed here is a bug and keeps its traceback."""
+from __future__ import annotations
+
+from ..data import DatasetNotFoundError
+from ..errors import (CalibrationError, ConversionError, InputError, SigngdError, TraceError,
+                      UnsupportedOperationError)
+
+__all__ = ["describe", "EXIT_USAGE", "EXIT_FAILURE"]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+# (exception class, prefix): the first match wins, so subclasses come before their bases.
+_KNOWN = (
+    (UnsupportedOperationError, "unsupported operation"),
+    (TraceError, "cannot trace the model"),
+    (CalibrationError, "calibration data"),
+    (ConversionError, "conversion failed"),
+    (InputError, "bad input"),
+    (DatasetNotFoundError, "data not found"),
+    (SigngdError, None),
+)
+
+
+def _one_line(text: str) -> str:
+    lines = [ln.strip(" -") for ln in text.strip().splitlines() if ln.strip()]
+    return " ".join(lines)
+
+
+def describe(exc: BaseException) -> str | None:
+    """The one-line message for a known mistake, or None for an unexpected error."""
+    for cls, prefix in _KNOWN:
+        if isinstance(exc, cls):
+            message = _one_line(str(exc)) or type(exc).__name__
+            return f"{prefix}: {message}" if prefix else message
+    return None

@@ -1,0 +1,115 @@
+"""The ``signgd`` command's arguments (argparse): one sub-command per task."""
+from __future__ import annotations
+
+import argparse
+
+from ..codecs import ENCODINGS
+from ..convert import DYNAMICS, NORMALIZATIONS
+
+__all__ = ["build_parser", "parse_steps_arg"]
+
+DEFAULT_STEPS = "1,2,4,8,16,32,64,128"
+
+
+def parse_steps_arg(text: str) -> list[int]:
+    try:
+        steps = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--T takes comma-separated step counts, e.g. 8,16,32,64; got {text!r}")
+    if not steps or steps[0] < 1:
+        raise argparse.ArgumentTypeError(f"--T needs step counts >= 1, got {text!r}")
+    return steps
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """Options every working command takes."""
+    g = p.add_argument_group("running")
+    g.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu, cuda, cuda:1 (default cpu)")
+    g.add_argument("--batch-size", type=_positive, default=256, help="samples per simulated batch (default 256)")
+    g.add_argument("--seed", type=int, default=0, help="seed for training, calibration sampling and stochastic "
+                                                       "encodings (default 0)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is "
+                                                        "not a terminal)")
+    g.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+
+
+def _evaluation(p: argparse.ArgumentParser, default_steps: str = DEFAULT_STEPS) -> None:
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--T", type=parse_steps_arg, default=parse_steps_arg(default_steps), metavar="T1,T2,...",
+                   help=f"time steps at which to measure (one run of max(T) steps; default {default_steps})")
+    g.add_argument("--limit", type=_positive, default=None, metavar="N", help="evaluate on the first N test samples")
+    g.add_argument("--pj-per-ac", type=float, default=0.9, help="energy of one accumulate in pJ (default 0.9, 45 nm)")
+    g.add_argument("--pj-per-mac", type=float, default=4.6,
+                   help="energy of one multiply-accumulate in pJ (default 4.6, 45 nm)")
+
+
+def _data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, metavar="DATA",
+                   help="digits | fashion-mnist[:PATH] | cifar10:PATH | cifar100:PATH | imagefolder:PATH")
+    g = p.add_argument_group("image preprocessing (as the model was trained)")
+    g.add_argument("--resize", type=_positive, default=None, help="resize the shorter side to this many pixels")
+    g.add_argument("--crop", type=_positive, default=None, help="centre crop to this many pixels square")
+    g.add_argument("--mean", default=None, help="per-channel mean to subtract, e.g. 0.485,0.456,0.406")
+    g.add_argument("--std", default=None, help="per-channel std to divide by, e.g. 0.229,0.224,0.225")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="signgd",
+        description="Convert trained PyTorch networks into spiking neural networks with "
+                    "sign-gradient-descent neuronal dynamics (Oh & Lee, ICML 2024).")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="train a small CNN on scikit-learn's digits, convert it, evaluate it and "
+                                       "write a report (offline, about a minute)")
+    demo.add_argument("--out", default="signgd-demo", help="report folder (default ./signgd-demo)")
+    demo.add_argument("--epochs", type=_positive, default=30, help="training epochs (default 30)")
+    demo.add_argument("--T", type=parse_steps_arg, default=parse_steps_arg(DEFAULT_STEPS), metavar="T1,T2,...",
+                      help=f"time steps at which to measure (default {DEFAULT_STEPS})")
+    demo.add_argument("--limit", type=_positive, default=None, metavar="N", help="evaluate on the first N test digits")
+    _common(demo)
+
+    conv = sub.add_parser("convert", help="convert a trained model, evaluate it, write the report and the SNN")
+    conv.add_argument("model", metavar="MODEL",
+                      help="torchvision:NAME | timm:NAME | signgd:NAME | path/to/file.py:factory")
+    conv.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                      help="constructor argument of MODEL, repeatable (e.g. num_classes=10)")
+    conv.add_argument("--weights", default=None, metavar="FILE", help="a state_dict saved with torch.save")
+    _data(conv)
+    g = conv.add_argument_group("conversion")
+    g.add_argument("--calibration", type=_positive, default=500, metavar="N",
+                   help="training samples for normalization (default 500)")
+    g.add_argument("--dynamics", choices=DYNAMICS, default="signgd")
+    g.add_argument("--encoding", choices=ENCODINGS, default=None,
+                   help="input encoding (default float for signgd, analog for subgradient)")
+    g.add_argument("--schedule", default=None,
+                   help="step sizes, e.g. exponential:lr=0.15,decay=0.95 (the default), inverse:lr=1, constant:lr=0.05")
+    g.add_argument("--normalize", choices=NORMALIZATIONS, default="relu")
+    conv.add_argument("--out", default="signgd-report", help="output folder for snn.pt and the report "
+                                                             "(default ./signgd-report)")
+    _evaluation(conv)
+    _common(conv)
+
+    ev = sub.add_parser("evaluate", help="evaluate a saved SNN and optionally write its report")
+    ev.add_argument("snn_file", metavar="SNN_FILE", help="a network saved by convert (DIR/snn.pt) or snn.save()")
+    _data(ev)
+    _evaluation(ev)
+    ev.add_argument("--json", default=None, metavar="FILE", help="write the report JSON to FILE")
+    ev.add_argument("--out", default=None, metavar="DIR", help="write report.json and the plots to DIR")
+    _common(ev)
+
+    rep = sub.add_parser("report", help="(re)draw the plots of a report folder from its report.json")
+    rep.add_argument("dir", metavar="DIR", help="a folder holding report.json")
+    rep.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+    return parser

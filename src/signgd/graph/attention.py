@@ -1,0 +1,126 @@
+"""Decompose softmax and scaled dot-product attention into affine parts and neurons.
+
+    softmax(x, dim) = e / sum(e, dim)          with e = exp(x): an ``exp`` neuron, an affine sum,
+                                               and a ``divide`` neuron
+    attention(q, k, v) = softmax(q k^T * scale + mask) v
+                                               two ``matmul`` neurons (one per output element)
+
+The passes emit plain torch calls (``torch.exp``, ``/``, ``@``); the neuron and product passes make
+them neurons. The softmax is not shifted by its row maximum (that would need a max neuron per row):
+normalizing the ``exp`` neurons by their calibration range keeps them in reach instead, and an
+overflow on the calibration data is reported by calibration.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import operator
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnsupportedOperationError
+from .deps import depends_on_input
+from .ops import attention_bias
+
+log = logging.getLogger("signgd.graph")
+
+_SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax}
+
+
+def _softmax_dim(node: fx.Node, modules) -> int | None | str:
+    """The softmax dimension of ``node``; ``"no"`` when it is not a softmax."""
+    if node.op == "call_module" and type(modules[node.target]) is nn.Softmax:
+        return modules[node.target].dim
+    if node.op == "call_function" and node.target in _SOFTMAX_FUNCTIONS:
+        return node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    if node.op == "call_method" and node.target == "softmax":
+        return node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    return "no"
+
+
+def decompose_softmax(gm: fx.GraphModule) -> int:
+    """Replace every softmax of an activation by exp, sum and divide; returns how many."""
+    modules = dict(gm.named_modules())
+    dep = depends_on_input(gm)
+    count = 0
+    for node in list(gm.graph.nodes):
+        dim = _softmax_dim(node, modules)
+        if dim == "no":
+            continue
+        x = node.args[0] if node.args else node.kwargs.get("input")
+        if x not in dep:
+            continue
+        if not isinstance(dim, int):
+            raise UnsupportedOperationError(
+                f"node {node.name!r}: softmax without a constant dim (got {dim!r}); pass dim=... explicitly",
+                [(node.name, node.op, "softmax")])
+        g = gm.graph
+        with g.inserting_before(node):
+            e = g.call_function(torch.exp, (x,))
+            s = g.call_method("sum", (e, dim), {"keepdim": True})
+            p = g.call_function(operator.truediv, (e, s))
+        node.replace_all_uses_with(p)
+        g.erase_node(node)
+        count += 1
+    if count:
+        gm.recompile()
+        log.debug("decomposed %d softmax into exp, sum and divide", count)
+    return count
+
+
+def decompose_attention(gm: fx.GraphModule) -> int:
+    """Replace every ``F.scaled_dot_product_attention`` by matmul, scale, mask, softmax, matmul."""
+    dep = depends_on_input(gm)
+    count = 0
+    for node in list(gm.graph.nodes):
+        if not (node.op == "call_function" and node.target is F.scaled_dot_product_attention):
+            continue
+        names = ["query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"]
+        defaults = [None, None, None, None, 0.0, False, None, False]
+        a = {k: (node.args[i] if len(node.args) > i else node.kwargs.get(k, d))
+             for i, (k, d) in enumerate(zip(names, defaults))}
+        for key in ("dropout_p", "is_causal", "scale", "enable_gqa"):
+            if isinstance(a[key], fx.Node):
+                raise UnsupportedOperationError(
+                    f"node {node.name!r}: scaled_dot_product_attention's {key} is computed at run time; "
+                    f"make it a constant", [(node.name, node.op, "scaled_dot_product_attention")])
+        if a["enable_gqa"]:
+            raise UnsupportedOperationError(
+                f"node {node.name!r}: scaled_dot_product_attention with enable_gqa=True is not supported; "
+                f"repeat the key/value heads in the model instead", [(node.name, node.op, "sdpa")])
+        q_meta = a["query"].meta.get("tensor_meta")
+        k_meta = a["key"].meta.get("tensor_meta")
+        scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(q_meta.shape[-1])
+        g = gm.graph
+        with g.inserting_before(node):
+            k_t = g.call_method("transpose", (a["key"], -2, -1))
+            scores = g.call_function(operator.matmul, (a["query"], k_t))
+            scores = g.call_function(operator.mul, (scores, float(scale)))
+            if a["is_causal"]:
+                n, m = q_meta.shape[-2], k_meta.shape[-2]
+                mask = torch.ones(n, m, dtype=torch.bool).tril(diagonal=0)
+                a["attn_mask"] = _constant(gm, f"{node.name}_causal_mask", mask)
+            if a["attn_mask"] is not None:
+                if a["attn_mask"] in dep:
+                    raise UnsupportedOperationError(
+                        f"node {node.name!r}: the attention mask is computed from the input; signgd supports "
+                        f"constant masks only", [(node.name, node.op, "scaled_dot_product_attention")])
+                bias = g.call_function(attention_bias, (a["attn_mask"], q_meta.dtype))
+                scores = g.call_function(operator.add, (scores, bias))
+            p = g.call_function(F.softmax, (scores, -1))
+            out = g.call_function(operator.matmul, (p, a["value"]))
+        node.replace_all_uses_with(out)
+        g.erase_node(node)
+        count += 1
+    if count:
+        gm.recompile()
+        log.debug("decomposed %d scaled_dot_product_attention into matmul and softmax", count)
+    return count
+
+
+def _constant(gm: fx.GraphModule, name: str, value: torch.Tensor) -> fx.Node:
+    gm.register_buffer(name, value)
+    return gm.graph.get_attr(name)

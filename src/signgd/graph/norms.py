@@ -1,0 +1,105 @@
+"""Decompose LayerNorm and RMSNorm into affine parts and neurons (DESIGN.md, section 1).
+
+``LayerNorm(x) = w * (x - m) / sqrt(var + eps) + b`` over the trailing ``normalized_shape``:
+
+    m = mean(x)            affine          c = x - m                affine
+    q = square(c)          unary neuron    v = mean(q) + eps        affine
+    n = divide_sqrt(c, v)  2-input neuron  out = w * n + b          affine
+
+``divide_sqrt`` fires on ``c / sqrt(v)`` (the comparison ``sqrt(v) * y >= c`` of the paper is the
+same test for ``v > 0``). RMSNorm is the same without the centering. The decomposition emits plain
+torch calls (``torch.square``, ``signgd.targets.divide_sqrt``); the neuron pass turns them into
+neurons like any other nonlinearity. Covered spellings: ``nn.LayerNorm``, ``F.layer_norm`` /
+``torch.layer_norm`` over any trailing shape (timm's channels-first ``LayerNorm2d`` traces to a
+permute, ``F.layer_norm`` and a permute back), ``nn.RMSNorm`` and ``F.rms_norm``.
+"""
+from __future__ import annotations
+
+import logging
+import operator
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..targets import divide_sqrt
+from .deps import depends_on_input
+
+log = logging.getLogger("signgd.graph")
+
+_LAYER_NORM_FUNCTIONS = {F.layer_norm, torch.layer_norm}
+_RMS_NORM_FUNCTIONS = {getattr(F, "rms_norm", None), getattr(torch, "rms_norm", None)} - {None}
+
+
+def _spec(node: fx.Node, modules: dict[str, nn.Module]):
+    """``(input, normalized_shape, weight, bias, eps, centered)`` of a norm node, or None."""
+    if node.op == "call_module":
+        mod = modules[node.target]
+        if type(mod) is nn.LayerNorm or (isinstance(mod, nn.LayerNorm) and type(mod).forward is nn.LayerNorm.forward):
+            centered = True
+        elif hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm) and type(mod).forward is nn.RMSNorm.forward:
+            centered = False
+        else:
+            return None
+        w = _param(node, "weight") if getattr(mod, "weight", None) is not None else None
+        b = _param(node, "bias") if getattr(mod, "bias", None) is not None else None
+        eps = mod.eps if mod.eps is not None else None
+        return node.args[0] if node.args else node.kwargs["input"], tuple(mod.normalized_shape), w, b, eps, centered
+    if node.op != "call_function":
+        return None
+    args = list(node.args) + [None] * 6
+    if node.target in _LAYER_NORM_FUNCTIONS:
+        get = lambda i, key, default: args[i] if len(node.args) > i else node.kwargs.get(key, default)  # noqa: E731
+        return (get(0, "input", None), get(1, "normalized_shape", None), get(2, "weight", None),
+                get(3, "bias", None), get(4, "eps", 1e-5), True)
+    if node.target in _RMS_NORM_FUNCTIONS:
+        get = lambda i, key, default: args[i] if len(node.args) > i else node.kwargs.get(key, default)  # noqa: E731
+        return get(0, "input", None), get(1, "normalized_shape", None), get(2, "weight", None), None, \
+            get(3, "eps", None), False
+    return None
+
+
+def _param(node: fx.Node, attr: str) -> fx.Node:
+    with node.graph.inserting_before(node):
+        return node.graph.get_attr(f"{node.target}.{attr}")
+
+
+def decompose_norms(gm: fx.GraphModule) -> int:
+    """Replace every LayerNorm/RMSNorm of an activation by its decomposition; returns how many."""
+    modules = dict(gm.named_modules())
+    dep = depends_on_input(gm)
+    count = 0
+    for node in list(gm.graph.nodes):
+        spec = _spec(node, modules)
+        if spec is None:
+            continue
+        x, shape, weight, bias, eps, centered = spec
+        if x not in dep:
+            continue  # a norm of constants stays as it is
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if eps is None:  # RMSNorm's default: the dtype's machine epsilon
+            eps = torch.finfo(node.meta["tensor_meta"].dtype).eps if "tensor_meta" in node.meta else \
+                torch.finfo(torch.get_default_dtype()).eps
+        dims = tuple(range(-len(shape), 0))
+        g = gm.graph
+        with g.inserting_before(node):
+            c = x
+            if centered:
+                m = g.call_method("mean", (x, dims), {"keepdim": True})
+                c = g.call_function(operator.sub, (x, m))
+            q = g.call_function(torch.square, (c,))
+            var = g.call_method("mean", (q, dims), {"keepdim": True})
+            v = g.call_function(operator.add, (var, float(eps)))
+            out = g.call_function(divide_sqrt, (c, v, float(eps)))
+            if weight is not None:
+                out = g.call_function(operator.mul, (out, weight))
+            if bias is not None:
+                out = g.call_function(operator.add, (out, bias))
+        node.replace_all_uses_with(out)
+        g.erase_node(node)
+        count += 1
+    if count:
+        gm.recompile()
+        log.debug("decomposed %d LayerNorm/RMSNorm into square and divide_sqrt neurons", count)
+    return count

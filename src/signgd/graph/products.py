@@ -1,0 +1,61 @@
+"""Products and ratios of two activations become 2-input neurons (``mul``, ``matmul``, ``divide``).
+
+``h * 2`` is affine (a scaling); ``h * g`` with both factors computed from the input is not, and a
+spike of ``h`` alone cannot say what ``h * g`` became. A signGD neuron can track it: its target is
+the product of its two input estimates. ``q @ k.transpose(-2, -1)`` becomes one ``matmul`` neuron
+layer with one neuron per *output* element (N x M per head), never one per scalar product
+(N x K x M), so memory grows with the attention map, not with the head dimension times it.
+"""
+from __future__ import annotations
+
+import logging
+import operator
+
+import torch
+import torch.fx as fx
+
+from ..neurons import SpikingNeuron
+from .deps import dependent_operands, depends_on_input
+
+log = logging.getLogger("signgd.graph")
+
+_KINDS = {
+    operator.mul: "mul", operator.imul: "mul", torch.mul: "mul", "mul": "mul", "mul_": "mul",
+    operator.matmul: "matmul", torch.matmul: "matmul", torch.bmm: "matmul", "matmul": "matmul", "bmm": "matmul",
+    operator.truediv: "divide", operator.itruediv: "divide", torch.div: "divide", torch.true_divide: "divide",
+    "div": "divide", "div_": "divide", "true_divide": "divide",
+}
+
+
+def replace_products(gm: fx.GraphModule) -> list[str]:
+    """Swap each product/ratio of two activations for a 2-input neuron; returns the new names."""
+    dep = depends_on_input(gm)
+    created = []
+    for node in list(gm.graph.nodes):
+        if node.op not in ("call_function", "call_method") or node.target not in _KINDS:
+            continue
+        if len(dependent_operands(node, dep)) < 2:
+            continue  # a scaling by a constant: affine, left to the check
+        kind = _KINDS[node.target]
+        if kind == "divide" and node.kwargs.get("rounding_mode") is not None:
+            continue  # floor/trunc division has no neuron; the check reports it
+        a = node.args[0]
+        b = node.args[1] if len(node.args) > 1 else node.kwargs.get("other", node.kwargs.get("mat2"))
+        name = f"neurons.{node.name}"
+        gm.add_submodule(name, SpikingNeuron(kind))
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_module(name, (a, b))
+        new.meta.update(node.meta)
+        node.replace_all_uses_with(new)
+        if isinstance(node.target, str) and node.target.endswith("_") or node.target in (operator.imul,
+                                                                                           operator.itruediv):
+            # In place: later uses of the first factor saw the product.
+            order = {n: i for i, n in enumerate(gm.graph.nodes)}
+            a.replace_all_uses_with(new, delete_user_cb=lambda u: u is not new and order[u] > order[node])
+        gm.graph.erase_node(node)
+        dep.add(new)
+        created.append(name)
+    if created:
+        gm.recompile()
+        log.debug("replaced %d products of activations by 2-input neurons", len(created))
+    return created

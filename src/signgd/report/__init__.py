@@ -1,0 +1,14 @@
+"""Reports of a converted network: accuracy, per-layer statistics and energy per T, as JSON and plots.
+
+``make_report(snn, data, T)`` measures (one ANN and one SNN run per batch), ``write_report(report, dir)``
+writes ``report.json`` and the PNG plots, ``read_report(dir)`` and ``draw_plots(report, dir)`` redraw
+them, ``summary(report)`` prints the tables.
+"""
+from .build import build_report, make_report, versions
+from .energy import EnergyModel, ann_macs, fan_out
+from .files import ReportError, read_report, summary, write_report
+from .plots import PLOTS, draw_plots
+from .stats import RunStatistics, collect
+
+__all__ = ["make_report", "build_report", "write_report", "read_report", "draw_plots", "summary", "versions",
+           "EnergyModel", "ann_macs", "fan_out", "collect", "RunStatistics", "ReportError", "PLOTS"]

@@ -1,0 +1,93 @@
+"""Assemble a report: a plain JSON-able dict that alone says what was run and what came out.
+
+Per-T quantities are lists aligned with ``steps`` (JSON has no integer keys). The ``settings``
+section holds everything needed to reproduce the run: the conversion settings (dynamics, schedule,
+encoding, normalization, seed, ...), the evaluation settings (T, batch size, sample limit), the model
+and data specs and the command line when a command made it, and the library versions.
+"""
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+
+import torch
+
+from .. import __version__
+from ..network import SpikingNetwork, Steps, parse_steps
+from . import energy as energy_mod
+from .stats import RunStatistics, collect
+
+__all__ = ["REPORT_FORMAT", "REPORT_VERSION", "make_report", "build_report", "versions"]
+
+REPORT_FORMAT = "signgd.report"
+REPORT_VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced the numbers."""
+    out = {"signgd": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
+    for name in ("numpy", "torchvision", "timm"):
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "__version__"):
+            out[name] = str(module.__version__)
+    return out
+
+
+def build_report(snn: SpikingNetwork, stats: RunStatistics, *, energy_model=energy_mod.EnergyModel(),
+                 run_settings: dict | None = None) -> dict:
+    """The report dict from measured statistics (``stats.collect``) and the network."""
+    ev = stats.evaluation
+    steps = ev.steps
+    fanout = energy_mod.fan_out(snn)
+    macs = energy_mod.ann_macs(snn)
+    input_macs = energy_mod.first_layer_macs(snn, fanout)
+    spikes = {name: layer.spikes_per_step for name, layer in stats.layers.items()}
+    energy = energy_mod.energy_table(steps, spikes, fanout, macs, input_macs, snn.settings["encoding"],
+                                     stats.input_spikes_per_step, energy_model)
+    layers = []
+    for name, layer in stats.layers.items():
+        layers.append({
+            "name": name, "target": layer.target, "neurons": layer.neurons, "fan_out": fanout[name],
+            "spikes_per_sample": [layer.spikes_per_sample(t) for t in steps],
+            "firing_rate": [layer.firing_rate(t) for t in steps],
+            "relative_error": [layer.relative_error[t] for t in steps],
+            "mean_abs_error": [layer.mean_abs_error[t] for t in steps],
+        })
+    return {
+        "format": REPORT_FORMAT, "version": REPORT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {"conversion": dict(snn.settings), **(run_settings or {})},
+        "versions": versions(),
+        "network": {"input_shape": list(snn.input_shape), "neuron_layers": len(snn.neurons),
+                    "neurons_per_sample": sum(layer.neurons for layer in stats.layers.values()),
+                    "parameters": sum(p.numel() for p in snn.graph_module.parameters()),
+                    "conversion_log": list(snn.conversion_log)},
+        "samples": ev.n,
+        "steps": steps,
+        "accuracy": {"ann": ev.ann_accuracy, "snn": [ev.snn_accuracy[t] for t in steps],
+                     "agreement": [ev.agreement[t] for t in steps]},
+        "layers": layers,
+        "energy": {
+            "rules": "ANN: MACs of conv/linear/unfolded BN. SNN: spikes x fan-out (synapses driven per neuron) "
+                     "accumulates, plus the first layer's MACs every step for the float encoding (once for "
+                     "analog); energy = SOPs x pJ/AC + MACs x pJ/MAC (signgd.report.energy).",
+            "ann_macs": energy["ann_macs"], "ann_energy_pj": energy["ann_energy_pj"],
+            "pj_per_ac": energy["pj_per_ac"], "pj_per_mac": energy["pj_per_mac"],
+            "input_fan_out": fanout[energy_mod.INPUT], "input_macs_per_step": input_macs,
+            "snn_sops": [energy["snn"][t]["sops"] for t in steps],
+            "snn_input_macs": [energy["snn"][t]["input_macs"] for t in steps],
+            "snn_energy_pj": [energy["snn"][t]["energy_pj"] for t in steps],
+            "energy_ratio_to_ann": [energy["snn"][t]["energy_ratio_to_ann"] for t in steps],
+        },
+    }
+
+
+def make_report(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit: int | None = None,
+                progress: bool | None = None, energy_model=energy_mod.EnergyModel(),
+                run_settings: dict | None = None) -> dict:
+    """Measure ``snn`` on labelled ``data`` at each T and return the report dict."""
+    steps = parse_steps(T)
+    stats = collect(snn, data, steps, batch_size=batch_size, limit=limit, progress=progress)
+    settings = {"T": steps, "batch_size": batch_size, "limit": limit, **(run_settings or {})}
+    return build_report(snn, stats, energy_model=energy_model, run_settings=settings)

@@ -1,0 +1,86 @@
+"""Report files: ``report.json`` and its plots in one folder, and a text summary for the terminal."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from ..errors import SigngdError
+from .build import REPORT_FORMAT, REPORT_VERSION
+
+__all__ = ["ReportError", "write_report", "read_report", "summary"]
+
+REPORT_FILE = "report.json"
+
+
+class ReportError(SigngdError, ValueError):
+    """A report folder or file is missing or is not a signgd report."""
+
+
+def _jsonable(v):
+    """NaN and infinities are not JSON: write them as null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _jsonable(a) for k, a in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(a) for a in v]
+    return v
+
+
+def write_report(report: dict, out_dir: str | os.PathLike, plots: bool = True) -> list[Path]:
+    """Write ``report.json`` (and the PNG plots) into ``out_dir``; returns the written paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / REPORT_FILE
+    path.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+    written = [path]
+    if plots:
+        from .plots import draw_plots
+        written += draw_plots(report, out)
+    return written
+
+
+def read_report(where: str | os.PathLike) -> dict:
+    """Read a report from a folder holding ``report.json``, or from the JSON file itself."""
+    path = Path(where)
+    if path.is_dir():
+        path = path / REPORT_FILE
+    if not path.is_file():
+        raise ReportError(f"{path}: no report found; give a folder written by `signgd convert --out DIR` or "
+                          f"`signgd demo --out DIR` (it holds {REPORT_FILE})")
+    try:
+        report = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc}); the report is damaged, write it again") from None
+    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
+        raise ReportError(f"{path}: not a signgd report (no {REPORT_FORMAT!r} header)")
+    if not isinstance(report.get("version"), int) or report["version"] > REPORT_VERSION:
+        raise ReportError(f"{path}: report format version {report.get('version')!r} is newer than this signgd "
+                          f"reads ({REPORT_VERSION}); upgrade signgd")
+    return report
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
+
+
+def summary(report: dict) -> str:
+    """The report as Markdown tables: accuracy and energy per T, then the layers at the largest T."""
+    steps, acc, en = report["steps"], report["accuracy"], report["energy"]
+    lines = [f"ANN accuracy: {_pct(acc['ann'])}% ({report['samples']} samples); "
+             f"ANN: {en['ann_macs'] / 1e6:.3g} M MACs = {en['ann_energy_pj'] / 1e6:.3g} uJ per sample", "",
+             "| T | SNN accuracy (%) | agreement with ANN (%) | SOPs per sample | SNN energy / ANN |",
+             "|---:|---:|---:|---:|---:|"]
+    for i, t in enumerate(steps):
+        ratio = en["energy_ratio_to_ann"][i]
+        lines.append(f"| {t} | {_pct(acc['snn'][i])} | {_pct(acc['agreement'][i])} | "
+                     f"{en['snn_sops'][i]:.4g} | {'n/a' if ratio is None else f'{ratio:.3f}'} |")
+    lines += ["", f"Layers at T={steps[-1]}:", "",
+              "| layer | target | neurons | firing rate | spikes per sample | relative error |",
+              "|---|---|---:|---:|---:|---:|"]
+    for layer in report["layers"]:
+        lines.append(f"| {layer['name']} | {layer['target']} | {layer['neurons']} | {layer['firing_rate'][-1]:.3f} | "
+                     f"{layer['spikes_per_sample'][-1]:.4g} | {layer['relative_error'][-1]:.3g} |")
+    return "\n".join(lines)

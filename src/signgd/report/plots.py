@@ -1,0 +1,134 @@
+"""The report's pictures, drawn from the report dict alone (so ``signgd report DIR`` can redraw them).
+
+- ``accuracy.png``: SNN accuracy and agreement with the ANN against T, the ANN as a dashed line.
+- ``layer_error.png``: each neuron layer's relative approximation error against T (log-log),
+  coloured from the first layer (dark) to the last (light).
+- ``firing_rate.png``: each layer's firing rate at the largest T.
+- ``energy.png``: the SNN's energy per sample against T, the ANN's as a dashed line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["draw_plots", "PLOTS"]
+
+PLOTS = ("accuracy.png", "layer_error.png", "firing_rate.png", "energy.png")
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        from .files import ReportError
+        raise ReportError("drawing the plots needs matplotlib: pip install matplotlib "
+                          "(or pip install 'signgd[plots]'); report.json is written without it") from None
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _title(report: dict) -> str:
+    conv = report["settings"]["conversion"]
+    model = report["settings"].get("model", "")
+    return f"{model + ': ' if model else ''}{conv['dynamics']} dynamics, {conv['encoding']} input"
+
+
+def _log2_axis(ax, steps):
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(steps)
+    ax.set_xticklabels([str(t) for t in steps])
+    ax.minorticks_off()
+
+
+def _accuracy(plt, report, path):
+    steps, acc = report["steps"], report["accuracy"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [100 * a for a in acc["snn"]], "o-", label="SNN accuracy")
+    ax.plot(steps, [100 * a for a in acc["agreement"]], "s:", color="tab:green", alpha=0.8,
+            label="SNN agrees with ANN")
+    ax.axhline(100 * acc["ann"], color="black", linestyle="--", label=f"ANN accuracy ({100 * acc['ann']:.2f}%)")
+    _log2_axis(ax, steps)
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel("% of test samples")
+    ax.set_ylim(0, 101)
+    ax.set_title(f"Accuracy vs T ({report['samples']} samples)\n{_title(report)}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _layer_error(plt, report, path):
+    steps, layers = report["steps"], report["layers"]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    cmap = plt.get_cmap("viridis")
+    for i, layer in enumerate(layers):
+        colour = cmap(i / max(len(layers) - 1, 1) * 0.9)
+        errors = [e if e is not None and e > 0 else float("nan") for e in layer["relative_error"]]
+        ax.plot(steps, errors, "o-", markersize=3, color=colour,
+                label=f"{i + 1}. {layer['name'].removeprefix('neurons.')} ({layer['target']})")
+    _log2_axis(ax, steps)
+    ax.set_yscale("log")
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel("relative error of the estimate\n||y_T - ANN activation|| / ||ANN activation||")
+    ax.set_title(f"Per-layer approximation error vs T\n{_title(report)}", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    if len(layers) <= 12:
+        ax.legend(fontsize=7, loc="upper right")
+    else:
+        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(1, len(layers)))
+        fig.colorbar(sm, ax=ax, label="layer (input to output)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _firing_rate(plt, report, path):
+    layers, T = report["layers"], report["steps"][-1]
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(layers) + 2), 4))
+    names = [layer["name"].removeprefix("neurons.") for layer in layers]
+    rates = [layer["firing_rate"][-1] for layer in layers]
+    colours = ["tab:blue" if layer["target"] == "relu" else "tab:orange" for layer in layers]
+    ax.bar(range(len(layers)), rates, color=colours)
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    ax.set_xlabel("neuron layer (input to output); orange: non-ReLU targets")
+    ax.set_ylabel(f"firing rate at T={T}\n(spikes per neuron per step)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Firing rate per layer\n{_title(report)}", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _energy(plt, report, path):
+    steps, en = report["steps"], report["energy"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [e / 1e6 for e in en["snn_energy_pj"]], "o-", label="SNN (SOPs x E_AC + input MACs x E_MAC)")
+    ax.axhline(en["ann_energy_pj"] / 1e6, color="black", linestyle="--", label="ANN (MACs x E_MAC)")
+    _log2_axis(ax, steps)
+    ax.set_yscale("log")
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel("energy per sample (uJ)")
+    ax.set_title(f"Estimated energy, E_AC = {en['pj_per_ac']} pJ, E_MAC = {en['pj_per_mac']} pJ\n"
+                 f"{_title(report)}", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw_plots(report: dict, out_dir) -> list[Path]:
+    """Draw the four plots into ``out_dir``; returns their paths."""
+    plt = _pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, draw in zip(PLOTS, (_accuracy, _layer_error, _firing_rate, _energy)):
+        path = out / name
+        draw(plt, report, path)
+        paths.append(path)
+    return paths

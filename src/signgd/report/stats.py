@@ -1,0 +1,204 @@
+"""One pass over labelled data that measures everything a report shows, from one simulation per batch.
+
+Per batch: the ANN runs once (its logits and every neuron layer's exact activation), the SNN runs
+once for ``max(T)`` steps with spike counting on and a probe on every neuron layer, and the
+accuracy, the agreement with the ANN, the spikes and the per-layer approximation error are all
+accumulated from those two runs.
+
+Approximation error of a layer at step ``t``: the relative L2 error
+``||estimate_t - activation|| / ||activation||`` over all its elements and samples, where
+``activation`` is the ANN's output of that nonlinearity and ``estimate_t`` the neuron layer's
+estimate of it after ``t`` steps, in ANN units: what a signGD layer passes downstream; for the
+subgradient dynamics the running average of what it passes downstream (the scaled firing rate,
+``y_t = y_{t-1} - eta_t (y_{t-1} - s_t)``), as the decoder does. The mean absolute error is kept too.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+from tqdm.auto import tqdm
+
+from ..evaluate import EvaluationReport, _batches, _length
+from ..network import SpikingNetwork, Steps, parse_steps
+from ..neurons import SpikingNeuron
+from ..simulator import simulate
+
+__all__ = ["LayerStatistics", "RunStatistics", "collect"]
+
+
+@dataclass
+class LayerStatistics:
+    """One neuron layer: what it tracks, how many neurons per sample, and per-T measurements."""
+
+    target: str
+    neurons: int
+    spikes_per_step: list[float]  # spikes per sample fired at step t = 1..max(T)
+    relative_error: dict[int, float] = field(default_factory=dict)
+    mean_abs_error: dict[int, float] = field(default_factory=dict)
+
+    def spikes_per_sample(self, T: int) -> float:
+        """Spikes per sample over the first T steps."""
+        return float(sum(self.spikes_per_step[:T]))
+
+    def firing_rate(self, T: int) -> float:
+        """Fraction of (neuron, step) pairs that spiked in the first T steps."""
+        return self.spikes_per_sample(T) / max(self.neurons * T, 1)
+
+
+@dataclass
+class RunStatistics:
+    evaluation: EvaluationReport
+    layers: dict[str, LayerStatistics]
+    input_spikes_per_step: list[float] | None  # spike/stochastic encodings: input spikes per sample per step
+
+
+class _AnnProbe(fx.Interpreter):
+    """The converted graph as an ANN, keeping every neuron layer's output."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm, garbage_collect_values=True)
+        self.activations: dict[str, torch.Tensor] = {}
+
+    def call_module(self, target, args, kwargs):
+        out = super().call_module(target, args, kwargs)
+        if isinstance(self.submodules[target], SpikingNeuron):
+            self.activations[target] = out.detach().clone()  # a later in-place op must not change it
+        return out
+
+
+class _ErrorProbe:
+    """Receives each neuron layer's downstream sequence per chunk and accumulates its error at the
+    requested steps against the ANN activations of the current batch."""
+
+    def __init__(self, steps: list[int], etas: torch.Tensor, dynamics: str, spike_routers: set[str] = frozenset()):
+        self.steps, self.etas, self.dynamics = steps, etas.to(torch.float64), dynamics
+        # Layers that pass spikes on without firing (subgradient max pooling: a max over the scaled
+        # spikes): their spikes are the non-zero outputs, counted here per step.
+        self.spike_routers = spike_routers
+        self.routed = {name: torch.zeros(len(etas), dtype=torch.float64) for name in spike_routers}
+        self.sq_err: dict[str, dict[int, float]] = {}
+        self.abs_err: dict[str, dict[int, float]] = {}
+        self.sq_ref: dict[str, float] = {}
+        self.elements: dict[str, int] = {}
+
+    def start_batch(self, activations: dict[str, torch.Tensor]) -> None:
+        self.activations = activations
+        self.running: dict[str, torch.Tensor] = {}
+        for name, act in activations.items():
+            self.sq_ref[name] = self.sq_ref.get(name, 0.0) + float(act.to(torch.float64).square().sum())
+            self.elements[name] = self.elements.get(name, 0) + act.numel()
+
+    def __call__(self, name: str, t0: int, out: torch.Tensor) -> None:
+        act = self.activations[name]
+        tc = out.shape[0]
+        if name in self.spike_routers:
+            self.routed[name][t0 - 1:t0 - 1 + tc] += (out != 0).flatten(1).sum(1).to(torch.float64).cpu()
+        wanted = {t for t in self.steps if t0 <= t < t0 + tc}
+        if self.dynamics != "subgradient":
+            for t in sorted(wanted):
+                self._accumulate(name, t, out[t - t0], act)
+            return
+        # Subgradient: the estimate is the running average of what the layer passes downstream.
+        y = self.running.get(name)
+        if y is None:
+            y = self.running[name] = torch.zeros_like(out[0])
+        for k in range(tc):
+            eta = float(self.etas[t0 - 1 + k])
+            y.mul_(1 - eta).add_(out[k], alpha=eta)
+            if t0 + k in wanted:
+                self._accumulate(name, t0 + k, y, act)
+
+    def _accumulate(self, name: str, t: int, estimate: torch.Tensor, act: torch.Tensor) -> None:
+        diff = estimate - act
+        sq, ab = self.sq_err.setdefault(name, {}), self.abs_err.setdefault(name, {})
+        sq[t] = sq.get(t, 0.0) + float(torch.sum(diff * diff, dtype=torch.float64))
+        ab[t] = ab.get(t, 0.0) + float(torch.sum(diff.abs_(), dtype=torch.float64))
+
+
+def _input_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int) -> torch.Tensor:
+    """Spikes per step of a binary input encoding (``spike``/``stochastic``), summed over the batch.
+    The encoder moves its estimate down by eta on a spike and up otherwise, so a spike is a drop."""
+    etas = snn.schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
+    state = snn.encoder.init_state(x)
+    e = snn.encoder.run(state, x, etas, 1)
+    prev = torch.cat([torch.zeros_like(x).unsqueeze(0), e[:-1]])
+    return (e < prev).flatten(1).sum(1).to(torch.float64).cpu()
+
+
+def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit: int | None = None,
+            progress: bool | None = None, chunk: int | None = None) -> RunStatistics:
+    """Accuracy, agreement, spikes and per-layer error at each T in one pass over ``data``
+    (a Dataset, DataLoader, iterable of ``(x, y)`` batches or a pair of tensors)."""
+    steps = parse_steps(T)
+    T_max = max(steps)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of samples, got {limit}")
+    ref = next(snn.graph_module.parameters(), None)
+    device = ref.device if ref is not None else torch.device("cpu")
+    dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+    if progress is None:
+        progress = sys.stderr.isatty()
+    dynamics = snn.settings["dynamics"]
+    routers = {name for name, m in snn.neurons.items() if dynamics == "subgradient" and m.target == "max"}
+    probe = _ErrorProbe(steps, snn.schedule.etas(1, T_max + 1, dtype=torch.float64, device=device), dynamics,
+                        routers)
+    binary_input = snn.settings["encoding"] in ("spike", "stochastic")
+    n = ann_correct = 0
+    snn_correct, agree = dict.fromkeys(steps, 0), dict.fromkeys(steps, 0)
+    spikes: dict[str, torch.Tensor] = {}
+    neurons: dict[str, int] = {}
+    input_spikes = torch.zeros(T_max, dtype=torch.float64)
+    total = _length(data, batch_size, limit)
+    with tqdm(total=total, desc="simulate", unit="sample", disable=not progress) as bar:
+        for x, y in _batches(data, batch_size):
+            if limit is not None and n >= limit:
+                break
+            if limit is not None:
+                x, y = x[:limit - n], y[:limit - n]
+            x = x.to(device=device, dtype=dtype)
+            y = torch.as_tensor(y, device=device).reshape(-1)
+            if y.numel() != x.shape[0] or y.is_floating_point():
+                raise ValueError(f"labels must be class indices, one per sample: got {tuple(y.shape)} "
+                                 f"{y.dtype} for a batch of {x.shape[0]} inputs")
+            snn._check_input(x)
+            ann = _AnnProbe(snn.graph_module)
+            with torch.inference_mode():
+                ann_pred = ann.run(x.clone()).argmax(-1)
+            probe.start_batch(ann.activations)
+            result = simulate(snn.graph_module, x, steps, schedule=snn.schedule, dynamics=dynamics,
+                              encoder=snn.encoder, chunk=snn._chunk(x, T_max) if chunk is None else chunk,
+                              stats=True, probe=probe)
+            ann_correct += int((ann_pred == y).sum())
+            for t in steps:
+                pred = result.outputs[t].argmax(-1)
+                snn_correct[t] += int((pred == y).sum())
+                agree[t] += int((pred == ann_pred).sum())
+            for name, counts in result.spikes.items():
+                spikes[name] = spikes.get(name, 0) + counts.cpu()
+                neurons[name] = result.neurons[name]
+            if binary_input:
+                input_spikes += _input_spikes(snn, x, T_max)
+            n += x.shape[0]
+            bar.update(x.shape[0])
+    if n == 0:
+        raise ValueError("no samples to evaluate: the data is empty")
+    evaluation = EvaluationReport(n, ann_correct / n, {t: snn_correct[t] / n for t in steps},
+                                  {t: agree[t] / n for t in steps})
+    for name in routers:
+        if name in spikes:
+            spikes[name] = probe.routed[name]
+    mods = snn.neurons
+    layers = {}
+    for name in mods:
+        if name not in spikes:
+            continue
+        ref_norm = max(probe.sq_ref.get(name, 0.0), 1e-30) ** 0.5
+        layers[name] = LayerStatistics(
+            target=mods[name].target, neurons=neurons[name],
+            spikes_per_step=(spikes[name] / n).tolist(),
+            relative_error={t: probe.sq_err[name][t] ** 0.5 / ref_norm for t in steps},
+            mean_abs_error={t: probe.abs_err[name][t] / probe.elements[name] for t in steps})
+    return RunStatistics(evaluation, layers, (input_spikes / n).tolist() if binary_input else None)
