@@ -33,6 +33,14 @@ def convert(model: torch.nn.Module, calibration: torch.Tensor) -> torch.nn.Modul
     return ann2snn.Converter(recipe).convert(copy.deepcopy(model).eval())
 
 
+def analog_leftovers(snn: torch.nn.Module) -> list[str]:
+    """Nonlinearities the conversion left as ANN modules (it replaces ReLUs only): a network that
+    still has them is not a spiking network, so its timing would not be a peer's."""
+    kinds = (torch.nn.GELU, torch.nn.LayerNorm, torch.nn.SiLU, torch.nn.Tanh, torch.nn.Sigmoid,
+             torch.nn.Softmax, torch.nn.Hardswish, torch.nn.LeakyReLU)
+    return sorted({type(m).__name__ for m in snn.modules() if isinstance(m, kinds)})
+
+
 def run(snn: torch.nn.Module, x: torch.Tensor, T: int, step_mode: str = "m") -> torch.Tensor:
     """The decoded output ``[B, classes]`` after T steps: mean readout over the steps."""
     from spikingjelly.activation_based import functional

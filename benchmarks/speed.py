@@ -100,7 +100,11 @@ def _prepare(mode: str, model, make, x, T: int, dev):
         try:
             net = _peers.convert(model, make(8).to(dev))
         except Exception as exc:
-            return None, {"skip": f"SpikingJelly cannot convert it ({type(exc).__name__})"}
+            msg = str(exc).splitlines()[0][:80] if str(exc) else ""
+            return None, {"skip": f"n/a: SpikingJelly cannot convert it ({type(exc).__name__}: {msg})"}
+        leftovers = _peers.analog_leftovers(net)
+        if leftovers:
+            return None, {"skip": f"n/a: SpikingJelly converts ReLUs only ({', '.join(leftovers)} stay analog)"}
         step_mode = mode[3:]
         return (lambda xb=x: _peers.run(net, xb, T, step_mode)), {}
     try:  # calibrated on 8 samples: conversion cost is not what is measured
