@@ -171,7 +171,7 @@ def run_isolated(args, name, batch, mode) -> dict:
 
 def _modes(args) -> list[tuple[str, str]]:
     modes = [("signgd default", "snn:auto"), ("signgd default, stats=True", "snn:auto:stats")]
-    for c in sorted({int(c) for c in args.chunks.split(",") if c} | {args.T}):
+    for c in sorted({int(c) for c in args.chunks.split(",") if c} | {1, args.T}):
         label = "time-major" if c == 1 else "layer-major" if c == args.T else f"{c} steps per call"
         modes.append((f"signgd chunk={c}, whole batch ({label})", f"snn:{c}"))
     if args.peers:
