@@ -118,7 +118,8 @@ def _prepare(mode: str, model, make, x, T: int, dev):
         info = {"plan": f"{bc} samples x {chunk} steps per call"}
         return (lambda xb=x: snn.simulate(xb, T, stats=stats)), info
     chunk = int(parts[1])
-    return (lambda xb=x: snn.simulate(xb, T, stats=stats, chunk=chunk)), {}
+    bc = next((int(q[2:]) for q in parts if q.startswith("bc")), None)  # "snn:<chunk>:bc<samples>"
+    return (lambda xb=x: snn.simulate(xb, T, stats=stats, chunk=chunk, batch_chunk=bc)), {}
 
 
 def _accuracy(fn_on, make, labels, n: int, batch: int) -> float:
@@ -174,6 +175,9 @@ def _modes(args) -> list[tuple[str, str]]:
     for c in sorted({int(c) for c in args.chunks.split(",") if c} | {1, args.T}):
         label = "time-major" if c == 1 else "layer-major" if c == args.T else f"{c} steps per call"
         modes.append((f"signgd chunk={c}, whole batch ({label})", f"snn:{c}"))
+    for split in (sp for sp in args.splits.split(",") if sp):
+        b, c = (int(v) for v in split.split("x"))
+        modes.append((f"signgd {b} samples x {c} steps per call", f"snn:{c}:bc{b}"))
     if args.peers:
         modes += [("SpikingJelly IF, multi-step", "sj:m"), ("SpikingJelly IF, single-step", "sj:s")]
     return modes
@@ -188,6 +192,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the best is kept)")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0: one per CPU")
     p.add_argument("--chunks", default="", help="chunk sizes to time (whole batch) besides 1 and T")
+    p.add_argument("--splits", default="", help="comma-separated SAMPLESxSTEPS per call to time (e.g. 16x16,64x4)")
     p.add_argument("--accuracy", type=int, default=1024,
                    help="test images for the accuracy column (models with labels; 0: skip)")
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
