@@ -132,7 +132,8 @@ def main(argv=None) -> int:
     reports, conv_time, eval_time, described = {}, {}, {}, {}
     for label, dynamics in (("signGD", "signgd"), ("subgradient", "subgradient")):
         start = time.perf_counter()
-        snn = signgd.convert(model, calibration, dynamics=dynamics)
+        # The paper's preset for signGD (ReLUs normalized only), the reference baseline for IF.
+        snn = signgd.convert(model, calibration, dynamics=dynamics, normalize="relu")
         conv_time[label] = time.perf_counter() - start
         described[label] = snn.extra_repr()
         common.log(f"{label}: converted in {common.fmt_seconds(conv_time[label])}: {snn.extra_repr()}")
@@ -183,8 +184,8 @@ def render(args, info, n_params, threads, n_test, ann_acc, reports, conv_time, e
         f"blocks with 2x2 max pooling, MLP head; {n_params:,} parameters. Trained {args.epochs} epochs "
         f"on the 60k training images (AdamW, one-cycle lr {args.lr:g}, weight decay "
         f"{args.weight_decay:g}, batch {args.train_batch_size}, seed {args.seed}); {trained}.",
-        f"- Conversion: `signgd.convert(model, calibration)`, the paper preset "
-        f"({described['signGD']}), and `signgd.convert(model, calibration, dynamics=\"subgradient\")`, "
+        f"- Conversion: `signgd.convert(model, calibration, normalize=\"relu\")`, the paper preset "
+        f"({described['signGD']}), and `signgd.convert(model, calibration, dynamics=\"subgradient\", normalize=\"relu\")`, "
         f"integrate-and-fire ({described['subgradient']}). Calibration: {args.calibration} training "
         f"images, a random subset fixed by seed {args.seed}.",
         f"- Test images: {n_test}{subset}. Each batch is simulated once for max(T) = "

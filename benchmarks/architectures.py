@@ -55,8 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="comma-separated normalizations to compare (relu,all,none); None: the default only")
     p.add_argument("--encoding", default=None, help="input encoding; None: convert's default")
     p.add_argument("--calibration", type=int, default=1000, help="training images used for calibration")
-    p.add_argument("--epochs", type=int, default=2, help="training epochs (the cache key)")
-    p.add_argument("--train-samples", type=int, default=20000,
+    p.add_argument("--epochs", type=int, default=3, help="training epochs (the cache key)")
+    p.add_argument("--train-samples", type=int, default=60000,
                    help="training images (a seeded subset of the 60k; the cache key)")
     p.add_argument("--batch-size", type=int, default=250, help="evaluation batch size")
     p.add_argument("--seed", type=int, default=0)

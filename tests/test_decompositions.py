@@ -161,3 +161,23 @@ def test_attention_with_key_padding_mask_is_refused_clearly():
 
     with pytest.raises(signgd.errors.SigngdError, match="key_padding_mask"):
         signgd.convert(Net().eval(), torch.randn(2, 3, 4))
+
+
+def test_spike_view_equals_estimate_propagation_for_norms_products_and_softmax():
+    """The neurons of the decompositions (square, divide_sqrt, matmul, exp, divide, gelu) send only
+    signed spikes: integrating them through the affine maps gives the same spikes and outputs."""
+    from signgd.reference import simulate_spikes
+
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu", batch_first=True)
+    model = nn.Sequential(nn.Linear(4, 8), layer, nn.Linear(8, 3)).double().eval()
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    snn = signgd.convert(model, x)
+    T = 30
+    ref_out, ref_spikes, _ = simulate_spikes(snn, x, T)
+    result = snn.simulate(x, list(range(1, T + 1)), stats=True)
+    fast_out = torch.stack([result.outputs[t] for t in range(1, T + 1)])
+    assert torch.allclose(fast_out, ref_out, atol=1e-8)
+    assert {snn.neurons[n].target for n in ref_spikes} == {"square", "divide_sqrt", "matmul", "exp", "divide", "gelu"}
+    for name, s in ref_spikes.items():
+        assert torch.equal(result.spikes[name], s.flatten(1).sum(1).double()), name

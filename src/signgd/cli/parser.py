@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input encoding (default float for signgd, analog for subgradient)")
     g.add_argument("--schedule", default=None,
                    help="step sizes, e.g. exponential:lr=0.15,decay=0.95 (the default), inverse:lr=1, constant:lr=0.05")
-    g.add_argument("--normalize", choices=NORMALIZATIONS, default="relu")
+    g.add_argument("--normalize", choices=NORMALIZATIONS, default=None,
+                   help="neurons normalized by their calibration range (default all for signgd, relu for "
+                        "subgradient; relu is the paper's preset)")
     conv.add_argument("--out", default="signgd-report", help="output folder for snn.pt and the report "
                                                              "(default ./signgd-report)")
     _evaluation(conv)
