@@ -21,7 +21,7 @@ def _pyplot():
     except ImportError:
         from .files import ReportError
         raise ReportError("drawing the plots needs matplotlib: pip install matplotlib "
-                          "(or pip install 'signgd[plots]'); report.json is written without it") from None
+                          "(a dependency of signgd: reinstall it); report.json is written without it") from None
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     return plt
