@@ -153,3 +153,13 @@ def fmt_seconds(s: float) -> str:
         return f"{s:.1f} s"
     m, s = divmod(s, 60)
     return f"{int(m)} min {s:.0f} s"
+
+
+def emit(text: str, out=None) -> None:
+    """Print a report to stdout and, when ``out`` (a path) is given, also write it there."""
+    print(text)
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+        log(f"wrote {out}")

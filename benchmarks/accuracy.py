@@ -157,11 +157,7 @@ def main(argv=None) -> int:
 
     text = render(args, info, n_params, threads, n_test, ann_acc, reports, conv_time, eval_time,
                   described, warnings)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-        common.log(f"wrote {args.out}")
+    common.emit(text, args.out)
     return 0
 
 

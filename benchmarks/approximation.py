@@ -89,9 +89,7 @@ def main(argv=None) -> int:
              "| target | T | max abs error | mean abs error |", "|---|---:|---:|---:|"]
     lines += [f"| {label} | {t} | {mx:.4f} | {mean:.4f} |" for label, t, mx, mean in rows]
     text = "\n".join(lines)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    common.emit(text, args.out)
     return 0
 
 

@@ -139,11 +139,7 @@ def main(argv=None) -> int:
     if args.train_only:
         return 0
     text = render(args, rows, threads)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-        common.log(f"wrote {args.out}")
+    common.emit(text, args.out)
     return 0
 
 

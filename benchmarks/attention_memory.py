@@ -89,9 +89,7 @@ def main(argv=None) -> int:
              f"| the same for all T={args.T} steps of one chunk of {results['snn']['chunk']} | "
              f"{expansion * results['snn']['chunk']:.0f} |"]
     text = "\n".join(lines)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    common.emit(text, args.out)
     return 0
 
 

@@ -226,9 +226,7 @@ def main(argv=None) -> int:
                 lines.append(_row(name, batch, label, r, ann, args.T))
     lines += ["", f"Load average after the run: {_load()}"]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    common.emit(text, args.out)
     return 0
 
 
