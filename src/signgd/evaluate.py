@@ -52,9 +52,7 @@ def evaluate(snn: SpikingNetwork, data, T: Steps = DEFAULT_STEPS, *, batch_size:
     steps = parse_steps(T)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
-    ref = next(snn.graph_module.parameters(), None)
-    device = ref.device if ref is not None else torch.device("cpu")
-    dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+    device, dtype = snn.placement
     batches = _batches(data, batch_size)
     total = _length(data, batch_size, limit)
     if progress is None:

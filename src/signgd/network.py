@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from pathlib import Path
 from typing import Iterable, Union
 
 import torch
@@ -60,7 +61,7 @@ class SpikingNetwork(nn.Module):
         return (f"dynamics={s['dynamics']}, schedule={self.schedule!r}, encoding={s['encoding']}, "
                 f"normalize={s['normalize']}, neuron layers={len(self.neurons)}")
 
-    def save(self, path) -> "pathlib.Path":
+    def save(self, path) -> Path:
         """Write the network (graph, weights, scales, settings, format version) to ``path``; read it
         back with ``signgd.load(path)``. The file holds no pickled code (``signgd.serialize``)."""
         from .serialize import save
@@ -139,6 +140,16 @@ class SpikingNetwork(nn.Module):
         expect whole-batch sequences, such as ``signgd.report``)."""
         return self.plan(x, T, batch_chunk=x.shape[0])[1]
 
+    @property
+    def placement(self) -> tuple[torch.device, torch.dtype]:
+        """The device and dtype the network runs in (those of its first parameter or buffer)."""
+        ref = next(self.graph_module.parameters(), None)
+        if ref is None:
+            ref = next(self.graph_module.buffers(), None)
+        if ref is None:
+            return torch.device("cpu"), torch.get_default_dtype()
+        return ref.device, ref.dtype
+
     def _check_input(self, x) -> None:
         if not isinstance(x, torch.Tensor):
             raise InputError(f"the input must be a torch.Tensor, got {type(x).__name__}")
@@ -147,15 +158,13 @@ class SpikingNetwork(nn.Module):
                              f"(batch, {', '.join(map(str, self.input_shape))}) as in the calibration data")
         if x.shape[0] == 0:
             raise InputError("the input batch is empty")
-        ref = next(self.graph_module.parameters(), None)
-        if ref is None:
-            ref = next(self.graph_module.buffers(), None)
-        if ref is not None and x.device != ref.device:
-            raise InputError(f"the input is on {x.device} but the network is on {ref.device}; "
-                             f"move one of them (x.to({str(ref.device)!r}) or snn.to(...))")
-        if ref is not None and x.dtype != ref.dtype:
-            raise InputError(f"the input has dtype {x.dtype} but the network has {ref.dtype}; "
-                             f"convert one of them (x.to({ref.dtype}) or snn.to({x.dtype}))")
+        device, dtype = self.placement
+        if x.device != device:
+            raise InputError(f"the input is on {x.device} but the network is on {device}; "
+                             f"move one of them (x.to({str(device)!r}) or snn.to(...))")
+        if x.dtype != dtype:
+            raise InputError(f"the input has dtype {x.dtype} but the network has {dtype}; "
+                             f"convert one of them (x.to({dtype}) or snn.to({x.dtype}))")
         if not torch.isfinite(x).all():
             raise InputError("the input contains NaN or Inf; clean the data before simulating")
 

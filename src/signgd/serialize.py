@@ -221,7 +221,6 @@ def to_payload(snn) -> dict:
     modules = {n.target: _module_record(n.target, gm.get_submodule(n.target))
                for n in gm.graph.nodes if n.op == "call_module"}
     attributes = {n.target: _attribute_record(gm, n.target) for n in gm.graph.nodes if n.op == "get_attr"}
-    ref = next(gm.parameters(), None)
     from . import __version__
     return {
         "format": FORMAT, "version": FORMAT_VERSION,
@@ -229,7 +228,7 @@ def to_payload(snn) -> dict:
         "settings": _encode(_savable_settings(snn), "the settings"),
         "input_shape": list(snn.input_shape), "values_per_sample": int(snn.values_per_sample),
         "conversion_log": [str(s) for s in snn.conversion_log],
-        "dtype": _encode(ref.dtype if ref is not None else torch.get_default_dtype(), "dtype"),
+        "dtype": _encode(snn.placement[1], "dtype"),
         "nodes": [_node_record(n, gm) for n in gm.graph.nodes],
         "modules": modules, "attributes": attributes,
     }
@@ -377,8 +376,7 @@ def from_payload(payload: dict, where: str = "the file"):
 
 def _smoke_test(snn, dtype, where: str) -> None:
     """Run the ANN on one zero input: a file whose tensors do not fit its graph fails here, not later."""
-    ref = next(snn.graph_module.parameters(), None)
-    device = ref.device if ref is not None else torch.device("cpu")
+    device = snn.placement[0]
     try:
         with torch.inference_mode():
             snn.graph_module(torch.zeros((1, *snn.input_shape), dtype=dtype, device=device))

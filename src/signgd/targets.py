@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UnsupportedOperationError
+from .graph.nodes import node_arg
 
 __all__ = ["Target", "TARGETS", "get_target", "match", "supported_names", "describe", "divide_sqrt",
            "DIVISOR_FLOOR"]
@@ -148,7 +149,7 @@ def match(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, dict] | No
             return "square", {}
         spelling = _FUNCTIONS.get(node.target)
     elif node.op == "call_method":
-        if node.target in ("pow", "pow_") and _is_constant(node.args[1] if len(node.args) > 1 else None, 2):
+        if node.target in ("pow", "pow_") and _is_constant(node_arg(node, 1, "exponent"), 2):
             return "square", {}
         spelling = _METHODS.get(node.target)
     else:
@@ -169,10 +170,7 @@ def _read_params(node: fx.Node, params: tuple[tuple[str, object], ...], arity: i
     """The target's parameters from the node's positional args (after the inputs) and kwargs."""
     values = {}
     for i, (key, default) in enumerate(params):
-        if len(node.args) > i + arity:
-            value = node.args[i + arity]
-        else:
-            value = node.kwargs.get(key, default)
+        value = node_arg(node, i + arity, key, default)
         if isinstance(value, fx.Node):
             raise UnsupportedOperationError(
                 f"node {node.name!r}: the {key!r} of {node.target} is computed at run time; signgd needs it "

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import UnsupportedOperationError
 from .deps import depends_on_input
+from .nodes import node_arg
 from .ops import attention_bias
 
 log = logging.getLogger("signgd.graph")
@@ -34,10 +35,9 @@ def _softmax_dim(node: fx.Node, modules) -> int | None | str:
     """The softmax dimension of ``node``; ``"no"`` when it is not a softmax."""
     if node.op == "call_module" and type(modules[node.target]) is nn.Softmax:
         return modules[node.target].dim
-    if node.op == "call_function" and node.target in _SOFTMAX_FUNCTIONS:
-        return node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-    if node.op == "call_method" and node.target == "softmax":
-        return node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    if (node.op == "call_function" and node.target in _SOFTMAX_FUNCTIONS) or (
+            node.op == "call_method" and node.target == "softmax"):
+        return node_arg(node, 1, "dim")
     return "no"
 
 
@@ -50,7 +50,7 @@ def decompose_softmax(gm: fx.GraphModule) -> int:
         dim = _softmax_dim(node, modules)
         if dim == "no":
             continue
-        x = node.args[0] if node.args else node.kwargs.get("input")
+        x = node_arg(node, 0, "input")
         if x not in dep:
             continue
         if not isinstance(dim, int):
@@ -80,8 +80,7 @@ def decompose_attention(gm: fx.GraphModule) -> int:
             continue
         names = ["query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"]
         defaults = [None, None, None, None, 0.0, False, None, False]
-        a = {k: (node.args[i] if len(node.args) > i else node.kwargs.get(k, d))
-             for i, (k, d) in enumerate(zip(names, defaults))}
+        a = {k: node_arg(node, i, k, d) for i, (k, d) in enumerate(zip(names, defaults))}
         for key in ("dropout_p", "is_causal", "scale", "enable_gqa"):
             if isinstance(a[key], fx.Node):
                 raise UnsupportedOperationError(

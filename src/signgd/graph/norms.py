@@ -25,6 +25,7 @@ from torch import nn
 
 from ..targets import divide_sqrt
 from .deps import depends_on_input
+from .nodes import node_arg
 
 log = logging.getLogger("signgd.graph")
 
@@ -44,19 +45,15 @@ def _spec(node: fx.Node, modules: dict[str, nn.Module]):
             return None
         w = _param(node, "weight") if getattr(mod, "weight", None) is not None else None
         b = _param(node, "bias") if getattr(mod, "bias", None) is not None else None
-        eps = mod.eps if mod.eps is not None else None
-        return node.args[0] if node.args else node.kwargs["input"], tuple(mod.normalized_shape), w, b, eps, centered
+        return node_arg(node, 0, "input"), tuple(mod.normalized_shape), w, b, mod.eps, centered
     if node.op != "call_function":
         return None
-    args = list(node.args) + [None] * 6
     if node.target in _LAYER_NORM_FUNCTIONS:
-        get = lambda i, key, default: args[i] if len(node.args) > i else node.kwargs.get(key, default)  # noqa: E731
-        return (get(0, "input", None), get(1, "normalized_shape", None), get(2, "weight", None),
-                get(3, "bias", None), get(4, "eps", 1e-5), True)
+        return (node_arg(node, 0, "input"), node_arg(node, 1, "normalized_shape"), node_arg(node, 2, "weight"),
+                node_arg(node, 3, "bias"), node_arg(node, 4, "eps", 1e-5), True)
     if node.target in _RMS_NORM_FUNCTIONS:
-        get = lambda i, key, default: args[i] if len(node.args) > i else node.kwargs.get(key, default)  # noqa: E731
-        return get(0, "input", None), get(1, "normalized_shape", None), get(2, "weight", None), None, \
-            get(3, "eps", None), False
+        return (node_arg(node, 0, "input"), node_arg(node, 1, "normalized_shape"), node_arg(node, 2, "weight"),
+                None, node_arg(node, 3, "eps"), False)
     return None
 
 

@@ -16,6 +16,7 @@ import torch.fx as fx
 
 from ..neurons import SpikingNeuron
 from .deps import dependent_operands, depends_on_input
+from .nodes import node_arg
 
 log = logging.getLogger("signgd.graph")
 
@@ -40,7 +41,7 @@ def replace_products(gm: fx.GraphModule) -> list[str]:
         if kind == "divide" and node.kwargs.get("rounding_mode") is not None:
             continue  # floor/trunc division has no neuron; the check reports it
         a = node.args[0]
-        b = node.args[1] if len(node.args) > 1 else node.kwargs.get("other", node.kwargs.get("mat2"))
+        b = node_arg(node, 1, "other", node.kwargs.get("mat2"))
         name = f"neurons.{node.name}"
         gm.add_submodule(name, SpikingNeuron(kind))
         with gm.graph.inserting_before(node):

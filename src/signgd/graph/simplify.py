@@ -9,6 +9,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from .nodes import node_arg
+
 log = logging.getLogger("signgd.graph")
 
 _IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
@@ -20,7 +22,7 @@ def _is_eval_stochastic_depth(node: fx.Node) -> bool:
     """torchvision's ``stochastic_depth(x, p, mode, training)`` with ``training=False``."""
     if node.op != "call_function" or getattr(node.target, "__name__", "") != "stochastic_depth":
         return False
-    training = node.args[3] if len(node.args) > 3 else node.kwargs.get("training", True)
+    training = node_arg(node, 3, "training", True)
     return training is False
 
 

@@ -234,9 +234,7 @@ class _MacCounter(fx.Interpreter):
 
 def ann_macs(snn) -> int:
     """Multiply-accumulates of one ANN forward pass of the converted graph (per sample)."""
-    ref = next(snn.graph_module.parameters(), None)
-    dtype = ref.dtype if ref is not None else torch.float32
-    device = ref.device if ref is not None else torch.device("cpu")
+    device, dtype = snn.placement
     counter = _MacCounter(snn.graph_module)
     with torch.inference_mode():
         counter.run(torch.zeros((1, *snn.input_shape), dtype=dtype, device=device))

@@ -136,9 +136,7 @@ def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit
     T_max = max(steps)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
-    ref = next(snn.graph_module.parameters(), None)
-    device = ref.device if ref is not None else torch.device("cpu")
-    dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+    device, dtype = snn.placement
     if progress is None:
         progress = sys.stderr.isatty()
     dynamics = snn.settings["dynamics"]
