@@ -78,7 +78,7 @@ def run_convert(args, argv: list[str], log=print) -> int:
     batches = tqdm(DataLoader(calibration, batch_size=args.batch_size), desc="calibrate", unit="batch",
                    disable=not progress)
     snn = convert(model, batches, dynamics=args.dynamics, schedule=args.schedule, encoding=args.encoding,
-                  normalize=args.normalize, seed=args.seed)
+                  normalize=args.normalize, T=args.tune_for, preset=args.preset, seed=args.seed)
     out = Path(args.out)
     snn_path = snn.save(out / "snn.pt")
     run_settings = {"command": ["signgd", *argv], "model": args.model, "model_args": model_args,
