@@ -36,7 +36,7 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset
 from .errors import SigngdError
 
 __all__ = ["DistributedError", "active", "rank", "world_size", "is_main", "shard_range", "shard_data",
-           "all_reduce", "broadcast_network", "launched_by_torchrun", "launched", "local_device"]
+           "all_reduce", "broadcast_network", "launched_by_torchrun", "launched", "local_device", "rank_label"]
 
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _HOW_TO_START = ("start the processes with torchrun (e.g. torchrun --nproc_per_node 2 script.py) and call "
@@ -227,6 +227,13 @@ def _difference(theirs: dict, mine: dict, src: int) -> str:
 def launched_by_torchrun() -> bool:
     """True in a process torchrun (torch.distributed.run) started: its environment names the group."""
     return all(k in os.environ for k in _TORCHRUN_ENV)
+
+
+def rank_label() -> str:
+    """`` (rank R of W)`` in a process torchrun started with several ranks, for error lines; else empty."""
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) < 2:
+        return ""
+    return f" (rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']})"
 
 
 def _local_rank() -> int:

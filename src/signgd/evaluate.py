@@ -61,8 +61,8 @@ def evaluate(snn: SpikingNetwork, data, T: Steps = DEFAULT_STEPS, *, batch_size:
     steps = parse_steps(T)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
-    device, dtype = snn.placement
     samples = Samples(data, batch_size, limit, distributed)
+    device, dtype = snn.placement
     n = ann_correct = 0
     snn_correct = dict.fromkeys(steps, 0)
     agree = dict.fromkeys(steps, 0)

@@ -140,8 +140,8 @@ def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit
     T_max = max(steps)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
-    device, dtype = snn.placement
     samples = Samples(data, batch_size, limit, distributed)
+    device, dtype = snn.placement
     dynamics = snn.settings["dynamics"]
     routers = {name for name, m in snn.neurons.items() if dynamics == "subgradient" and m.target == "max"}
     probe = _ErrorProbe(steps, snn.schedule.etas(1, T_max + 1, dtype=torch.float64, device=device), dynamics,
