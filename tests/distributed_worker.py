@@ -37,9 +37,14 @@ def main(weights: str, out: str) -> None:
     loader = DataLoader(Subset(test, range(LIMIT)), batch_size=16, drop_last=True)
     dropped = signgd.evaluate(snn, loader, T=[4, 32])
     alone = signgd.evaluate(snn, (test.tensors[0][:9], test.tensors[1][:9]), T=[4], distributed=False)
+    try:  # ranks that disagree on the data fail together, with a message, instead of waiting
+        signgd.evaluate(snn, test, T=[4], limit=10 + rank)
+        mismatch = None
+    except signgd.SigngdError as exc:
+        mismatch = str(exc)
     Path(out, f"rank{rank}.json").write_text(json.dumps({
         "world": dist.get_world_size(), "state": state, "values_per_sample": snn.values_per_sample,
-        "evaluate": evaluated.to_dict(), "drop_last": dropped.to_dict(), "alone_n": alone.n}))
+        "evaluate": evaluated.to_dict(), "drop_last": dropped.to_dict(), "alone_n": alone.n, "mismatch": mismatch}))
     dist.destroy_process_group()
 
 

@@ -36,7 +36,7 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset
 from .errors import SigngdError
 
 __all__ = ["DistributedError", "active", "rank", "world_size", "is_main", "shard_range", "shard_data",
-           "all_reduce", "broadcast_network", "launched_by_torchrun", "launched", "local_device", "rank_label"]
+           "all_reduce", "broadcast_network", "check_same", "launched_by_torchrun", "launched", "local_device", "rank_label"]
 
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _HOW_TO_START = ("start the processes with torchrun (e.g. torchrun --nproc_per_node 2 script.py) and call "
@@ -179,6 +179,18 @@ def all_reduce(tensors: dict[str, torch.Tensor], op: str = "sum") -> dict[str, t
             out[k] = flat[offset:offset + size].reshape(tensors[k].shape)
             offset += size
     return out
+
+
+def check_same(values: list[int], what: str) -> None:
+    """Raise the same ``DistributedError`` on every rank unless all ranks passed equal ``values``:
+    ranks that disagree on the data or the steps would otherwise split the samples wrongly or wait
+    forever in a collective of another size."""
+    mine = torch.tensor([int(v) for v in values] + [-int(v) for v in values])
+    both = all_reduce({"v": mine}, op="max")["v"]
+    k = len(values)
+    if not torch.equal(both[:k], -both[k:]):
+        raise DistributedError(f"the ranks were called with different {what} (rank {rank()}: {list(values)}, "
+                               f"largest on any rank: {both[:k].tolist()}); every rank must make the same call")
 
 
 def broadcast_network(snn, src: int = 0) -> None:

@@ -61,7 +61,7 @@ def evaluate(snn: SpikingNetwork, data, T: Steps = DEFAULT_STEPS, *, batch_size:
     steps = parse_steps(T)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
-    samples = Samples(data, batch_size, limit, distributed)
+    samples = Samples(data, batch_size, limit, distributed, steps)
     device, dtype = snn.placement
     n = ann_correct = 0
     snn_correct = dict.fromkeys(steps, 0)
@@ -91,10 +91,13 @@ class Samples:
     """The labelled batches this process evaluates (the first ``limit`` samples of ``data``, or its
     shard of them in a distributed run), their number, and how its totals become the global ones."""
 
-    def __init__(self, data, batch_size: int, limit: int | None, distributed: bool | None):
+    def __init__(self, data, batch_size: int, limit: int | None, distributed: bool | None, steps: list[int]):
         self.distributed = _dist.active(distributed)
         if self.distributed:
+            n_all = _length(data, batch_size, limit)
             data, self.total = _dist.shard_data(data, batch_size, limit, _dist.rank(), _dist.world_size())
+            _dist.check_same([n_all, len(steps), sum(steps), max(steps)],
+                             "data or steps (samples, number of T, sum of T, largest T)")
             limit = None
         else:
             self.total = _length(data, batch_size, limit)

@@ -140,7 +140,7 @@ def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit
     T_max = max(steps)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
-    samples = Samples(data, batch_size, limit, distributed)
+    samples = Samples(data, batch_size, limit, distributed, steps)
     device, dtype = snn.placement
     dynamics = snn.settings["dynamics"]
     routers = {name for name, m in snn.neurons.items() if dynamics == "subgradient" and m.target == "max"}
