@@ -31,3 +31,11 @@ def trained_digits_cnn(digits_train):
     model = models.digits_cnn()
     training.train(model, digits_train, epochs=30, seed=0)
     return model
+
+
+@pytest.fixture(scope="session")
+def weights(trained_digits_cnn, tmp_path_factory):
+    """The trained digits CNN's state_dict in a file, for commands (``--weights``) and subprocesses."""
+    path = tmp_path_factory.mktemp("weights") / "digits_cnn.pt"
+    torch.save(trained_digits_cnn.state_dict(), path)
+    return path

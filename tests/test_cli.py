@@ -7,7 +7,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import torch
 
 import signgd
 from signgd.cli import main
@@ -41,13 +40,6 @@ def test_help_lists_the_commands(capsys):
     out = capsys.readouterr().out
     for command in ("demo", "convert", "evaluate", "report"):
         assert command in out
-
-
-@pytest.fixture(scope="module")
-def weights(trained_digits_cnn, tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "digits_cnn.pt"
-    torch.save(trained_digits_cnn.state_dict(), path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils.data import DataLoader, Dataset
 
+from . import distributed as _dist
 from . import schedules as sched
 from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
@@ -47,7 +48,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             encoding: str | None = None, normalize: str | None = None, T: int | None = None,
             preset: str | None = None, seed: int = 0,
             pad_value: float = -200.0, leaf_modules: Iterable[type] = (),
-            memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int = 256) -> SpikingNetwork:
+            memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int = 256,
+            distributed: bool | None = None) -> SpikingNetwork:
     """Convert a trained model into a SpikingNetwork.
 
     Args:
@@ -77,6 +79,11 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         leaf_modules: module classes torch.fx should not trace into.
         memory_budget: bytes of activations one chunk of simulated steps may use.
         batch_size: batch size for running the calibration data when it is one tensor.
+        distributed: in a torch.distributed group, every rank converts, then takes rank 0's weights,
+            scales and ``A(0)``, so that all ranks hold the same network even where calibration would
+            round differently on different hardware (``signgd.distributed``). ``None`` (the default):
+            on when a process group is initialized; ``True``: require one; ``False``: off. When on,
+            every rank must call ``convert`` with the same model and settings.
     """
     if dynamics not in DYNAMICS:
         raise ValueError(f"unknown dynamics {dynamics!r}; choose one of {list(DYNAMICS)}")
@@ -97,6 +104,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     encoding = encoding or ("float" if dynamics == "signgd" else "analog")
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODINGS)}")
+    share = _dist.active(distributed)  # before the work: distributed=True without a group fails now
     default = sched.exponential() if dynamics == "signgd" else sched.inverse(1.0)
     tune = T is not None and schedule is None
     schedule = sched.make_schedule(schedule, default=default)
@@ -157,6 +165,9 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     for note in notes:
         log.info(note)
     snn.conversion_log = notes
+    if share:
+        _dist.broadcast_network(snn)
+        log.info(f"took rank 0's weights and scales on all {_dist.world_size()} ranks")
     return snn
 
 

@@ -12,6 +12,7 @@ import torch
 
 from . import data, models, training
 from .convert import convert
+from .distributed import world_size
 from .report import build_report, collect, write_report
 
 
@@ -39,7 +40,8 @@ def run_demo(epochs: int = 30, seed: int = 0, steps=(1, 2, 4, 8, 16, 32, 64, 128
             folder = Path(out) if dynamics == "signgd" else Path(out) / dynamics
             settings = {"command": command or ["signgd", "demo"], "model": "signgd:digits_cnn",
                         "data": "digits", "training_epochs": epochs, "calibration_samples": len(calibration),
-                        "T": list(steps), "batch_size": batch_size, "limit": limit, "device": str(device), "seed": seed}
+                        "T": list(steps), "batch_size": batch_size, "limit": limit, "device": str(device), "seed": seed,
+                        "processes": world_size()}
             write_report(build_report(snn, stats, run_settings=settings), folder)
             if dynamics == "signgd":
                 snn.save(folder / "snn.pt")

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
+from . import distributed as _dist
 from .network import SpikingNetwork, Steps, parse_steps
 
 DEFAULT_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -45,33 +46,29 @@ class EvaluationReport:
 
 
 def evaluate(snn: SpikingNetwork, data, T: Steps = DEFAULT_STEPS, *, batch_size: int = 256,
-             limit: int | None = None, progress: bool | None = None, chunk: int | None = None
-             ) -> EvaluationReport:
+             limit: int | None = None, progress: bool | None = None, chunk: int | None = None,
+             distributed: bool | None = None) -> EvaluationReport:
     """Evaluate classification accuracy. ``data``: a DataLoader or iterable of ``(x, y)`` batches,
-    a Dataset of ``(x, y)`` samples, or a pair of tensors ``(x, y)``. ``limit`` caps the samples."""
+    a Dataset of ``(x, y)`` samples, or a pair of tensors ``(x, y)``. ``limit`` caps the samples.
+
+    ``distributed``: split the (first ``limit``) samples between the processes of a torch.distributed
+    group, each simulating its own shard, and sum the counts (``signgd.distributed``). ``None`` (the
+    default): on when a process group is initialized; ``True``: require one; ``False``: this process
+    evaluates all the data alone. When on, every rank must call ``evaluate`` with the same data and
+    arguments, and every rank returns the same report, equal to one process's; ``data`` must then
+    be a Dataset, a pair of tensors or an in-order DataLoader (the ranks split it by index).
+    """
     steps = parse_steps(T)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
+    samples = Samples(data, batch_size, limit, distributed, steps)
     device, dtype = snn.placement
-    batches = _batches(data, batch_size)
-    total = _length(data, batch_size, limit)
-    if progress is None:
-        progress = sys.stderr.isatty()
     n = ann_correct = 0
     snn_correct = dict.fromkeys(steps, 0)
     agree = dict.fromkeys(steps, 0)
-    with tqdm(total=total, desc="evaluate", unit="sample", disable=not progress) as bar:
-        for x, y in batches:
-            if limit is not None and n >= limit:
-                break
-            if limit is not None:
-                x, y = x[:limit - n], y[:limit - n]
-            x = x.to(device=device, dtype=dtype)
-            y = torch.as_tensor(y, device=device)
-            if y.numel() != x.shape[0] or y.is_floating_point():
-                raise ValueError(f"labels must be class indices, one per sample: got {tuple(y.shape)} "
-                                 f"{y.dtype} for a batch of {x.shape[0]} inputs")
-            y = y.reshape(-1)
+    with tqdm(total=samples.total, desc="evaluate", unit="sample", disable=not samples.show(progress)) as bar:
+        for x, y in samples:
+            x, y = _labelled(x, y, device, dtype)
             ann_pred = snn.ann(x).argmax(-1)
             outs = snn.simulate(x, steps, chunk=chunk).outputs
             ann_correct += int((ann_pred == y).sum())
@@ -81,10 +78,63 @@ def evaluate(snn: SpikingNetwork, data, T: Steps = DEFAULT_STEPS, *, batch_size:
                 agree[t] += int((pred == ann_pred).sum())
             n += x.shape[0]
             bar.update(x.shape[0])
+    counts = samples.sum({"counts": torch.tensor([n, ann_correct, *snn_correct.values(), *agree.values()])})
+    n, ann_correct, *rest = counts["counts"].tolist()
+    snn_correct, agree = dict(zip(steps, rest[:len(steps)])), dict(zip(steps, rest[len(steps):]))
     if n == 0:
         raise ValueError("no samples to evaluate: the data is empty")
     return EvaluationReport(n, ann_correct / n, {t: snn_correct[t] / n for t in steps},
                             {t: agree[t] / n for t in steps})
+
+
+class Samples:
+    """The labelled batches this process evaluates (the first ``limit`` samples of ``data``, or its
+    shard of them in a distributed run), their number, and how its totals become the global ones."""
+
+    def __init__(self, data, batch_size: int, limit: int | None, distributed: bool | None, steps: list[int]):
+        self.distributed = _dist.active(distributed)
+        if self.distributed:
+            n_all = _length(data, batch_size, limit)
+            data, self.total = _dist.shard_data(data, batch_size, limit, _dist.rank(), _dist.world_size())
+            _dist.check_same([n_all, len(steps), sum(steps), max(steps)],
+                             "data or steps (samples, number of T, sum of T, largest T)")
+            limit = None
+        else:
+            self.total = _length(data, batch_size, limit)
+        self.data, self.batch_size, self.limit = data, batch_size, limit
+
+    def __iter__(self):
+        seen = 0
+        for x, y in _batches(self.data, self.batch_size):
+            if self.limit is not None:
+                if seen >= self.limit:
+                    break
+                x, y = x[:self.limit - seen], y[:self.limit - seen]
+            seen += len(x)
+            yield x, y
+
+    def show(self, progress: bool | None) -> bool:
+        """Whether to draw a progress bar: as asked (default: stderr is a terminal), on rank 0 only."""
+        if progress is None:
+            progress = sys.stderr.isatty()
+        return bool(progress) and _dist.is_main()
+
+    def sum(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Totals over every rank (integers exactly); this process's own numbers when not distributed."""
+        return _dist.all_reduce(tensors) if self.distributed else tensors
+
+    def max(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return _dist.all_reduce(tensors, op="max") if self.distributed else tensors
+
+
+def _labelled(x, y, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch on the network's device and dtype, with its labels checked: class indices, one per sample."""
+    x = x.to(device=device, dtype=dtype)
+    y = torch.as_tensor(y, device=device)
+    if y.numel() != x.shape[0] or y.is_floating_point():
+        raise ValueError(f"labels must be class indices, one per sample: got {tuple(y.shape)} "
+                         f"{y.dtype} for a batch of {x.shape[0]} inputs")
+    return x, y.reshape(-1)
 
 
 def _batches(data, batch_size):

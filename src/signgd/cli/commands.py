@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .. import distributed as _dist
 from .. import schedules
 from ..convert import convert
 from ..report import EnergyModel, draw_plots, make_report, read_report, summary, write_report
@@ -20,7 +21,8 @@ __all__ = ["run_demo_command", "run_convert", "run_evaluate", "run_report"]
 
 
 def _progress(args) -> bool:
-    return not args.quiet and sys.stderr.isatty()
+    """Progress bars: asked for, on a terminal, and on rank 0 only under torchrun."""
+    return not args.quiet and sys.stderr.isatty() and _dist.is_main()
 
 
 def _device(text: str) -> torch.device:
@@ -30,7 +32,7 @@ def _device(text: str) -> torch.device:
         raise UsageError(f"--device {text!r} is not a torch device; use e.g. cpu, cuda or cuda:0") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {text}: no CUDA device is available here; use --device cpu")
-    return device
+    return _dist.local_device(device)  # under torchrun, plain cuda is this rank's GPU (LOCAL_RANK)
 
 
 def _image_options(args) -> ImageOptions:
@@ -53,8 +55,9 @@ def run_demo_command(args, argv: list[str], log=print) -> int:
     from ..demo import run_demo
     device = _device(args.device)
     torch.manual_seed(args.seed)
-    run_demo(epochs=args.epochs, seed=args.seed, steps=args.T, limit=args.limit, out=args.out, progress=_progress(args), batch_size=args.batch_size,
-             device=device, command=["signgd", *argv], log=log)
+    out = args.out if _dist.is_main() else None  # under torchrun, rank 0 writes
+    run_demo(epochs=args.epochs, seed=args.seed, steps=args.T, limit=args.limit, out=out, progress=_progress(args),
+             batch_size=args.batch_size, device=device, command=["signgd", *argv], log=log)
     return 0
 
 
@@ -80,12 +83,16 @@ def run_convert(args, argv: list[str], log=print) -> int:
     snn = convert(model, batches, dynamics=args.dynamics, schedule=args.schedule, encoding=args.encoding,
                   normalize=args.normalize, T=args.tune_for, preset=args.preset, seed=args.seed)
     out = Path(args.out)
-    snn_path = snn.save(out / "snn.pt")
+    snn_path = out / "snn.pt"
+    if _dist.is_main():  # under torchrun every rank holds rank 0's network; rank 0 writes it
+        snn.save(snn_path)
     run_settings = {"command": ["signgd", *argv], "model": args.model, "model_args": model_args,
                     "weights": args.weights, "data": args.data, "image": opts.describe(),
                     "calibration_samples": len(calibration), "device": str(device), "seed": args.seed}
     report = make_report(snn, test, args.T, batch_size=args.batch_size, limit=args.limit, progress=progress,
                          energy_model=energy_model, run_settings=run_settings)
+    if not _dist.is_main():
+        return 0
     _write(report, out, log)
     log(f"network: {snn_path} (signgd.load(path), or signgd evaluate {snn_path} --data {args.data})")
     return 0
@@ -101,6 +108,8 @@ def run_evaluate(args, argv: list[str], log=print) -> int:
                     "image": opts.describe(), "device": str(device), "seed": args.seed}
     report = make_report(snn, test, args.T, batch_size=args.batch_size, limit=args.limit,
                          progress=_progress(args), energy_model=energy_model, run_settings=run_settings)
+    if not _dist.is_main():  # every rank holds the same reduced report; rank 0 writes it
+        return 0
     if args.out:
         _write(report, Path(args.out), log)
     else:
@@ -116,6 +125,8 @@ def run_evaluate(args, argv: list[str], log=print) -> int:
 
 
 def run_report(args, argv: list[str], log=print) -> int:
+    if not _dist.is_main():
+        return 0
     report = read_report(args.dir)
     folder = Path(args.dir) if Path(args.dir).is_dir() else Path(args.dir).parent
     paths = draw_plots(report, folder)

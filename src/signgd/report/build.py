@@ -14,6 +14,7 @@ import sys
 import torch
 
 from .. import __version__
+from .. import distributed as _dist
 from ..network import SpikingNetwork, Steps, parse_steps
 from . import energy as energy_mod
 from .stats import RunStatistics, collect
@@ -85,9 +86,15 @@ def build_report(snn: SpikingNetwork, stats: RunStatistics, *, energy_model=ener
 
 def make_report(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit: int | None = None,
                 progress: bool | None = None, energy_model=energy_mod.EnergyModel(),
-                run_settings: dict | None = None) -> dict:
-    """Measure ``snn`` on labelled ``data`` at each T and return the report dict."""
+                run_settings: dict | None = None, distributed: bool | None = None) -> dict:
+    """Measure ``snn`` on labelled ``data`` at each T and return the report dict.
+
+    ``distributed`` as in ``signgd.evaluate`` (default: on inside an initialized torch.distributed
+    group): each rank measures its shard, every rank returns the same report of all the samples, and
+    ``settings.processes`` records how many ranks shared the work."""
     steps = parse_steps(T)
-    stats = collect(snn, data, steps, batch_size=batch_size, limit=limit, progress=progress)
-    settings = {"T": steps, "batch_size": batch_size, "limit": limit, **(run_settings or {})}
+    stats = collect(snn, data, steps, batch_size=batch_size, limit=limit, progress=progress,
+                    distributed=distributed)
+    settings = {"T": steps, "batch_size": batch_size, "limit": limit,
+                "processes": _dist.world_size() if _dist.active(distributed) else 1, **(run_settings or {})}
     return build_report(snn, stats, energy_model=energy_model, run_settings=settings)

@@ -14,14 +14,13 @@ subgradient dynamics the running average of what it passes downstream (the scale
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
 from tqdm.auto import tqdm
 
-from ..evaluate import EvaluationReport, _batches, _length
+from ..evaluate import EvaluationReport, Samples, _labelled
 from ..network import SpikingNetwork, Steps, parse_steps
 from ..neurons import SpikingNeuron
 from ..simulator import simulate
@@ -129,16 +128,20 @@ def _input_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int) -> torch.Tensor:
 
 
 def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit: int | None = None,
-            progress: bool | None = None, chunk: int | None = None) -> RunStatistics:
+            progress: bool | None = None, chunk: int | None = None, distributed: bool | None = None
+            ) -> RunStatistics:
     """Accuracy, agreement, spikes and per-layer error at each T in one pass over ``data``
-    (a Dataset, DataLoader, iterable of ``(x, y)`` batches or a pair of tensors)."""
+    (a Dataset, DataLoader, iterable of ``(x, y)`` batches or a pair of tensors).
+
+    ``distributed`` as in ``signgd.evaluate``: in a torch.distributed group each rank measures its
+    shard and every rank returns the totals. Counts (samples, correct predictions, spikes) are exact;
+    the error sums equal one process's up to float64 rounding."""
     steps = parse_steps(T)
     T_max = max(steps)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
+    samples = Samples(data, batch_size, limit, distributed, steps)
     device, dtype = snn.placement
-    if progress is None:
-        progress = sys.stderr.isatty()
     dynamics = snn.settings["dynamics"]
     routers = {name for name, m in snn.neurons.items() if dynamics == "subgradient" and m.target == "max"}
     probe = _ErrorProbe(steps, snn.schedule.etas(1, T_max + 1, dtype=torch.float64, device=device), dynamics,
@@ -149,18 +152,9 @@ def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit
     spikes: dict[str, torch.Tensor] = {}
     neurons: dict[str, int] = {}
     input_spikes = torch.zeros(T_max, dtype=torch.float64)
-    total = _length(data, batch_size, limit)
-    with tqdm(total=total, desc="simulate", unit="sample", disable=not progress) as bar:
-        for x, y in _batches(data, batch_size):
-            if limit is not None and n >= limit:
-                break
-            if limit is not None:
-                x, y = x[:limit - n], y[:limit - n]
-            x = x.to(device=device, dtype=dtype)
-            y = torch.as_tensor(y, device=device).reshape(-1)
-            if y.numel() != x.shape[0] or y.is_floating_point():
-                raise ValueError(f"labels must be class indices, one per sample: got {tuple(y.shape)} "
-                                 f"{y.dtype} for a batch of {x.shape[0]} inputs")
+    with tqdm(total=samples.total, desc="simulate", unit="sample", disable=not samples.show(progress)) as bar:
+        for x, y in samples:
+            x, y = _labelled(x, y, device, dtype)
             snn._check_input(x)
             ann = _AnnProbe(snn.graph_module)
             with torch.inference_mode():
@@ -181,22 +175,54 @@ def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit
                 input_spikes += _input_spikes(snn, x, T_max)
             n += x.shape[0]
             bar.update(x.shape[0])
-    if n == 0:
-        raise ValueError("no samples to evaluate: the data is empty")
-    evaluation = EvaluationReport(n, ann_correct / n, {t: snn_correct[t] / n for t in steps},
-                                  {t: agree[t] / n for t in steps})
     for name in routers:
         if name in spikes:
             spikes[name] = probe.routed[name]
+    totals = _totals(samples, list(snn.neurons), steps, T_max, n, ann_correct, snn_correct, agree, spikes,
+                     neurons, probe, input_spikes)
+    n = int(totals["n"])
+    if n == 0:
+        raise ValueError("no samples to evaluate: the data is empty")
+    evaluation = EvaluationReport(n, int(totals["ann_correct"]) / n,
+                                  {t: int(c) / n for t, c in zip(steps, totals["snn_correct"].tolist())},
+                                  {t: int(c) / n for t, c in zip(steps, totals["agree"].tolist())})
     mods = snn.neurons
     layers = {}
-    for name in mods:
-        if name not in spikes:
+    for i, name in enumerate(mods):
+        if int(totals["neurons"][i]) == 0:  # no batch ran through this layer's spike counter
             continue
-        ref_norm = max(probe.sq_ref.get(name, 0.0), 1e-30) ** 0.5
+        ref_norm = max(float(totals["sq_ref"][i]), 1e-30) ** 0.5
+        elements = max(int(totals["elements"][i]), 1)
         layers[name] = LayerStatistics(
-            target=mods[name].target, neurons=neurons[name],
-            spikes_per_step=(spikes[name] / n).tolist(),
-            relative_error={t: probe.sq_err[name][t] ** 0.5 / ref_norm for t in steps},
-            mean_abs_error={t: probe.abs_err[name][t] / probe.elements[name] for t in steps})
-    return RunStatistics(evaluation, layers, (input_spikes / n).tolist() if binary_input else None)
+            target=mods[name].target, neurons=int(totals["neurons"][i]),
+            spikes_per_step=(totals["spikes"][i] / n).tolist(),
+            relative_error={t: float(e) ** 0.5 / ref_norm for t, e in zip(steps, totals["sq_err"][i])},
+            mean_abs_error={t: float(e) / elements for t, e in zip(steps, totals["abs_err"][i])})
+    return RunStatistics(evaluation, layers, (totals["input_spikes"] / n).tolist() if binary_input else None)
+
+
+def _totals(samples: Samples, names: list[str], steps: list[int], T_max: int, n: int, ann_correct: int,
+            snn_correct: dict, agree: dict, spikes: dict, neurons: dict, probe: _ErrorProbe,
+            input_spikes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """This process's measurements as tensors, one row per neuron layer (zeros for a layer it never
+    ran, as on a rank with an empty shard), summed over the ranks of a distributed run; the neuron
+    counts per sample, the same wherever a layer ran, are reduced by max."""
+    f64 = dict(dtype=torch.float64)
+    zeros = torch.zeros(T_max, **f64)
+    mine = {
+        "n": torch.tensor(n), "ann_correct": torch.tensor(ann_correct),
+        "snn_correct": torch.tensor([snn_correct[t] for t in steps]),
+        "agree": torch.tensor([agree[t] for t in steps]),
+        "spikes": torch.stack([spikes[k].to(**f64) if k in spikes else zeros for k in names]) if names
+        else torch.zeros(0, T_max, **f64),
+        "sq_err": torch.tensor([[probe.sq_err.get(k, {}).get(t, 0.0) for t in steps] for k in names], **f64
+                               ).reshape(len(names), len(steps)),
+        "abs_err": torch.tensor([[probe.abs_err.get(k, {}).get(t, 0.0) for t in steps] for k in names], **f64
+                                ).reshape(len(names), len(steps)),
+        "sq_ref": torch.tensor([probe.sq_ref.get(k, 0.0) for k in names], **f64),
+        "elements": torch.tensor([probe.elements.get(k, 0) for k in names], dtype=torch.int64),
+        "input_spikes": input_spikes,
+    }
+    totals = samples.sum(mine)
+    totals.update(samples.max({"neurons": torch.tensor([neurons.get(k, 0) for k in names], dtype=torch.int64)}))
+    return totals
