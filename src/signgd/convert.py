@@ -154,20 +154,23 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     if T is not None:
         settings["tuned_for"] = int(T)
     snn = SpikingNetwork(gm, settings, batches.input_shape, values_per_sample, schedule=schedule)
+    if share:
+        _dist.broadcast_network(snn)
+        notes.append(f"took rank 0's weights and scales on all {_dist.world_size()} ranks")
     if tune:
         result = tune_schedule(snn, batches.kept(), T)
-        snn.schedule = result.schedule
-        snn.settings["schedule"] = result.schedule.describe()
+        chosen = result.schedule.describe()
+        if share:  # every rank tunes the same network; rank 0's choice is the one kept
+            chosen = _dist.broadcast_object(chosen)
+        snn.schedule = sched.make_schedule(chosen)
+        snn.settings["schedule"] = chosen
         snn.tuning = result
-        notes.append(f"tuned the schedule for T={T} on {result.samples} calibration samples: {result.schedule!r} "
+        notes.append(f"tuned the schedule for T={T} on {result.samples} calibration samples: {snn.schedule!r} "
                      f"({100 * result.best.agreement:.1f}% agreement with the ANN; the paper's schedule: "
                      f"{100 * result.paper.agreement:.1f}%)")
     for note in notes:
         log.info(note)
     snn.conversion_log = notes
-    if share:
-        _dist.broadcast_network(snn)
-        log.info(f"took rank 0's weights and scales on all {_dist.world_size()} ranks")
     return snn
 
 
