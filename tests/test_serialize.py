@@ -82,12 +82,14 @@ def test_missing_file_names_the_path(tmp_path):
         signgd.load(tmp_path / "nope.pt")
 
 
-def test_truncated_file_is_refused(saved, tmp_path):
+@pytest.mark.parametrize("keep", [0.5, 0.0, 0.99])
+def test_truncated_file_is_refused(saved, tmp_path, keep):
     data = saved[1].read_bytes()
     bad = tmp_path / "truncated.pt"
-    bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SnnFileError, match="truncated, corrupt"):
+    bad.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(SnnFileError, match="truncated, corrupt") as info:
         signgd.load(bad)
+    assert "\n" not in str(info.value)
 
 
 def _rewrite(saved, tmp_path, change):
