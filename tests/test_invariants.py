@@ -184,3 +184,11 @@ def test_input_on_another_device_or_dtype_is_refused_with_the_fix(x):
         snn(x.bfloat16(), T=4)
     with pytest.raises(signgd.InputError, match=r"on meta"):
         snn.ann(x.to("meta"))
+
+
+def test_calibration_in_another_float_dtype_is_cast_and_never_written(x):
+    calibration = x.double()
+    before = calibration.clone()
+    snn = signgd.convert(_net(), calibration)  # a float32 model
+    assert torch.equal(calibration, before) and snn.placement[1] == torch.float32
+    assert torch.equal(snn(x, T=8), signgd.convert(_net(), x)(x, T=8))
