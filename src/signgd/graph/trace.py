@@ -43,9 +43,13 @@ class _Tracer(fx.Tracer):
         except Exception as exc:
             if not hasattr(exc, "_signgd_module"):  # the innermost module, where tracing failed
                 try:
-                    exc._signgd_module = (self.path_of_module(m), type(m).__name__)
+                    path = self.path_of_module(m)
                 except Exception:  # noqa: BLE001 - a module fx does not know: name its class only
-                    exc._signgd_module = ("", type(m).__name__)
+                    path = ""
+                try:
+                    exc._signgd_module = (path, type(m).__name__)
+                except AttributeError:  # an exception type without a __dict__
+                    pass
             raise
 
 
