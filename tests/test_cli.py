@@ -163,3 +163,53 @@ def test_bad_files_for_evaluate_and_report(capsys, tmp_path):
 def test_traceback_flag_shows_the_exception(tmp_path):
     with pytest.raises(signgd.SnnFileError):
         main(["evaluate", str(tmp_path / "none.pt"), "--data", "digits", "--traceback"])
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["convert", "signgd:digits_cnn", "--data", "digits", "--T", "8,x"],
+     "signgd convert: error: argument --T: --T takes comma-separated step counts, e.g. 8,16,32,64; got '8,x'"),
+    (["convert", "signgd:digits_cnn", "--data", "digits", "--T", "0,8"], "--T needs step counts >= 1"),
+    (["convert", "signgd:digits_cnn"], "the following arguments are required: --data"),
+    (["convert", "signgd:digits_cnn", "--data", "digits", "--dynamics", "lif"], "invalid choice: 'lif'"),
+    (["convert", "signgd:digits_cnn", "--data", "digits", "--batch-size", "-1"], "expected a positive integer"),
+    (["evaluate", "--data", "digits"], "required: SNN_FILE"),
+    (["frobnicate"], "signgd: error: argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_malformed_arguments_are_one_line_with_exit_status_2(capsys, argv, expected):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err and err.endswith("--help)"), err
+
+
+def test_option_names_keep_their_dashes_in_messages(capsys):
+    err = _error(capsys, ["convert", "signgd:digits_cnn", "--data", "digits", "--model-arg", "foo"], 2)
+    assert "--model-arg 'foo' is not key=value" in err
+    err = _error(capsys, ["convert", "signgd:digits_cnn", "--data", "digits", "--mean", "0.1,x"], 2)
+    assert "--mean must be comma-separated numbers" in err
+
+
+def test_broken_model_file_missing_weights_and_an_output_path_that_is_a_file(capsys, tmp_path, weights):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def net(:\n")
+    err = _error(capsys, ["convert", f"{broken}:net", "--data", "digits"], 2)
+    assert f"cannot import model file {broken}: SyntaxError" in err and "line 1" in err
+    err = _error(capsys, ["convert", "signgd:digits_cnn", "--weights", str(tmp_path / "none.pt"), "--data", "digits"], 2)
+    assert "weights file" in err and "not found" in err
+    err = _error(capsys, ["convert", "signgd:digits_cnn", "--weights", str(tmp_path), "--data", "digits"], 2)
+    assert "it is a folder" in err
+    occupied = tmp_path / "occupied"
+    occupied.write_text("")
+    err = _error(capsys, ["convert", "signgd:digits_cnn", "--weights", str(weights), "--data", "digits", "--T", "2",
+                          "--limit", "5", "--calibration", "20", "--out", str(occupied), "--quiet"], 1)
+    assert f"cannot read or write a file (File exists: {occupied})" in err
+
+
+def test_evaluating_a_damaged_file_or_the_wrong_data_is_one_line(capsys, converted, tmp_path):
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes((converted / "snn.pt").read_bytes()[:1000])
+    err = _error(capsys, ["evaluate", str(damaged), "--data", "digits"], 1)
+    assert "truncated, corrupt" in err
+    err = _error(capsys, ["evaluate", str(converted / "snn.pt"), "--data", "digits", "--resize", "16", "--limit", "4"], 1)
+    assert "bad input: input of shape" in err and "does not match the network" in err

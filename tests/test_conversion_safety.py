@@ -184,3 +184,53 @@ def test_numpy_and_tensor_step_counts_are_accepted():
 def test_negative_step_sizes_are_refused():
     with pytest.raises(ValueError, match="negative"):
         signgd.schedules.make_schedule(torch.tensor([0.1, -0.1])).etas(1, 3)
+
+
+class _Overflow(nn.Module):
+    """Finite weights and inputs, but an intermediate value overflows to Inf (then NaN after * 0)."""
+
+    def __init__(self, then_zero: bool):
+        super().__init__()
+        self.fc, self.head, self.then_zero = nn.Linear(4, 4), nn.Linear(4, 2), then_zero
+
+    def forward(self, x):
+        h = self.fc(x) * 1e30 * 1e30
+        return self.head(torch.relu(h) * 0) if self.then_zero else self.head(torch.relu(h))
+
+
+@pytest.mark.parametrize("then_zero", [False, True])
+def test_nan_or_inf_appearing_inside_the_model_names_the_node(then_zero):
+    torch.manual_seed(0)
+    with pytest.raises(signgd.CalibrationError) as info:
+        signgd.convert(_Overflow(then_zero).eval(), torch.rand(5, 4) + 0.5)
+    message = str(info.value)
+    assert "gives NaN or Inf on the calibration data; the first one appears at node 'mul_1' (mul)" in message
+    assert "\n" not in message and "Fix the model" in message
+
+
+def test_nan_in_a_later_calibration_batch_is_one_clear_line():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    batches = [torch.rand(3, 4), torch.rand(3, 4) * 1e38 * 10]  # the second overflows: 1e39 is Inf in float32
+    with pytest.raises(signgd.CalibrationError, match="calibration batch 1 contains NaN or Inf") as info:
+        signgd.convert(model, batches)
+    assert "\n" not in str(info.value)
+    big = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        big[0].weight.fill_(1e38)
+    with pytest.raises(signgd.CalibrationError, match=r"neuron 'neurons._1' produced NaN or Inf") as info:
+        signgd.convert(big, [torch.rand(3, 4) * 1e-38, torch.rand(3, 4) + 1])  # finite first batch, Inf later
+    assert "\n" not in str(info.value) and "While executing" not in str(info.value)
+
+
+@pytest.mark.parametrize("calibration,match", [
+    (torch.rand(4, 3, 8, 8), r"expected input\[4, 3, 8, 8\] to have 1 channels"),
+    (torch.rand(4, 64), "Expected 3D .*or 4D .*input to conv2d"),
+    (torch.randint(0, 255, (4, 1, 8, 8), dtype=torch.uint8), "dtype torch.uint8; pass float inputs"),
+    (torch.rand(4, 1, 8, 8, dtype=torch.complex64), "dtype torch.complex64; pass float inputs"),
+])
+def test_calibration_of_the_wrong_shape_or_dtype_is_one_clear_line(calibration, match):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3)).eval()
+    with pytest.raises(signgd.CalibrationError, match=match) as info:
+        signgd.convert(model, calibration)
+    assert "\n" not in str(info.value)

@@ -42,3 +42,19 @@ def test_moving_a_converted_network_to_cuda():
     assert torch.allclose(snn(x.cuda(), T=16).cpu(), ref, atol=1e-5)
     with pytest.raises(signgd.InputError, match="is on cpu but the network is on cuda"):
         snn(x, T=4)
+
+
+@cuda
+def test_float16_on_cuda_reaches_its_documented_accuracy():
+    """float16 works on CUDA (docs/reliability.md); its 5-bit exponent makes overflow the risk."""
+    torch.manual_seed(1)
+    x = torch.rand(10, 1, 8, 8)
+    snn = signgd.convert(_model().half().cuda(), x.half(), encoding="analog")  # calibration moved to the model
+    with torch.no_grad():
+        ann = _model().double()(x.double())
+    outs = snn(x.half().cuda(), T=[16, 256])
+    err = {t: float((o.double().cpu() - ann).abs().max() / ann.abs().max()) for t, o in outs.items()}
+    assert all(o.dtype == torch.float16 for o in outs.values())
+    assert err[256] < 5e-3 and err[256] <= err[16], err
+    with pytest.raises(signgd.InputError, match="dtype torch.float32 but the network has torch.float16"):
+        snn(x.cuda(), T=4)

@@ -141,7 +141,9 @@ def test_bad_inputs_raise_clear_errors(x, bad, match):
 
 
 @pytest.mark.parametrize("T,match", [(0, "at least 1"), (-3, "at least 1"), (2.5, "integer"),
-                                     ([], "empty"), ([4, "x"], "integer"), (True, "integer")])
+                                     ([], "empty"), ([4, "x"], "integer"), (True, "integer"),
+                                     (float("nan"), "integer"), (float("inf"), "integer"), (None, "positive int"),
+                                     ("8", "integer"), ([8, 0], "at least 1"), (torch.tensor([[4]]), "integer")])
 def test_bad_T_raises_clear_errors(x, T, match):
     snn = signgd.convert(_net(), x)
     with pytest.raises(signgd.InputError, match=match):

@@ -82,12 +82,14 @@ def test_missing_file_names_the_path(tmp_path):
         signgd.load(tmp_path / "nope.pt")
 
 
-def test_truncated_file_is_refused(saved, tmp_path):
+@pytest.mark.parametrize("keep", [0.5, 0.0, 0.99])
+def test_truncated_file_is_refused(saved, tmp_path, keep):
     data = saved[1].read_bytes()
     bad = tmp_path / "truncated.pt"
-    bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SnnFileError, match="truncated, corrupt"):
+    bad.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(SnnFileError, match="truncated, corrupt") as info:
         signgd.load(bad)
+    assert "\n" not in str(info.value)
 
 
 def _rewrite(saved, tmp_path, change):
@@ -207,5 +209,58 @@ def test_callable_schedule_converts_runs_and_refuses_to_save_clearly(tmp_path):
                           torch.tensor([0.1, 0.09], dtype=torch.float64))
     assert torch.isfinite(snn(x, T=4)).all()
     with pytest.raises(signgd.SnnFileError, match="callable"):
+        snn.save(tmp_path / "snn.pt")
+    assert not (tmp_path / "snn.pt").exists()
+
+
+def _hex(code: str) -> str:
+    return "".join(f"\\x{ord(c):02x}" for c in code)  # no dots, no quotes: survives any split
+
+
+def _inject_input_name(payload, code):
+    payload["nodes"][0]["target"] = f"x=({code})"  # fx writes input names into `def forward(...)`
+
+
+def _inject_keyword(payload, code):
+    node = next(n for n in payload["nodes"] if n["op"] == "call_module")
+    node["kwargs"] = {"$dict": {f"q={code},r": 1}}  # fx writes keyword names verbatim
+
+
+def _inject_attribute_path(payload, code):
+    # fx writes getattr(self, "<path>") for a path part that is not an identifier
+    name = f'neurons")and exec("{_hex(code)}")or getattr(self,"neurons'
+    payload["attributes"][name] = {"kind": "value", "value": 1}
+    payload["nodes"].insert(1, {"name": "evil", "op": "get_attr", "target": name,
+                                "args": {"$tuple": []}, "kwargs": {"$dict": {}}})
+
+
+def _inject_module_name(payload, code):
+    old = next(n for n in payload["nodes"] if n["op"] == "call_module" and "." not in n["target"])
+    real = old["target"]
+    name = f'{real}")and exec("{_hex(code)}")or getattr(self,"{real}'
+    payload["modules"][name] = payload["modules"][real]
+    keep = dict(old, name="keep")  # the real module stays in the graph for the injected code to return
+    payload["nodes"].insert(payload["nodes"].index(old), keep)
+    old["target"] = name
+
+
+@pytest.mark.parametrize("inject", [_inject_input_name, _inject_keyword, _inject_attribute_path,
+                                    _inject_module_name])
+def test_names_that_would_inject_code_into_the_generated_forward_are_refused(saved, tmp_path, inject):
+    """torch.fx compiles the graph into Python source: a name is code unless it is a plain name."""
+    marker = tmp_path / "pwned"
+    path = _rewrite(saved, tmp_path, lambda p: inject(p, f"__import__('os').system('touch {marker}')"))
+    with pytest.raises(SnnFileError, match="not a plain name"):
+        signgd.load(path).ann(torch.zeros(1, *saved[0].input_shape))
+    assert not marker.exists()
+
+
+def test_a_model_with_names_fx_cannot_write_safely_is_refused_at_save_time(tmp_path):
+    model = nn.Sequential()
+    model.add_module("layer one", nn.Linear(4, 4))  # torch allows spaces in module names
+    model.add_module("act", nn.ReLU())
+    model.add_module("head", nn.Linear(4, 2))
+    snn = signgd.convert(model.eval(), torch.randn(5, 4))
+    with pytest.raises(SnnFileError, match="cannot save.*'layer one'.*rename"):
         snn.save(tmp_path / "snn.pt")
     assert not (tmp_path / "snn.pt").exists()

@@ -33,6 +33,7 @@ from .graph.simplify import remove_assertions, remove_identities
 from .graph.trace import trace
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
+from .validation import check_finite_output
 
 log = logging.getLogger("signgd")
 
@@ -188,6 +189,7 @@ def _run(gm, x: torch.Tensor, what: str) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
         raise ConversionError(f"the model returns {type(out).__name__}; signgd converts models whose output "
                               f"is one tensor (wrap the model to return the logits)")
+    check_finite_output(gm, x, out, what)
     return out
 
 

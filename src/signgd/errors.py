@@ -6,7 +6,24 @@ __all__ = ["SigngdError", "ConversionError", "UnsupportedOperationError", "Trace
 
 
 class SigngdError(Exception):
-    """Base class of every error signgd raises on purpose."""
+    """Base class of every error signgd raises on purpose.
+
+    Its text is the message it was raised with, on one line: torch.fx's Interpreter appends the
+    failing node and a blank line to the ``args`` of an exception raised inside a graph, and a
+    wrapped torch error may span lines; signgd's messages name the node themselves.
+    """
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.message = one_line(str(args[0])) if args else ""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def one_line(text: str) -> str:
+    """``text`` with its lines joined by single spaces (blank lines dropped)."""
+    return " ".join(ln.strip() for ln in str(text).splitlines() if ln.strip())
 
 
 class ConversionError(SigngdError):
@@ -23,9 +40,12 @@ class UnsupportedOperationError(ConversionError):
     ``nodes`` lists ``(node name, op kind, target)`` for every offending node.
     """
 
-    def __init__(self, message: str, nodes: list[tuple[str, str, str]]):
+    def __init__(self, message: str, nodes: list[tuple[str, str, str]] = ()):
         super().__init__(message)
-        self.nodes = nodes
+        self.nodes = list(nodes)
+
+    def __reduce__(self):  # picklable with its nodes (errors cross process boundaries)
+        return type(self), (self.message, self.nodes)
 
 
 class CalibrationError(SigngdError, ValueError):

@@ -15,15 +15,22 @@ node records; what a record names is resolved only through allowlists, never by 
   targets need nothing here) and the affine ``torch.nn`` classes ``graph/check.py`` accepts (rebuilt
   from their plain attributes and tensors, without calling ``__init__``).
 
+Names are code too: torch.fx writes node names, placeholder and module/attribute paths and keyword
+names verbatim into the Python source it compiles for the graph, so every such string must be a
+plain name (ASCII letters, digits, ``_``; no leading ``__``) before the graph is built, at save time
+and at load time (a file with ``x=__import__('os').system(...)`` as an input name is refused).
+
 Loading checks the format name and version, rebuilds the graph, and runs the ANN once on a zero
 input: a missing, truncated, newer or inconsistent file raises ``SnnFileError`` naming the problem.
 """
 from __future__ import annotations
 
 import builtins
+import keyword
 import math
 import operator
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -92,6 +99,41 @@ _NEURON = "signgd.SpikingNeuron"
 # Attributes every nn.Module has: rebuilt by nn.Module.__init__, never read from a file.
 _MODULE_INTERNALS = set(vars(nn.Module()))
 _NEURON_DERIVED = {"_spec", "target", "params"}
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _plain_name(name, what: str, identifier: bool = False) -> str:
+    """``name`` when torch.fx may write it into generated source as it is: ASCII letters, digits and
+    ``_``, no leading ``__`` (and a Python identifier, not a keyword, where fx needs one)."""
+    ok = isinstance(name, str) and _PLAIN_NAME.fullmatch(name) is not None and not name.startswith("__")
+    if ok and identifier:
+        ok = name.isidentifier() and not keyword.iskeyword(name)
+    if not ok:
+        raise SnnFileError(f"{what} {name!r:.80} is not a plain name (letters, digits, _); a network file "
+                           f"holds only plain names (refused without running anything)")
+    return name
+
+
+def _plain_path(path, what: str) -> str:
+    """A dotted path of plain names (a module or attribute of the graph)."""
+    if not isinstance(path, str):
+        raise SnnFileError(f"{what} {path!r:.80} is not a dotted name")
+    for part in path.split("."):
+        _plain_name(part, what)
+    return path
+
+
+def _check_node_names(op, name, target, kwargs, where: str) -> None:
+    """Every string of a node that fx writes into generated source verbatim (save and load)."""
+    _plain_name(name, f"{where}: node name")
+    if op == "placeholder":
+        _plain_name(target, f"{where}: input name", identifier=True)
+    elif op in ("get_attr", "call_module"):
+        _plain_path(target, f"{where}: target")
+    for key in kwargs:
+        _plain_name(key, f"{where}: keyword", identifier=True)
 
 
 def _method_allowed(name) -> bool:
@@ -200,6 +242,10 @@ def _node_record(node: fx.Node, gm: fx.GraphModule) -> dict:
                                f"list of functions a saved network may call; please report it")
     elif node.op == "call_method" and not _method_allowed(target):
         raise SnnFileError(f"cannot save {where}: tensor method {target!r} is not allowed in a saved network")
+    try:
+        _check_node_names(node.op, node.name, node.target, node.kwargs, where)
+    except SnnFileError as exc:
+        raise SnnFileError(f"cannot save: {exc}; rename the module or argument in the model") from None
     return {"name": node.name, "op": node.op, "target": target,
             "args": _encode(node.args, where), "kwargs": _encode(dict(node.kwargs), where)}
 
@@ -272,9 +318,7 @@ def _read(path: Path, map_location) -> dict:
 
 def _set_path(root: nn.Module, qualname: str, value, kind: str) -> None:
     """Put ``value`` at ``root.a.b.c``, creating empty container modules on the way."""
-    parts = qualname.split(".")
-    if not all(p and not p.startswith("__") for p in parts):
-        raise SnnFileError(f"invalid attribute path {qualname!r}")
+    parts = _plain_path(qualname, "attribute path").split(".")
     owner = root
     for p in parts[:-1]:
         if p not in owner._modules:
@@ -341,8 +385,10 @@ def _build_graph(records: list) -> fx.Graph:
         args, kwargs = _decode(rec.get("args"), nodes), _decode(rec.get("kwargs"), nodes)
         if not isinstance(args, tuple) or not isinstance(kwargs, dict):
             raise SnnFileError(f"{where}: malformed arguments")
+        _check_node_names(op, name, target, kwargs, where)
         if target is builtins.getattr and not (len(args) == 2 and isinstance(args[1], str)
-                                               and not args[1].startswith("_")):
+                                               and not args[1].startswith("_")
+                                               and _PLAIN_NAME.fullmatch(args[1])):
             raise SnnFileError(f"{where}: getattr may only read public attributes")
         if op == "call_method" and not (args and isinstance(args[0], fx.Node)):
             raise SnnFileError(f"{where}: a method must be called on a node")

@@ -24,8 +24,16 @@ _KNOWN = (
 
 
 def _one_line(text: str) -> str:
-    lines = [ln.strip(" -") for ln in text.strip().splitlines() if ln.strip()]
+    # Only a list marker ("- item") is dropped: an option's dashes ("--weights") are part of the message.
+    lines = [ln.strip().removeprefix("- ") for ln in text.strip().splitlines() if ln.strip()]
     return " ".join(lines)
+
+
+def _file_error(exc: OSError) -> str:
+    what = exc.strerror or type(exc).__name__
+    path = f": {exc.filename}" if exc.filename else ""
+    return (f"cannot read or write a file ({what}{path}); check the paths given (--out, --json, --weights, "
+            f"the data folder) and their permissions")
 
 
 def describe(exc: BaseException) -> str | None:
@@ -34,4 +42,6 @@ def describe(exc: BaseException) -> str | None:
         if isinstance(exc, cls):
             message = _one_line(str(exc)) or type(exc).__name__
             return f"{prefix}: {message}" if prefix else message
+    if isinstance(exc, OSError) and exc.filename is not None:  # a path that exists as a file, a folder...
+        return _file_error(exc)
     return None

@@ -92,7 +92,11 @@ def _from_file(spec: str, kwargs: dict) -> nn.Module:
         raise UsageError(f"model file {path} not found; write path/to/file.py:factory with an existing file")
     module_spec = importlib.util.spec_from_file_location(f"signgd_user_model_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)  # the user's own model code: running it is the point
+    try:
+        module_spec.loader.exec_module(module)  # the user's own model code: running it is the point
+    except Exception as exc:  # a syntax error, a missing import...: the user's file, not signgd
+        raise UsageError(f"cannot import model file {path}: {type(exc).__name__}: {exc}; fix the file "
+                         f"(python {path} shows the full traceback)") from exc
     fn = getattr(module, factory, None)
     if fn is None or not callable(fn):
         names = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
@@ -137,7 +141,7 @@ def load_weights(model: nn.Module, path: str) -> None:
     exactly which keys and shapes do not fit."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"weights file {path} not found")
+        raise UsageError(f"weights file {path} not found" + (" (it is a folder; give the file)" if path.is_dir() else ""))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -5,6 +5,7 @@ import argparse
 
 from ..codecs import ENCODINGS
 from ..convert import DYNAMICS, NORMALIZATIONS, PRESETS
+from .usage import OneLineParser
 
 __all__ = ["build_parser", "parse_steps_arg"]
 
@@ -64,7 +65,7 @@ def _data(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="signgd",
         description="Convert trained PyTorch networks into spiking neural networks with "
                     "sign-gradient-descent neuronal dynamics (Oh & Lee, ICML 2024).")

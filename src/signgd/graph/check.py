@@ -20,6 +20,7 @@ from ..errors import UnsupportedOperationError
 from ..neurons import SpikingNeuron
 from . import ops
 from .deps import dependent_operands, depends_on_input
+from .nodes import overridden_base, plain_module
 
 AFFINE_MODULES = (
     nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
@@ -81,9 +82,12 @@ def check_supported(gm: fx.GraphModule) -> None:
                 bad.append((node.name, "call_module", f"{node.target} (BatchNorm without running statistics: "
                                                       f"it normalizes over the batch)"))
                 continue
-            if isinstance(mod, (SpikingNeuron,) + AFFINE_MODULES):
+            if isinstance(mod, SpikingNeuron) or plain_module(mod, AFFINE_MODULES):
                 continue
-            bad.append((node.name, "call_module", f"{node.target} ({type(mod).__name__})"))
+            base = overridden_base(mod, AFFINE_MODULES)
+            why = (f": overrides the forward of {base.__name__}, so signgd cannot see what it computes; let "
+                   f"torch.fx trace into it (leave it out of leaf_modules)" if base is not None else "")
+            bad.append((node.name, "call_module", f"{node.target} ({type(mod).__name__}{why})"))
         elif node.op == "call_function":
             if node.target in AFFINE_FUNCTIONS:
                 continue

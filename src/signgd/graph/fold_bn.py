@@ -13,6 +13,8 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from .nodes import plain_module
+
 log = logging.getLogger("signgd.graph")
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -32,7 +34,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
     calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
     folded = 0
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(modules[node.target], _BNS):
+        if node.op != "call_module" or not plain_module(modules[node.target], _BNS):
             continue
         bn = modules[node.target]
         src = node.args[0]
@@ -42,9 +44,9 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
         layer = modules[src.target]
         if not bn.track_running_stats or bn.running_mean is None:
             continue
-        if isinstance(layer, _CONVS):
+        if plain_module(layer, _CONVS):
             fused = fuse_conv_bn_eval(layer, bn)
-        elif isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d) and _is_2d(src):
+        elif plain_module(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d) and _is_2d(src):
             fused = fuse_linear_bn_eval(layer, bn)
         else:
             continue

@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import UnsupportedOperationError
 from ..neurons import SpikingNeuron
 from . import ops
+from .nodes import plain_module
 
 log = logging.getLogger("signgd.graph")
 
@@ -33,7 +34,7 @@ def _pair(v, n):
 
 
 def _pool_params(node: fx.Node, modules) -> tuple[int, dict] | None:
-    if node.op == "call_module" and isinstance(modules[node.target], _POOL_MODULES):
+    if node.op == "call_module" and plain_module(modules[node.target], _POOL_MODULES):
         m = modules[node.target]
         nd = 1 if isinstance(m, nn.MaxPool1d) else 2
         p = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,

@@ -9,7 +9,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .nodes import node_arg
+from .nodes import node_arg, plain_module
 
 log = logging.getLogger("signgd.graph")
 
@@ -32,7 +32,7 @@ def remove_identities(gm: fx.GraphModule) -> int:
     removed = 0
     for node in list(gm.graph.nodes):
         is_identity = (
-            (node.op == "call_module" and isinstance(modules[node.target], _IDENTITY_MODULES))
+            (node.op == "call_module" and plain_module(modules[node.target], _IDENTITY_MODULES))
             or (node.op == "call_function" and node.target in _IDENTITY_FUNCTIONS)
             or (node.op == "call_method" and node.target in _IDENTITY_METHODS)
             or _is_eval_stochastic_depth(node)
