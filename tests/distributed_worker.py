@@ -33,6 +33,7 @@ def main(weights: str, out: str) -> None:
     snn = signgd.convert(model, train.tensors[0][:200])
     state = {k: v.double().sum().item() for k, v in snn.graph_module.state_dict().items()}
     evaluated = signgd.evaluate(snn, test, T=[4, 32], limit=LIMIT)
+    tuned = signgd.convert(model, train.tensors[0][:200], T=4).settings["schedule"]  # rank 0's choice everywhere
     # A DataLoader with drop_last: 101 samples in batches of 16 -> one process sees 96.
     loader = DataLoader(Subset(test, range(LIMIT)), batch_size=16, drop_last=True)
     dropped = signgd.evaluate(snn, loader, T=[4, 32])
@@ -44,7 +45,8 @@ def main(weights: str, out: str) -> None:
         mismatch = str(exc)
     Path(out, f"rank{rank}.json").write_text(json.dumps({
         "world": dist.get_world_size(), "state": state, "values_per_sample": snn.values_per_sample,
-        "evaluate": evaluated.to_dict(), "drop_last": dropped.to_dict(), "alone_n": alone.n, "mismatch": mismatch}))
+        "evaluate": evaluated.to_dict(), "drop_last": dropped.to_dict(), "alone_n": alone.n, "mismatch": mismatch,
+        "tuned": tuned}))
     dist.destroy_process_group()
 
 

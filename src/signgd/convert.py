@@ -22,6 +22,7 @@ from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
 from .graph.attention import decompose_attention, decompose_softmax
 from .graph.calibrate import activation_ranges, zero_response
+from .tuning import tune_schedule
 from .graph.check import check_supported
 from .graph.fold_bn import fold_batchnorm
 from .graph.maxpool import decompose_maxpool
@@ -38,11 +39,15 @@ log = logging.getLogger("signgd")
 
 DYNAMICS = ("signgd", "subgradient")
 NORMALIZATIONS = ("relu", "all", "none")
+PRESETS = ("paper",)
+#: Calibration samples the schedule is tuned on when ``convert`` is given ``T``.
+TUNING_SAMPLES = 256
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
 
 def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule=None,
-            encoding: str | None = None, normalize: str | None = None, seed: int = 0,
+            encoding: str | None = None, normalize: str | None = None, T: int | None = None,
+            preset: str | None = None, seed: int = 0,
             pad_value: float = -200.0, leaf_modules: Iterable[type] = (),
             memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int = 256,
             distributed: bool | None = None) -> SpikingNetwork:
@@ -64,6 +69,13 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             preset: ReLUs only, every other neuron in raw units) or ``"none"``. Default: ``"all"`` for
             signGD (benchmarks/architectures.py: the paper preset leaves transformers and mixers far
             below their ANN, and max pooling short of it), ``"relu"`` for subgradient.
+        T: the number of time steps the network will run. When given (signGD), the schedule is tuned
+            for it on the first ``TUNING_SAMPLES`` calibration samples (``signgd.tuning``: the
+            exponential schedule whose output agrees best with the ANN after T steps) and the
+            encoding defaults to ``"analog"``: the low-latency configuration of benchmarks/latency.py.
+            An explicit ``schedule`` or ``encoding`` wins. The network still runs any number of steps.
+        preset: ``"paper"`` fixes the paper's settings (normalize ``"relu"``, encoding ``"float"``,
+            ``exponential(0.15, 0.95)``) so results compare with the paper; explicit arguments win.
         pad_value: the constant that pads max pooling windows (never wins a max).
         leaf_modules: module classes torch.fx should not trace into.
         memory_budget: bytes of activations one chunk of simulated steps may use.
@@ -76,6 +88,17 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     """
     if dynamics not in DYNAMICS:
         raise ValueError(f"unknown dynamics {dynamics!r}; choose one of {list(DYNAMICS)}")
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)} or leave it out")
+    if preset == "paper":
+        normalize, encoding = normalize or "relu", encoding or ("float" if dynamics == "signgd" else "analog")
+    if T is not None:
+        if dynamics != "signgd":
+            raise ValueError("tuning the schedule for T covers the signGD dynamics; leave T out for "
+                             "dynamics='subgradient'")
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T must be a positive integer number of time steps to tune for, got {T!r}")
+        encoding = encoding or "analog"
     normalize = normalize or ("all" if dynamics == "signgd" else "relu")
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"unknown normalize {normalize!r}; choose one of {list(NORMALIZATIONS)}")
@@ -84,12 +107,13 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODINGS)}")
     share = _dist.active(distributed)  # before the work: distributed=True without a group fails now
     default = sched.exponential() if dynamics == "signgd" else sched.inverse(1.0)
+    tune = T is not None and schedule is None
     schedule = sched.make_schedule(schedule, default=default)
 
     ref = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None else torch.get_default_dtype()
-    batches = _CalibrationBatches(calibration, batch_size, device, dtype)
+    batches = _CalibrationBatches(calibration, batch_size, device, dtype, keep=TUNING_SAMPLES if tune else 0)
     sample = batches.peek()[:8]
 
     gm = trace(model, leaf_modules)
@@ -126,17 +150,34 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         for name, a0 in zero_response(gm, sample)[0].items():
             neurons[name].bias0 = a0[0]
         notes.append("computed A(0) of every neuron for the subgradient dynamics")
-    for note in notes:
-        log.info(note)
-
     settings = dict(dynamics=dynamics, schedule=schedule.describe(), encoding=encoding, seed=int(seed),
                     normalize=normalize, pad_value=float(pad_value), memory_budget=int(memory_budget))
+    if T is not None:
+        settings["tuned_for"] = int(T)
     snn = SpikingNetwork(gm, settings, batches.input_shape, values_per_sample, schedule=schedule)
-    snn.conversion_log = notes
     if share:
         _dist.broadcast_network(snn)
-        log.info(f"took rank 0's weights and scales on all {_dist.world_size()} ranks")
+        notes.append(f"took rank 0's weights and scales on all {_dist.world_size()} ranks")
+    if tune:
+        result = tune_schedule(snn, batches.kept(), T)
+        chosen = result.schedule.describe()
+        if share:  # every rank tunes the same network; rank 0's choice is the one kept
+            chosen = _dist.broadcast_object(chosen)
+        snn.schedule = sched.make_schedule(chosen)
+        snn.settings["schedule"] = chosen
+        snn.tuning = result
+        notes.append(f"tuned the schedule for T={T} on {result.samples} calibration samples: {snn.schedule!r} "
+                     f"({100 * result.best.agreement:.1f}% agreement with the ANN; the paper's schedule: "
+                     f"{100 * result.paper.agreement:.1f}%)")
+    for note in notes:
+        log.info(note)
+    snn.conversion_log = notes
     return snn
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
 
 
 def _run(gm, x: torch.Tensor, what: str) -> torch.Tensor:
@@ -192,8 +233,10 @@ class _CalibrationBatches:
     still works: the conversion passes look at the first batch, calibration then reads them all.
     """
 
-    def __init__(self, data, batch_size: int, device, dtype):
+    def __init__(self, data, batch_size: int, device, dtype, keep: int = 0):
         self.data, self.batch_size, self.device, self.dtype = data, batch_size, device, dtype
+        self.keep = keep  # the first ``keep`` samples are kept for tuning the schedule
+        self._kept: list[torch.Tensor] = []
         self.count = 0
         self.input_shape: tuple[int, ...] | None = None
         self._it = None
@@ -210,8 +253,16 @@ class _CalibrationBatches:
 
     def __iter__(self):
         first = self.peek()
-        yield first
-        yield from self._it
+        self._kept, held = [], 0
+        for x in _chain(first, self._it):
+            if held < self.keep:
+                self._kept.append(x[:self.keep - held])
+                held += self._kept[-1].shape[0]
+            yield x
+
+    def kept(self) -> torch.Tensor:
+        """The first ``keep`` calibration samples (after a full iteration)."""
+        return torch.cat(self._kept)
 
     def _raw(self) -> Iterator:
         data = self.data

@@ -36,7 +36,7 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset
 from .errors import SigngdError
 
 __all__ = ["DistributedError", "active", "rank", "world_size", "is_main", "shard_range", "shard_data",
-           "all_reduce", "broadcast_network", "check_same", "launched_by_torchrun", "launched", "local_device", "rank_label"]
+           "all_reduce", "broadcast_object", "broadcast_network", "check_same", "launched_by_torchrun", "launched", "local_device", "rank_label"]
 
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _HOW_TO_START = ("start the processes with torchrun (e.g. torchrun --nproc_per_node 2 script.py) and call "
@@ -191,6 +191,13 @@ def check_same(values: list[int], what: str) -> None:
     if not torch.equal(both[:k], -both[k:]):
         raise DistributedError(f"the ranks were called with different {what} (rank {rank()}: {list(values)}, "
                                f"largest on any rank: {both[:k].tolist()}); every rank must make the same call")
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s picklable ``obj`` on every rank (small things: a schedule's description)."""
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, device=_comm_device())
+    return box[0]
 
 
 def broadcast_network(snn, src: int = 0) -> None:

@@ -81,7 +81,7 @@ def run_convert(args, argv: list[str], log=print) -> int:
     batches = tqdm(DataLoader(calibration, batch_size=args.batch_size), desc="calibrate", unit="batch",
                    disable=not progress)
     snn = convert(model, batches, dynamics=args.dynamics, schedule=args.schedule, encoding=args.encoding,
-                  normalize=args.normalize, seed=args.seed)
+                  normalize=args.normalize, T=args.tune_for, preset=args.preset, seed=args.seed)
     out = Path(args.out)
     snn_path = out / "snn.pt"
     if _dist.is_main():  # under torchrun every rank holds rank 0's network; rank 0 writes it

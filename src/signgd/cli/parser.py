@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..codecs import ENCODINGS
-from ..convert import DYNAMICS, NORMALIZATIONS
+from ..convert import DYNAMICS, NORMALIZATIONS, PRESETS
 from .usage import OneLineParser
 
 __all__ = ["build_parser", "parse_steps_arg"]
@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--normalize", choices=NORMALIZATIONS, default=None,
                    help="neurons normalized by their calibration range (default all for signgd, relu for "
                         "subgradient; relu is the paper's preset)")
+    g.add_argument("--tune-for", type=_positive, default=None, metavar="T",
+                   help="tune the schedule for T time steps on the calibration data (and encode analog): the "
+                        "low-latency configuration; the network still runs any T")
+    g.add_argument("--preset", choices=PRESETS, default=None,
+                   help="paper: the paper's settings (normalize relu, float encoding, exponential:lr=0.15,decay=0.95)")
     conv.add_argument("--out", default="signgd-report", help="output folder for snn.pt and the report "
                                                              "(default ./signgd-report)")
     _evaluation(conv)

@@ -1,0 +1,204 @@
+"""Accuracy at few time steps: the paper preset, the default, each remedy alone, and convert(T=...).
+
+For the Fashion-MNIST VGG of ``benchmarks/accuracy.py`` and the models of
+``benchmarks/architectures.py`` (trained or loaded from ``benchmarks/.cache/``), prints ANN accuracy
+and SNN accuracy at T = 4, 8, 16, 32, 64 for these configurations of ``signgd.convert``:
+
+- ``paper``: ``preset="paper"`` (ReLUs normalized only, float encoding, exponential(0.15, 0.95));
+- ``default``: ``convert(model, calibration)`` (every neuron normalized, float encoding);
+- the remedies alone, each added to the paper preset: ``normalize="all"``; ``encoding="analog"``;
+  the schedule tuned for each T (``signgd.tuning``);
+- ``convert(T=T)``: the low-latency configuration (every neuron normalized, analog encoding, the
+  schedule tuned for that T on the first 256 calibration samples).
+
+A tuned configuration is converted once and its schedule tuned for each T in turn (exactly what
+``convert(..., T=T)`` does, without recalibrating), then evaluated at that T only. Writes the
+Markdown report (``--out``) and a plot of accuracy against T (``--plot``)::
+
+    python benchmarks/latency.py --models vgg --limit 10000 --out docs/latency_vgg.md
+    python benchmarks/latency.py --models resnet,convnext,mixer,resmlp,vit --limit 1000 \\
+        --out docs/latency.md --plot docs/latency.png
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+
+common.ensure_signgd()
+
+import torch  # noqa: E402
+from torch.utils.data import TensorDataset  # noqa: E402
+
+import architectures as arch  # noqa: E402
+import signgd  # noqa: E402
+from signgd import data  # noqa: E402
+from signgd.convert import TUNING_SAMPLES  # noqa: E402
+from signgd.tuning import tune_schedule  # noqa: E402
+
+DEFAULT_T = (4, 8, 16, 32, 64)
+# label -> (convert kwargs, tune the schedule for each T, ablation row)
+CONFIGS = {
+    "paper": ({"preset": "paper"}, False, False),
+    "default": ({}, False, False),
+    "paper + normalize all": ({"preset": "paper", "normalize": "all"}, False, True),
+    "paper + analog": ({"preset": "paper", "encoding": "analog"}, False, True),
+    "paper + tuned schedule": ({"preset": "paper"}, True, True),
+    "convert(T=T)": ({"encoding": "analog"}, True, False),
+}
+MAIN = ("paper", "default", "convert(T=T)")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--models", default=",".join(arch.ARCHITECTURES), help="comma-separated architectures")
+    p.add_argument("--T", default=",".join(map(str, DEFAULT_T)), help="comma-separated time steps")
+    p.add_argument("--limit", type=int, default=1000, help="test images (a seeded random subset)")
+    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
+    p.add_argument("--calibration", type=int, default=1000, help="training images used for calibration")
+    p.add_argument("--batch-size", type=int, default=250, help="evaluation batch size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None, help="also write the report to this file")
+    p.add_argument("--plot", type=Path, default=None, help="write accuracy against T to this PNG")
+    args = p.parse_args(argv)
+    args.names = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.labels = [c.strip() for c in args.configs.split(",") if c.strip()]
+    bad = [m for m in args.names if m not in arch.ARCHITECTURES] + [c for c in args.labels if c not in CONFIGS]
+    if bad:
+        p.error(f"unknown model(s) or configuration(s) {bad}; models: {list(arch.ARCHITECTURES)}, "
+                f"configurations: {list(CONFIGS)}")
+    try:
+        args.steps = sorted({int(t) for t in args.T.split(",") if t.strip()})
+    except ValueError:
+        p.error(f"--T must be comma-separated integers, got {args.T!r}")
+    return args
+
+
+def run_config(model, calibration, test_set, steps, label, batch_size):
+    """SNN accuracy per T for one configuration, and the schedule used at each T."""
+    kwargs, tuned, _ = CONFIGS[label]
+    snn = signgd.convert(model, calibration, **kwargs)
+    if not tuned:
+        report = signgd.evaluate(snn, test_set, T=steps, batch_size=batch_size, progress=False)
+        return report.ann_accuracy, report.snn_accuracy, {t: snn.schedule for t in steps}
+    accuracy, schedules, ann = {}, {}, None
+    for T in steps:
+        snn.schedule = tune_schedule(snn, calibration[:TUNING_SAMPLES], T).schedule
+        report = signgd.evaluate(snn, test_set, T=[T], batch_size=batch_size, progress=False)
+        accuracy[T], schedules[T], ann = report.snn_accuracy[T], snn.schedule, report.ann_accuracy
+    return ann, accuracy, schedules
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    threads = common.setup_torch(args.threads)
+    train28, test28 = data.fashion_mnist("train"), data.fashion_mnist("test")
+    idx_test = common.seeded_subset(len(test28), args.limit, args.seed)
+    idx_cal = common.seeded_subset(len(train28), args.calibration, args.seed)
+    results = {}  # (model, label) -> (ann, {T: acc}, {T: schedule}, seconds)
+    for name in args.names:
+        model, _ = arch.trained(name, arch.parse_args([]), train28, test28)
+        side = arch.ARCHITECTURES[name][2]
+        train_set, test_set = (train28, test28) if side == 28 else (arch.pad32(train28), arch.pad32(test28))
+        subset = TensorDataset(*(t[idx_test] for t in test_set.tensors))
+        calibration = train_set.tensors[0][idx_cal]
+        for label in args.labels:
+            start = time.perf_counter()
+            ann, acc, schedules = run_config(model, calibration, subset, args.steps, label, args.batch_size)
+            seconds = time.perf_counter() - start
+            results[name, label] = (ann, acc, schedules, seconds)
+            common.log(f"{name} [{label}]: ANN {100 * ann:.2f}%, SNN "
+                       + ", ".join(f"T={t}: {100 * a:.2f}" for t, a in acc.items())
+                       + f" ({common.fmt_seconds(seconds)})")
+    common.emit(render(args, results, threads), args.out)
+    if args.plot:
+        plot(args, results, args.plot)
+    return 0
+
+
+def _row(name, label, results, steps):
+    ann, acc, _, seconds = results[name, label]
+    cells = " | ".join(f"{100 * acc[t]:.2f}" for t in steps)
+    return f"| {name} | {label} | {100 * ann:.2f} | {cells} | {common.fmt_seconds(seconds)} |"
+
+
+def render(args, results, threads) -> str:
+    head = "| model | configuration | ANN | " + " | ".join(f"T={t}" for t in args.steps) + " | time |"
+    rule = "|---|---|---:|" + "---:|" * len(args.steps) + "---:|"
+    lines = [
+        "# Latency: SNN accuracy at few time steps on Fashion-MNIST",
+        "",
+        f"Generated by `benchmarks/latency.py`; rerun to refresh. Command: `{common.command_line()}`",
+        "",
+        f"Machine: {common.machine_line()} ({threads} torch threads)",
+        "",
+        f"Models as in docs/architectures.md (the VGG as in docs/accuracy.md), calibrated on {args.calibration} "
+        f"training images, evaluated on {args.limit} test images (a subset fixed by seed {args.seed}). "
+        f"Tuned rows: the schedule tuned for each T on the first {TUNING_SAMPLES} calibration images "
+        f"(`signgd.tuning`), then evaluated at that T.",
+        "",
+        "## Paper preset, default, and convert(T=T)",
+        "",
+        head, rule,
+    ]
+    for name in args.names:
+        lines += [_row(name, label, results, args.steps) for label in args.labels if label in MAIN]
+    ablation = [label for label in args.labels if CONFIGS[label][2]]
+    if ablation:
+        lines += ["", "## Ablation: each remedy alone, added to the paper preset", "", head, rule]
+        for name in args.names:
+            lines += [_row(name, label, results, args.steps) for label in ("paper", *ablation)
+                      if (name, label) in results]
+    tuned = [label for label in args.labels if CONFIGS[label][1]]
+    if tuned:
+        lines += ["", "## Schedules chosen by tuning (lr, decay of exponential)", "",
+                  "| model | configuration | " + " | ".join(f"T={t}" for t in args.steps) + " |",
+                  "|---|---|" + "---|" * len(args.steps)]
+        for name in args.names:
+            for label in tuned:
+                schedules = results[name, label][2]
+                lines.append(f"| {name} | {label} | " + " | ".join(
+                    f"{s.params['lr']:g}, {s.params['decay']:g}" for s in (schedules[t] for t in args.steps)) + " |")
+    return "\n".join(lines)
+
+
+def plot(args, results, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(args.names)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, args.names):
+        ann = None
+        for label in args.labels:
+            if label in MAIN and (name, label) in results:
+                ann, acc, _, _ = results[name, label]
+                ax.plot(args.steps, [100 * acc[t] for t in args.steps], marker="o", label=label)
+        if ann is not None:
+            ax.axhline(100 * ann, color="k", ls="--", lw=1, label="ANN")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(args.steps, [str(t) for t in args.steps])
+        ax.set_title(name)
+        ax.set_xlabel("time steps T")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    common.log(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

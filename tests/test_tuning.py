@@ -1,0 +1,85 @@
+"""Schedule tuning for a given number of time steps (convert(T=...)) and the paper preset."""
+import pytest
+import torch
+
+import signgd
+from signgd.tuning import PAPER, tune_schedule
+
+
+@pytest.fixture(scope="module")
+def calibration(digits_train):
+    return digits_train.tensors[0][:200]
+
+
+def test_tuning_scores_every_candidate_and_beats_the_paper_schedule(trained_digits_cnn, calibration):
+    snn = signgd.convert(trained_digits_cnn, calibration, encoding="analog")
+    before = snn.schedule
+    result = tune_schedule(snn, calibration[:128], T=6)
+    assert snn.schedule is before  # tuning leaves the network as it was
+    assert len(result.candidates) == 17
+    keys = [c.key for c in result.candidates]
+    assert keys == sorted(keys)
+    assert (result.paper.schedule.params["lr"], result.paper.schedule.params["decay"]) == PAPER
+    assert result.best.agreement >= result.paper.agreement
+    # The scores are what a simulation of the chosen schedule gives.
+    snn.schedule = result.schedule
+    with torch.inference_mode():
+        agree = (snn(calibration[:128], T=6).argmax(-1) == snn.ann(calibration[:128]).argmax(-1)).double().mean()
+    assert float(agree) == pytest.approx(result.best.agreement)
+    assert "agreement" in result.table()
+
+
+def test_convert_for_T_is_more_accurate_at_that_T_than_the_default(trained_digits_cnn, calibration, digits_test):
+    default = signgd.convert(trained_digits_cnn, calibration)
+    tuned = signgd.convert(trained_digits_cnn, calibration, T=6)
+    assert tuned.settings["tuned_for"] == 6 and tuned.settings["encoding"] == "analog"
+    assert tuned.settings["schedule"] == tuned.schedule.describe()
+    assert any("tuned the schedule for T=6" in line for line in tuned.conversion_log)
+    acc = {name: signgd.evaluate(snn, digits_test, T=[6], progress=False).snn_accuracy[6]
+           for name, snn in (("default", default), ("tuned", tuned))}
+    ann = signgd.evaluate(tuned, digits_test, T=[6], progress=False).ann_accuracy
+    assert acc["tuned"] > acc["default"] + 0.05
+    assert acc["tuned"] > ann - 0.05
+
+
+def test_explicit_settings_win_over_T_and_preset(trained_digits_cnn, calibration):
+    snn = signgd.convert(trained_digits_cnn, calibration, T=8, schedule="constant:lr=0.05", encoding="float")
+    assert snn.settings["schedule"] == {"name": "constant", "lr": 0.05}
+    assert snn.settings["encoding"] == "float" and not hasattr(snn, "tuning")
+    paper = signgd.convert(trained_digits_cnn, calibration, preset="paper")
+    assert (paper.settings["normalize"], paper.settings["encoding"]) == ("relu", "float")
+    assert paper.settings["schedule"] == {"name": "exponential", "lr": 0.15, "decay": 0.95}
+    assert signgd.convert(trained_digits_cnn, calibration, preset="paper", normalize="all").settings["normalize"] == "all"
+
+
+def test_tuned_network_saves_and_loads_with_its_schedule(trained_digits_cnn, calibration, tmp_path):
+    snn = signgd.convert(trained_digits_cnn, calibration, T=4)
+    loaded = signgd.load(snn.save(tmp_path / "snn.pt"))
+    assert loaded.settings["tuned_for"] == 4
+    x = calibration[:16]
+    assert torch.equal(loaded(x, T=4), snn(x, T=4))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"T": 0}, "positive integer"),
+    ({"T": 2.5}, "positive integer"),
+    ({"T": True}, "positive integer"),
+    ({"T": 8, "dynamics": "subgradient"}, "signGD"),
+    ({"preset": "fast"}, "unknown preset"),
+])
+def test_bad_tuning_arguments_are_refused(trained_digits_cnn, calibration, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        signgd.convert(trained_digits_cnn, calibration, **kwargs)
+
+
+def test_cli_convert_tunes_for_T(trained_digits_cnn, tmp_path):
+    from signgd.cli import main
+
+    weights = tmp_path / "digits_cnn.pt"
+    torch.save(trained_digits_cnn.state_dict(), weights)
+    rc = main(["convert", "signgd:digits_cnn", "--weights", str(weights), "--data", "digits", "--T", "4",
+               "--limit", "40", "--calibration", "100", "--tune-for", "4", "--out", str(tmp_path / "r"), "--quiet"])
+    assert rc == 0
+    snn = signgd.load(tmp_path / "r" / "snn.pt")
+    assert snn.settings["tuned_for"] == 4 and snn.settings["encoding"] == "analog"
+    assert snn.settings["schedule"]["name"] == "exponential"
