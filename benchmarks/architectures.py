@@ -111,6 +111,16 @@ def trained(name: str, args, train28, test28):
     return model, info
 
 
+def prepared(name: str, args, train28, test28, idx_test, idx_cal):
+    """``(model, test subset, calibration inputs)`` for one architecture: the trained model, the seeded
+    test subset and calibration images at the side the model takes (28, or zero-padded to 32)."""
+    model, info = trained(name, args, train28, test28)
+    side = ARCHITECTURES[name][2]
+    train_set, test_set = (train28, test28) if side == 28 else (pad32(train28), pad32(test28))
+    subset = TensorDataset(*(t[idx_test] for t in test_set.tensors))
+    return model, info, subset, train_set.tensors[0][idx_cal]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     threads = common.setup_torch(args.threads)
@@ -119,13 +129,9 @@ def main(argv=None) -> int:
     idx_cal = common.seeded_subset(len(train28), args.calibration, args.seed)
     rows, notes = [], []
     for name in args.names:
-        model, info = trained(name, args, train28, test28)
+        model, info, subset, calibration = prepared(name, args, train28, test28, idx_test, idx_cal)
         if args.train_only:
             continue
-        side = ARCHITECTURES[name][2]
-        train_set, test_set = (train28, test28) if side == 28 else (pad32(train28), pad32(test28))
-        subset = TensorDataset(*(t[idx_test] for t in test_set.tensors))
-        calibration = train_set.tensors[0][idx_cal]
         for norm in args.norms:
             kw = {k: v for k, v in (("normalize", norm), ("encoding", args.encoding)) if v is not None}
             start = time.perf_counter()

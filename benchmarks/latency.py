@@ -31,8 +31,6 @@ import _common as common  # noqa: E402
 
 common.ensure_signgd()
 
-import torch  # noqa: E402
-from torch.utils.data import TensorDataset  # noqa: E402
 
 import architectures as arch  # noqa: E402
 import signgd  # noqa: E402
@@ -103,11 +101,7 @@ def main(argv=None) -> int:
     idx_cal = common.seeded_subset(len(train28), args.calibration, args.seed)
     results = {}  # (model, label) -> (ann, {T: acc}, {T: schedule}, seconds)
     for name in args.names:
-        model, _ = arch.trained(name, arch.parse_args([]), train28, test28)
-        side = arch.ARCHITECTURES[name][2]
-        train_set, test_set = (train28, test28) if side == 28 else (arch.pad32(train28), arch.pad32(test28))
-        subset = TensorDataset(*(t[idx_test] for t in test_set.tensors))
-        calibration = train_set.tensors[0][idx_cal]
+        model, _, subset, calibration = arch.prepared(name, arch.parse_args([]), train28, test28, idx_test, idx_cal)
         for label in args.labels:
             start = time.perf_counter()
             ann, acc, schedules = run_config(model, calibration, subset, args.steps, label, args.batch_size)

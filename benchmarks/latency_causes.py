@@ -28,7 +28,6 @@ common.ensure_signgd()
 
 import torch  # noqa: E402
 import torch.fx as fx  # noqa: E402
-from torch.utils.data import TensorDataset  # noqa: E402
 
 import architectures as arch  # noqa: E402
 import signgd  # noqa: E402
@@ -86,11 +85,8 @@ def main(argv=None) -> int:
     train28, test28 = data.fashion_mnist("train"), data.fashion_mnist("test")
     idx_test = common.seeded_subset(len(test28), args.limit, args.seed)
     idx_cal = common.seeded_subset(len(train28), args.calibration, args.seed)
-    model, _ = arch.trained(args.model, arch.parse_args([]), train28, test28)
-    side = arch.ARCHITECTURES[args.model][2]
-    train_set, test_set = (train28, test28) if side == 28 else (arch.pad32(train28), arch.pad32(test28))
-    subset = TensorDataset(*(t[idx_test] for t in test_set.tensors))
-    calibration = train_set.tensors[0][idx_cal]
+    model, _, subset, calibration = arch.prepared(args.model, arch.parse_args([]), train28, test28, idx_test,
+                                                  idx_cal)
     steps = args.steps
 
     snns = {"paper": signgd.convert(model, calibration, preset="paper"),
