@@ -61,12 +61,17 @@ def _square_prologue(xs, params):
     return xs[0], "square", None
 
 
+def _broadcasts_into(small, big) -> bool:
+    """``small`` broadcasts against ``big`` without enlarging it."""
+    return len(small) <= len(big) and all(d == 1 or d == e for d, e in zip(reversed(small), reversed(big)))
+
+
 def _divide_sqrt_prologue(xs, params):
     """``divide_sqrt(c, v) = c * rsqrt(max(v, eps))``: the small factor is computed here, the
     layer-sized product inside the scan."""
     c, v = xs
     factor = torch.rsqrt(v.clamp_min(params.get("eps", 1e-5)))
-    if torch.broadcast_shapes(c.shape, factor.shape) != c.shape or torch.result_type(c, factor) != c.dtype:
+    if not _broadcasts_into(factor.shape, c.shape) or factor.dtype != c.dtype:
         return None
     return c, "mul", factor
 

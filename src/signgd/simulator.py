@@ -99,6 +99,9 @@ def _storages(value, out: set) -> None:
             _storages(v, out)
 
 
+# What a node does (``_ChunkInterpreter._steps``).
+_INPUT, _CONST, _CALL, _METHOD, _BINARY, _NEURON, _OUTPUT = range(7)
+
 # Element-wise affine ops that may write their result over their first operand (the same torch
 # kernels as the out-of-place ops, so the same numbers): residual adds, LayerNorm's weight and bias,
 # scalings. Each one done in place is a layer-sized allocation fewer.
@@ -127,24 +130,71 @@ class _ChunkInterpreter(fx.Interpreter):
         self.neuron_fed = {n for n in gm.graph.nodes if n.op == "call_function" and n.target in _INPLACE_BINARY
                            and n.users and all(self._elementwise_neuron(u) for u in n.users)}
 
+        # What each node does, looked up once: the loop in ``run`` then costs a few microseconds a
+        # node (the generic ``fx.Interpreter.run_node`` costs several times that, paid by every
+        # node of every chunk of every slice of the batch).
+        self._steps = []
+        for n in gm.graph.nodes:
+            if n.op == "call_module":
+                mod = self.fetch_attr(n.target)
+                kind = _NEURON if isinstance(mod, SpikingNeuron) else _CALL
+                callee = mod
+                if kind == _NEURON and n.kwargs:
+                    raise ValueError(f"neuron {n.target!r} takes positional inputs only")
+            elif n.op == "call_function":
+                binary = n.target in _INPLACE_BINARY and len(n.args) == 2 and not n.kwargs
+                kind, callee = (_BINARY if binary else _CALL), n.target
+            elif n.op == "call_method":
+                kind, callee = _METHOD, n.target
+            elif n.op == "get_attr":
+                kind, callee = _CONST, self.fetch_attr(n.target)
+            elif n.op == "placeholder":
+                kind, callee = _INPUT, None
+            elif n.op == "output":
+                kind, callee = _OUTPUT, None
+            else:
+                raise ValueError(f"unknown node op {n.op!r}")
+            self._steps.append((n, kind, callee, tuple(self.user_to_last_uses.get(n, ()))))
+
     def _elementwise_neuron(self, n: fx.Node) -> bool:
         mod = self.submodules.get(n.target) if n.op == "call_module" else None
         return isinstance(mod, SpikingNeuron) and mod.target != "matmul"
 
-    def run_node(self, n: fx.Node):
-        if n.op == "call_module" and isinstance(self.submodules.get(n.target), SpikingNeuron):
-            with self._set_current_node(n):
-                args, kwargs = self.fetch_args_kwargs_from_env(n)
-                assert not kwargs, "neurons take positional inputs only"
-                return self.sim.neuron(n.target, self.submodules[n.target], args, self._owned(n, args))
-        if n.op == "call_function" and n.target in _INPLACE_BINARY and len(n.args) == 2 and not n.kwargs:
-            with self._set_current_node(n):
-                args, _ = self.fetch_args_kwargs_from_env(n)
-                if _fits_in_place(n.target, *args) and self._owned(n, args):
-                    return _INPLACE_BINARY[n.target](*args)
-                if n in self.neuron_fed:
-                    return _contiguous_result(n.target, *args)
-        return super().run_node(n)
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """One pass over the graph on ``x`` (a chunk: steps x samples folded into the batch)."""
+        env = self.env = {}
+        load = env.__getitem__
+        try:
+            for n, kind, callee, last_uses in self._steps:
+                if kind == _INPUT:
+                    value = x
+                elif kind == _CONST:
+                    value = callee
+                else:
+                    args = fx.node.map_arg(n.args, load)
+                    if kind == _NEURON:
+                        value = self.sim.neuron(n.target, callee, args, self._owned(n, args))
+                    elif kind == _BINARY:
+                        if _fits_in_place(callee, *args) and self._owned(n, args):
+                            value = _INPLACE_BINARY[callee](*args)
+                        elif n in self.neuron_fed:
+                            value = _contiguous_result(callee, *args)
+                        else:
+                            value = callee(*args)
+                    elif kind == _OUTPUT:
+                        return args[0]
+                    else:
+                        kwargs = fx.node.map_arg(n.kwargs, load)
+                        if kind == _METHOD:
+                            value = getattr(args[0], callee)(*args[1:], **kwargs)
+                        else:
+                            value = callee(*args, **kwargs)
+                env[n] = value
+                for done in last_uses:
+                    del env[done]
+        finally:
+            self.env = {}
+        raise RuntimeError("the graph has no output node")
 
     def _owned(self, n: fx.Node, args) -> bool:
         """Whether ``n`` is the last reader of its first input's memory (no other input and no
@@ -176,9 +226,14 @@ def _contiguous_result(op, a, b):
     take the layout of a transposed ``a``)."""
     if not isinstance(a, torch.Tensor) or (isinstance(b, torch.Tensor) and b.device != a.device):
         return op(a, b)
-    shape = torch.broadcast_shapes(a.shape, b.shape) if isinstance(b, torch.Tensor) else a.shape
+    shape = _broadcast(tuple(a.shape), tuple(b.shape)) if isinstance(b, torch.Tensor) else a.shape
     out = torch.empty(shape, dtype=torch.result_type(a, b), device=a.device)
     return _OUT_FORMS[op](a, b, out=out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _broadcast(a: tuple, b: tuple) -> torch.Size:
+    return torch.broadcast_shapes(a, b)
 
 
 def _fits_in_place(op, a, b) -> bool:
