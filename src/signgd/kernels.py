@@ -160,7 +160,8 @@ def signgd_scan(target: torch.Tensor, y: torch.Tensor, etas, out_scale=None,
     if pre is not None or normalize:
         fused = _c_prologue(target, y, out_scale, pre, factor, normalize) if name == "c" else None
         if fused is None:  # torch computes the target; the scan then runs as usual
-            target = _prologue_torch(target, pre, factor, out_scale if normalize else None)
+            donated = out is not None and _same_buffer(out, target)  # the caller gave us its memory
+            target = _prologue_torch(target, pre, factor, out_scale if normalize else None, donated)
             name = _choose(target, y, out_scale, backend)
         else:
             res, y_final = _scan_c(target, y, etas, out_scale, spikes, out, inplace, fused)
@@ -180,16 +181,18 @@ def signgd_scan(target: torch.Tensor, y: torch.Tensor, etas, out_scale=None,
     return res, y_final
 
 
-def _prologue_torch(target, pre, factor, divisor):
+def _prologue_torch(target, pre, factor, divisor, donated=False):
     """The target computed by torch: ``torch.square(target)`` or ``target * factor``, then
-    ``/ divisor`` (the reference for the fused C prologue)."""
+    ``/ divisor`` (the reference for the fused C prologue). ``donated``: ``target``'s memory may
+    be overwritten."""
     t = target
     if pre == "square":
         t = torch.square(t)
     elif pre == "mul":
         t = t * factor
     if divisor is not None:
-        t = t.div_(divisor) if t is not target and torch.result_type(t, divisor) == t.dtype else t / divisor
+        own = t is not target or donated
+        t = t.div_(divisor) if own and torch.result_type(t, divisor) == t.dtype else t / divisor
     return t
 
 
