@@ -8,7 +8,8 @@ path (``chunk=1``, whole batch) and the fully layer-major one (``chunk=T``, whol
 same figures for SpikingJelly's ann2snn conversion in its multi-step and single-step modes
 (``benchmarks/_peers.py``).
 
-    python benchmarks/speed.py                                   # VGG, ResNet-18, Mixer; batch 256 and 16; T=64
+    python benchmarks/speed.py                                   # VGG, ResNet-18, two Mixers; batch 256 and 16; T=64
+    python benchmarks/speed.py --models fmnist-convnext,fmnist-resmlp   # the other trained timm models
     python benchmarks/speed.py --models vgg --batch 256 --T 64   # one configuration
     python benchmarks/speed.py --device cuda                     # on a GPU
 
@@ -44,7 +45,10 @@ import torch  # noqa: E402
 import signgd  # noqa: E402
 from signgd import kernels  # noqa: E402
 
-MODELS = ("vgg", "resnet18", "mixer")
+MODELS = ("vgg", "resnet18", "mixer", "fmnist-mixer")
+#: The trained timm models of the beyond-ReLU benchmark (benchmarks/architectures.py, cached weights):
+#: "fmnist-<name>" runs that model on the first test images (padded to 32x32) with its accuracy.
+TRAINED = ("fmnist-mixer", "fmnist-convnext", "fmnist-resmlp", "fmnist-vit")
 
 
 def build(name: str):
@@ -56,6 +60,13 @@ def build(name: str):
         model, _ = accuracy.train_model(args, data.fashion_mnist("train"), data.fashion_mnist("test"))
         images, labels = data.fashion_mnist("test").tensors
         return model, lambda b: images[:b].clone(), labels
+    if name in TRAINED:
+        import architectures  # the same configuration, hence the same cache file, as that benchmark
+        from signgd import data
+        train28, test28 = data.fashion_mnist("train"), data.fashion_mnist("test")
+        model, _ = architectures.trained(name.split("-", 1)[1], architectures.parse_args([]), train28, test28)
+        images, labels = architectures.pad32(test28).tensors
+        return model.eval(), lambda b: images[:b].clone(), labels
     gen = lambda b: torch.rand(b, *shape, generator=torch.Generator().manual_seed(0))  # noqa: E731
     torch.manual_seed(0)
     if name == "resnet18":
@@ -68,7 +79,7 @@ def build(name: str):
         shape = (1, 32, 32)
         return MlpMixer(num_classes=10, img_size=32, in_chans=1, patch_size=4, num_blocks=2,
                         embed_dim=64).eval(), gen, None
-    raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    raise SystemExit(f"unknown model {name!r}; choose from {', '.join(dict.fromkeys(MODELS + TRAINED))}")
 
 
 def _sync(device):

@@ -440,3 +440,91 @@ def test_triton_equals_torch(dtype, scale):
     out, y = signgd_scan(target, y1, _etas(40).to(dev), None, spikes, backend="triton", out=buf, inplace=True)
     assert out is buf and y is y1
     _assert_same((out, y, spikes), whole)
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets computed inside the scan (pre="square" / "mul", normalize=True)
+# ---------------------------------------------------------------------------------------------
+
+def _factors(kind, Tc, shape, dtype):
+    """Factors for pre="mul": one per row (the C kernel's case) or broadcast in other ways."""
+    g = torch.Generator().manual_seed(2)
+    if kind == "row":        # one per [.., C]: LayerNorm over the last two dims
+        fshape = (Tc, *shape[:-2], 1, 1)
+    elif kind == "last":     # one per [..., W]: LayerNorm over the last dim
+        fshape = (Tc, *shape[:-1], 1)
+    elif kind == "scalar_per_step":
+        fshape = (Tc,) + (1,) * len(shape)
+    elif kind == "other":    # broadcasts along the batch: torch computes the product first
+        fshape = (Tc, 1, *shape[1:])
+    else:
+        raise ValueError(kind)
+    return torch.rand(fshape, generator=g, dtype=dtype) + 0.5
+
+
+def _prologue_reference(target, pre, factor, scale):
+    """The target by plain torch ops, as the neuron computed it before the fused prologue."""
+    t = torch.square(target) if pre == "square" else target * factor if pre == "mul" else target.clone()
+    return t if scale is None else t / scale
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("c", marks=needs_c)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("pre,factor_kind", [(None, None), ("square", None), ("mul", "row"), ("mul", "last"),
+                                             ("mul", "scalar_per_step"), ("mul", "other")])
+@pytest.mark.parametrize("scale", ["none", "float", "per_element", "channel", "full"])
+def test_prologue_equals_the_target_computed_first(backend, dtype, pre, factor_kind, scale):
+    Tc = 7
+    target = torch.randn((Tc, *SHAPE), generator=torch.Generator().manual_seed(4), dtype=dtype)
+    factor = _factors(factor_kind, Tc, SHAPE, dtype) if pre == "mul" else None
+    sc = _scales(scale, SHAPE, dtype)
+    y0 = torch.zeros(SHAPE, dtype=dtype)
+    ref = _run("torch", _prologue_reference(target, pre, factor, sc), y0, _etas(Tc, "decay"), sc)
+    spikes = torch.zeros(Tc, dtype=torch.float64)
+    before = target.clone()
+    out, y = signgd_scan(target, y0, _etas(Tc, "decay"), sc, spikes, backend=backend, pre=pre, factor=factor,
+                         normalize=True)
+    assert _bits(target, before)
+    _assert_same((out, y, spikes), ref)
+    assert ref[2].sum() > 0
+    # in place: the output written over the input
+    if ref[0].dtype == dtype:
+        buf = target.clone()
+        out, y = signgd_scan(buf, y0, _etas(Tc, "decay"), sc, None, backend=backend, pre=pre, factor=factor,
+                             normalize=True, out=buf)
+        assert out is buf
+        _assert_same((out, y), ref[:2])
+
+
+@needs_c
+def test_prologue_runs_in_the_c_kernel_and_threads_agree():
+    # [Tc, B, tokens, channels] with a factor per token row: the LayerNorm case, large enough for
+    # several threads and blocks whose boundaries fall inside rows
+    Tc, shape = 9, (6, 50, 70)
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn((Tc, *shape), generator=g)
+    factor = torch.rand((Tc, 6, 50, 1), generator=g) + 0.5
+    scale = torch.rand(shape[1:], generator=g) + 0.5
+    assert kernels._c_prologue(c, c[0], scale, "mul", factor, True) is not None
+    assert kernels._c_prologue(c, c[0], scale, "mul", factor[:, :1], True) is None  # broadcast along B
+    ref = _run("torch", _prologue_reference(c, "mul", factor, scale), torch.zeros(shape), _etas(Tc), scale)
+    n = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            spikes = torch.zeros(Tc, dtype=torch.float64)
+            got = signgd_scan(c, torch.zeros(shape), _etas(Tc), scale, spikes, backend="c", pre="mul",
+                              factor=factor, normalize=True)
+            _assert_same((*got, spikes), ref)
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_prologue_arguments_are_checked():
+    with pytest.raises(ValueError, match="unknown pre"):
+        signgd_scan(torch.zeros(2, 3), torch.zeros(3), torch.ones(2), pre="cube")
+    with pytest.raises(ValueError, match="factor"):
+        signgd_scan(torch.zeros(2, 3), torch.zeros(3), torch.ones(2), pre="mul")
+    # normalize without a scale: nothing to divide by
+    out, _ = signgd_scan(torch.ones(2, 3), torch.zeros(3), torch.ones(2), normalize=True)
+    assert torch.equal(out, torch.tensor([[1.0] * 3, [0.0] * 3]))

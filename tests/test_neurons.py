@@ -104,3 +104,49 @@ def test_subgradient_neuron_with_a_bias_start_stays_within_two_spikes_of_if():
         total += s
     reference = _integrate_and_fire(a.expand(T, -1), v0=1.0).sum(0)
     assert (total - reference).abs().max() <= 2
+
+
+@pytest.mark.parametrize("target,params", [
+    ("relu", {}), ("leaky_relu", {"negative_slope": 0.2}), ("gelu", {"approximate": "none"}),
+    ("gelu", {"approximate": "tanh"}), ("silu", {}), ("sigmoid", {}), ("tanh", {}), ("hardswish", {}),
+    ("hardsigmoid", {}), ("hardtanh", {"min_val": 0.0, "max_val": 6.0}), ("elu", {"alpha": 0.7}),
+    ("mish", {}), ("abs", {}), ("exp", {})])
+def test_in_place_targets_equal_the_target_functions(target, params):
+    """A neuron that owns its input computes its target in that buffer; the numbers are the
+    target function's, bit for bit."""
+    from signgd.neurons import _INPLACE
+    from signgd.targets import get_target
+
+    x = torch.randn(3, 5, 1031, generator=torch.Generator().manual_seed(0)) * 4
+    x.view(-1)[::97] = 0.0
+    expected = get_target(target).fn(x, **params)
+    got = _INPLACE[target](x.clone(), **params)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("owned", [False, True])
+def test_layernorm_neurons_fused_scan_equals_the_target_computed_first(dtype, owned):
+    """The square and divide_sqrt neurons compute their targets inside the scan: the same
+    numbers as computing the target with torch, normalizing it, then scanning."""
+    from signgd.kernels import signgd_scan
+    from signgd.targets import divide_sqrt
+
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(6, 4, 8, 16, generator=g, dtype=dtype)             # [T, B, tokens, channels]
+    v = torch.rand(6, 4, 8, 1, generator=g, dtype=dtype) * 2            # variance estimates, some < eps
+    v.view(-1)[::5] = 1e-7
+    etas = schedules.exponential().etas(1, 7, dtype)
+    for name, xs, f in [("square", (c,), torch.square(c)), ("divide_sqrt", (c, v), divide_sqrt(c, v, 1e-5))]:
+        neuron = SpikingNeuron(name, {"eps": 1e-5} if name == "divide_sqrt" else {}).to(dtype)
+        neuron.set_scale(torch.rand(8, 16, generator=g, dtype=dtype) + 0.5)
+        state = neuron.init_state(c[0], "signgd")
+        counts = torch.zeros(6, dtype=torch.float64)
+        inputs = tuple(x.clone() for x in xs)
+        out = neuron.run(state, inputs, etas, "signgd", counts, owned=owned)
+        ref_counts = torch.zeros(6, dtype=torch.float64)
+        ref, y = signgd_scan(f / neuron.scale, torch.zeros_like(c[0]), etas, neuron.scale, ref_counts,
+                             backend="torch")
+        assert torch.equal(out, ref) and torch.equal(state["y"], y) and torch.equal(counts, ref_counts)
+        assert (out.data_ptr() == inputs[0].data_ptr()) == owned  # owned: written over its input
+        assert torch.equal(inputs[1 % len(inputs)], xs[1 % len(xs)]) or name == "square"

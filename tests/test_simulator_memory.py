@@ -79,7 +79,8 @@ def _spy_ownership(monkeypatch):
 
     def spy(self, n, args):
         owned = real(self, n, args)
-        decisions.append((n.target, owned))
+        if n.op == "call_module":  # the neurons' decisions (element-wise ops ask too)
+            decisions.append((n.target, owned))
         return owned
 
     monkeypatch.setattr(simulator._ChunkInterpreter, "_owned", spy)
@@ -119,14 +120,100 @@ def test_the_caller_input_is_never_written(x):
 def test_plan_folds_steps_into_slices_of_the_batch(x):
     snn = signgd.convert(_net(), x)
     big = torch.zeros(256, 1, 8, 8)
-    assert snn.plan(big, 64) == (16, 16)       # 256 inputs per call: 16 samples x 16 steps
+    assert snn.plan(big, 64) == (8, 16)        # 128 inputs per call: 8 samples x 16 steps
     assert snn.plan(big[:1], 64) == (1, 64)    # one sample: every step at once
     assert snn.plan(big[:4], 8) == (4, 8)      # small batch and T: everything at once
-    assert snn.plan(big, 4) == (64, 4)         # few steps: more samples per call
-    assert snn.plan(big, 64, batch_chunk=128) == (128, 2)
-    # a memory budget below 256 inputs' activations shrinks the calls
+    assert snn.plan(big, 4) == (32, 4)         # few steps: more samples per call
+    assert snn.plan(big, 64, batch_chunk=64) == (64, 2)
+    # a memory budget below 128 inputs' activations shrinks the calls
     tight = signgd.convert(_net(), x, memory_budget=snn.values_per_sample * 4 * 32)
     bc, chunk = tight.plan(big, 64)
     assert bc * chunk <= 32 and chunk >= 1
     # the planned run and the whole-batch time-major run agree
     assert _close(snn(big[:40] + x[0], T=20), snn(big[:40] + x[0], T=20, chunk=1))
+
+
+class _TokenMixer(nn.Module):
+    """A residual stream in a transposed layout (as timm's MLP-Mixer keeps it), LayerNorms over it,
+    token mixing through transposes, GELU, residual adds: the element-wise ops the simulator runs
+    in place or writes contiguous."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 6, 2, stride=2)
+        self.norm1, self.norm2 = nn.LayerNorm(6), nn.LayerNorm(6)
+        self.tok = nn.Sequential(nn.Linear(16, 8), nn.GELU(), nn.Linear(8, 16))
+        self.ch = nn.Sequential(nn.Linear(6, 12), nn.GELU(), nn.Linear(12, 6))
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)                # [B, 16 tokens, 6], channels strided
+        x = x + self.tok(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+        x = x + self.ch(self.norm2(x)) * 0.5
+        return self.head(x.mean(1))
+
+
+@pytest.mark.parametrize("make", [_TokenMixer, _resnet])
+def test_element_wise_ops_in_place_change_nothing(x, make, monkeypatch):
+    torch.manual_seed(0)
+    snn = signgd.convert(make().eval(), x)
+    calls = []
+    real = simulator._fits_in_place
+
+    def spy(op, a, b):
+        fits = real(op, a, b)
+        calls.append(fits)
+        return fits
+
+    monkeypatch.setattr(simulator, "_fits_in_place", spy)
+    fast = snn.simulate(x, [3, 16], chunk=4, batch_chunk=5, stats=True)
+    assert any(calls), "no element-wise op ran in place"
+    monkeypatch.setattr(simulator, "_fits_in_place", lambda op, a, b: False)
+    monkeypatch.setattr(simulator._ChunkInterpreter, "_elementwise_neuron", lambda self, n: False)
+    plain = snn.simulate(x, [3, 16], chunk=4, batch_chunk=5, stats=True)
+    for t in (3, 16):
+        assert torch.equal(fast.outputs[t], plain.outputs[t])
+    for name in plain.spikes:
+        assert torch.equal(fast.spikes[name], plain.spikes[name])
+
+
+def test_in_place_only_where_torch_gives_the_same_layout():
+    import operator
+
+    fits = simulator._fits_in_place
+    a = torch.randn(4, 6, 8).transpose(1, 2)                  # [4, 8, 6], not contiguous
+    b = torch.randn(4, 8, 6)
+    assert fits(operator.add, a, b.transpose(1, 2).contiguous().transpose(1, 2))  # same strides as a
+    assert fits(operator.add, b, a)                            # b + a is laid out like b
+    assert fits(operator.mul, b, torch.randn(6)) and fits(operator.truediv, b, 2.0)
+    assert not fits(operator.add, b, torch.randn(2, 4, 8, 6))  # the result is larger than b
+    assert not fits(operator.add, b, torch.randn(6, dtype=torch.float64))  # promotes
+    assert not fits(operator.add, b.expand(2, 4, 8, 6), 1.0)   # overlapping memory
+    assert not fits(operator.add, b, True) and not fits(operator.add, b, "x")
+
+
+def test_an_element_wise_input_read_later_is_not_overwritten(x, monkeypatch):
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(64, 10)
+
+        def forward(self, x):
+            h = self.a(x.flatten(1))
+            g = h * 2.0               # h is read again below: not in place
+            return torch.relu(g + 1.0) + h   # g + 1.0: in place (g is not read again)
+
+    snn = signgd.convert(Twice().eval(), x)
+    decisions = []
+    real = simulator._ChunkInterpreter._owned
+
+    def spy(self, n, args):
+        owned = real(self, n, args)
+        decisions.append((n.name, owned))
+        return owned
+
+    monkeypatch.setattr(simulator._ChunkInterpreter, "_owned", spy)
+    fast = snn(x, T=12, chunk=4)
+    assert dict(decisions)["mul"] is False and dict(decisions)["add"] is True
+    monkeypatch.setattr(simulator, "_fits_in_place", lambda op, a, b: False)
+    assert torch.equal(fast, snn(x, T=12, chunk=4))

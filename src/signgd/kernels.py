@@ -2,10 +2,17 @@
 
 One call advances a layer of signGD neurons by ``Tc`` steps. For ``t = 0 .. Tc-1``::
 
-    s      = y >= target[t]                     # spike: "my estimate is too high" (ties fire)
+    g      = target[t]                          # or a target computed in the same pass (below)
+    s      = y >= g                             # spike: "my estimate is too high" (ties fire)
     y      = s ? y - etas[t] : y + etas[t]      # one sign-gradient step
     out[t] = y * out_scale                      # or y when out_scale is None
     spikes[t] += number of true s               # only when a spikes tensor is given
+
+Optionally the target is computed from the input in the same pass, so it is never written to
+memory: ``pre="square"`` (``g = target[t] ** 2``, a square neuron), ``pre="mul"`` (``g = target[t] *
+factor[t]``, LayerNorm's ``c * rsqrt(v)`` with one factor per row), and ``normalize=True``
+(``g = g / out_scale``, a normalized neuron's target). These are torch's own operations in torch's
+order, so the numbers are those of computing the target with torch first.
 
 Backends (``signgd_scan(..., backend=...)``):
 
@@ -64,7 +71,7 @@ BASE_FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=gnu99", "-ffp-contrac
 #: Tried first; dropped when the compiler rejects them.
 NATIVE_FLAGS = ("-march=native",)
 _COMPILE_TIMEOUT_S = 300
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
 
 _CPU_DTYPES = (torch.float32, torch.float64)
 _TRITON_DTYPES = (torch.float32, torch.float64)
@@ -80,7 +87,8 @@ class KernelUnavailableError(SigngdError, RuntimeError):
 
 def signgd_scan(target: torch.Tensor, y: torch.Tensor, etas, out_scale=None,
                 spikes: torch.Tensor | None = None, backend: str | None = None, *,
-                out: torch.Tensor | None = None, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                out: torch.Tensor | None = None, inplace: bool = False, pre: str | None = None,
+                factor: torch.Tensor | None = None, normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Advance a layer of signGD neurons by ``Tc = target.shape[0]`` steps.
 
     Args:
@@ -100,6 +108,14 @@ def signgd_scan(target: torch.Tensor, y: torch.Tensor, etas, out_scale=None,
             allocation, whose first-touch page faults cost a CPU more than the scan itself.
         inplace: write the final estimates into ``y`` itself (then returned as ``y_final``),
             saving an allocation of one step's size; by default ``y`` is left unchanged.
+        pre: None (``target`` holds the targets), ``"square"`` (the target of step t is
+            ``torch.square(target[t])``) or ``"mul"`` (``target[t] * factor[t]``).
+        factor: for ``pre="mul"``: a tensor of target's dtype that broadcasts against ``target``
+            without enlarging it. The C kernel computes the product in the same pass when factor
+            is one value per row (``factor.shape`` is ``target.shape`` with trailing dimensions
+            of size 1); any other shape is multiplied by torch first.
+        normalize: divide the (computed) target by ``out_scale`` before comparing: a normalized
+            neuron tracks ``f(x) / s`` and passes ``y * s`` downstream.
 
     Returns:
         ``(out, y_final)``: ``out`` ``[Tc, *S]`` (contiguous; the ``out`` argument when given,
@@ -134,7 +150,25 @@ def signgd_scan(target: torch.Tensor, y: torch.Tensor, etas, out_scale=None,
             raise ValueError("signgd_scan: out overlaps target; pass target itself (to scan in place) "
                              "or a separate buffer")
 
+    if pre not in (None, "square", "mul"):
+        raise ValueError(f"signgd_scan: unknown pre {pre!r}; expected None, 'square' or 'mul'")
+    if pre == "mul" and not isinstance(factor, torch.Tensor):
+        raise ValueError("signgd_scan: pre='mul' needs a factor tensor")
+    normalize = bool(normalize) and out_scale is not None
+
     name = _choose(target, y, out_scale, backend)
+    if pre is not None or normalize:
+        fused = _c_prologue(target, y, out_scale, pre, factor, normalize) if name == "c" else None
+        if fused is None:  # torch computes the target; the scan then runs as usual
+            donated = out is not None and _same_buffer(out, target)  # the caller gave us its memory
+            target = _prologue_torch(target, pre, factor, out_scale if normalize else None, donated)
+            name = _choose(target, y, out_scale, backend)
+        else:
+            res, y_final = _scan_c(target, y, etas, out_scale, spikes, out, inplace, fused)
+            if inplace and y_final is not y:
+                y.copy_(y_final)
+                y_final = y
+            return res, y_final
     if name == "c":
         res, y_final = _scan_c(target, y, etas, out_scale, spikes, out, inplace)
     elif name == "triton":
@@ -145,6 +179,48 @@ def signgd_scan(target: torch.Tensor, y: torch.Tensor, etas, out_scale=None,
         y.copy_(y_final)
         y_final = y
     return res, y_final
+
+
+def _prologue_torch(target, pre, factor, divisor, donated=False):
+    """The target computed by torch: ``torch.square(target)`` or ``target * factor``, then
+    ``/ divisor`` (the reference for the fused C prologue). ``donated``: ``target``'s memory may
+    be overwritten."""
+    t = target
+    if pre == "square":
+        t = torch.square(t)
+    elif pre == "mul":
+        t = t * factor
+    if divisor is not None:
+        own = t is not target or donated
+        t = t.div_(divisor) if own and torch.result_type(t, divisor) == t.dtype else t / divisor
+    return t
+
+
+_PRE_CODES = {None: 0, "square": 1, "mul": 2}
+
+
+def _c_prologue(target, y, out_scale, pre, factor, normalize):
+    """``(pre code, factor or None, row length, divide)`` when the C kernel can compute this
+    target in its pass, else None (then torch computes it first)."""
+    S = tuple(target.shape[1:])
+    if normalize:
+        mode, _, _ = _scale_for_kernel(out_scale, y, S)
+        if mode != "kernel" or torch.result_type(target, out_scale) != target.dtype:
+            return None
+    if pre != "mul":
+        return _PRE_CODES[pre], None, 0, normalize
+    if (factor.dtype != target.dtype or factor.device != target.device or factor.dim() != target.dim()
+            or factor.requires_grad and torch.is_grad_enabled()):
+        return None
+    k = factor.dim()
+    while k > 1 and factor.shape[k - 1] == 1:
+        k -= 1
+    if tuple(factor.shape[:k]) != tuple(target.shape[:k]):
+        return None  # not one factor per row: it broadcasts along other dimensions
+    rowlen = 1
+    for d in target.shape[k:]:
+        rowlen *= d
+    return _PRE_CODES[pre], factor.detach().contiguous(), rowlen, normalize
 
 
 def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -511,7 +587,7 @@ def _bind(lib):
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     for name in ("signgd_scan_f32", "signgd_scan_f64"):
         fn = getattr(lib, name)
-        fn.argtypes = [p, p, p, p, i64, p, p, p, i64, i64, ctypes.c_int]
+        fn.argtypes = [p, p, p, p, i64, p, p, p, i64, i64, ctypes.c_int, p, i64, ctypes.c_int, ctypes.c_int]
         fn.restype = ctypes.c_int
     return lib
 
@@ -531,15 +607,24 @@ def _self_check(lib) -> str | None:
         got = _run_c(lib, target, y, etas, scale, sp)
         if not (torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1]) and torch.equal(ref_sp, sp)):
             return f"failed its self-check against the torch reference ({dtype})"
+        # the targets computed in the pass: square / scale, and x * factor-per-row / scale
+        factor = torch.rand(5, 3, 1, generator=g, dtype=dtype) + 0.5
+        for pre, fac in (("square", None), ("mul", factor)):
+            ref = _scan_torch(_prologue_torch(target, pre, fac, scale), y, etas, scale, None)
+            got = _run_c(lib, target, y, etas, scale, None,
+                         prologue=_c_prologue(target, y, scale, pre, fac, True))
+            if not (torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])):
+                return f"failed its self-check against the torch reference ({dtype}, pre={pre})"
     return None
 
 
-def _scan_c(target, y, etas, out_scale, spikes, out=None, inplace=False):
+def _scan_c(target, y, etas, out_scale, spikes, out=None, inplace=False, prologue=None):
     lib, _ = _c_library()
-    return _run_c(lib, target, y, etas, out_scale, spikes, out, inplace)
+    return _run_c(lib, target, y, etas, out_scale, spikes, out, inplace, prologue)
 
 
-def _run_c(lib, target, y, etas, out_scale, spikes, out=None, inplace=False):
+def _run_c(lib, target, y, etas, out_scale, spikes, out=None, inplace=False, prologue=None):
+    """``prologue``: ``(pre code, factor, row length, divide)`` from ``_c_prologue``, or None."""
     Tc, S = target.shape[0], tuple(target.shape[1:])
     if Tc == 0:
         return _empty_out(target, y, out_scale, out), y
@@ -556,10 +641,12 @@ def _run_c(lib, target, y, etas, out_scale, spikes, out=None, inplace=False):
     counts = torch.zeros(Tc, dtype=torch.int64) if spikes is not None else None
     if N > 0:
         fn = lib.signgd_scan_f32 if dtype == torch.float32 else lib.signgd_scan_f64
+        pre, factor, rowlen, divide = prologue if prologue is not None else (0, None, 0, False)
         rc = fn(tgt.data_ptr(), y0.data_ptr(), eta.data_ptr(),
                 scale.data_ptr() if mode == "kernel" else None, scale_len,
                 res.data_ptr(), y_final.data_ptr(), counts.data_ptr() if counts is not None else None,
-                Tc, N, max(1, torch.get_num_threads()))
+                Tc, N, max(1, torch.get_num_threads()),
+                factor.data_ptr() if factor is not None else None, rowlen, pre, int(bool(divide)))
         if rc != 0:
             raise RuntimeError(f"signgd_scan (C) failed with code {rc}")
     return _finish(res, y_final, out_scale, mode, counts, spikes, out)

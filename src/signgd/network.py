@@ -18,10 +18,11 @@ from .simulator import SimulationResult, simulate
 
 Steps = Union[int, Iterable[int]]
 
-#: Inputs (steps x samples) per affine call the default plan aims at, by device type. Measured by
-#: benchmarks/speed.py on 2 CPU cores (VGG and ResNet-18): 256 is near the best for batches from 1
-#: to 256; a GPU wants far more parallel work.
-SAMPLES_PER_CALL = {"cpu": 256, "cuda": 4096}
+#: Inputs (steps x samples) per affine call the default plan aims at, by device type. Measured on
+#: 2 CPU cores (docs/speed.md): 128 (8 samples x 16 steps) is as fast as 256 for the VGG and faster
+#: for ResNet-18 and the MLP-Mixer, whose layer-sized buffers then stay in the cache from one op to
+#: the next; a GPU wants far more parallel work.
+SAMPLES_PER_CALL = {"cpu": 128, "cuda": 4096}
 #: Steps folded into each call on that device (the rest of SAMPLES_PER_CALL is made of samples).
 STEPS_PER_CALL = {"cpu": 16}
 

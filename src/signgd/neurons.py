@@ -13,6 +13,7 @@ in those normalized units; what it passes downstream is ``s * y`` (signGD) or ``
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .kernels import signgd_fire, signgd_scan, signgd_update
@@ -34,10 +35,50 @@ def subgradient_step(x_prev, y_prev, a, eta):
     return x, y, s
 
 
-# Unary targets with an in-place form. When the simulator hands a neuron an input that nothing
-# else will read (``owned``), the target is computed in that buffer: one layer-sized allocation
-# fewer per neuron per chunk, which is what bounds the simulator's peak memory.
-_INPLACE = {"relu": torch.relu_}
+# Unary targets with an in-place form (each torch's own kernel for the target, so the numbers are
+# those of the target function). When the simulator hands a neuron an input that nothing else will
+# read (``owned``), the target is computed in that buffer and the scan writes its output over it:
+# no layer-sized allocation per neuron per chunk, which is what bounds the simulator's peak memory
+# (and a CPU pays for every fresh page it touches).
+_INPLACE = {
+    "relu": lambda x: torch.relu_(x),
+    "leaky_relu": lambda x, negative_slope=0.01: F.leaky_relu_(x, negative_slope),
+    "gelu": lambda x, approximate="none": torch.ops.aten.gelu_(x, approximate=approximate),
+    "silu": lambda x: F.silu(x, inplace=True),
+    "sigmoid": lambda x: torch.sigmoid_(x),
+    "tanh": lambda x: torch.tanh_(x),
+    "hardswish": lambda x: F.hardswish(x, inplace=True),
+    "hardsigmoid": lambda x: F.hardsigmoid(x, inplace=True),
+    "hardtanh": lambda x, min_val=-1.0, max_val=1.0: torch.clamp_(x, min_val, max_val),
+    "elu": lambda x, alpha=1.0: F.elu_(x, alpha),
+    "mish": lambda x: F.mish(x, inplace=True),
+    "abs": lambda x: torch.abs_(x),
+    "exp": lambda x: torch.exp_(x),
+}
+
+
+def _square_prologue(xs, params):
+    return xs[0], "square", None
+
+
+def _broadcasts_into(small, big) -> bool:
+    """``small`` broadcasts against ``big`` without enlarging it."""
+    return len(small) <= len(big) and all(d == 1 or d == e for d, e in zip(reversed(small), reversed(big)))
+
+
+def _divide_sqrt_prologue(xs, params):
+    """``divide_sqrt(c, v) = c * rsqrt(max(v, eps))``: the small factor is computed here, the
+    layer-sized product inside the scan."""
+    c, v = xs
+    factor = torch.rsqrt(v.clamp_min(params.get("eps", 1e-5)))
+    if not _broadcasts_into(factor.shape, c.shape) or factor.dtype != c.dtype:
+        return None
+    return c, "mul", factor
+
+
+# Targets the scan computes in its own pass from the neuron's inputs (``signgd_scan``'s ``pre``),
+# so the layer-sized target is never written to memory: the LayerNorm neurons.
+_PROLOGUES = {"square": _square_prologue, "divide_sqrt": _divide_sqrt_prologue}
 
 
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -98,7 +139,7 @@ class SpikingNeuron(nn.Module):
 
         Returns the sequence passed downstream, ``[Tc, B, ...]``. When ``spikes_out`` (a
         ``[Tc]`` tensor) is given, the number of spikes fired at each step is added to it.
-        ``owned``: the caller will not read ``xs`` again, so a unary neuron may overwrite its input.
+        ``owned``: the caller will not read ``xs[0]`` again, so the neuron may overwrite it.
         """
         if dynamics == "signgd":
             return self._run_signgd(state, xs, etas, spikes_out, owned)
@@ -107,22 +148,38 @@ class SpikingNeuron(nn.Module):
         raise ValueError(f"unknown dynamics {dynamics!r}")
 
     def _run_signgd(self, state, xs, etas, spikes_out, owned=False):
-        inplace = _INPLACE.get(self.target) if owned and len(xs) == 1 and not self.params else None
+        """``owned``: the caller will not read ``xs[0]`` again (nor does another input share its
+        memory), so the target and then the output may be written over it."""
+        y = state["y"]
+        scale = self.scale if self.normalized else None
+        result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
+        prologue = _PROLOGUES.get(self.target)
+        found = prologue(xs, self.params) if prologue is not None else None
+        if found is not None:
+            # The scan computes the target (and divides it by the scale) in its own pass.
+            x, pre, factor = found
+            normalize = scale is not None and scale.dtype == x.dtype
+            if scale is not None and not normalize:
+                found = None  # a scale of another dtype: the plain path below divides first
+        if found is not None:
+            buf = x if owned and x.is_contiguous() and x.dtype == result_dtype else None
+            out, state["y"] = signgd_scan(x, y, etas, scale, spikes_out, inplace=True, out=buf,
+                                          pre=pre, factor=factor, normalize=normalize)
+            return out
+        inplace = _INPLACE.get(self.target) if owned and len(xs) == 1 else None
         if inplace is not None:
-            target, fresh = inplace(xs[0]), True
+            target, fresh = inplace(xs[0], **self.params), True
         else:
             target = self.f(*xs)
             fresh = not any(_shares_memory(target, x) for x in xs)
-        if self.normalized:
-            # A fresh (or donated) target can be scaled in place.
-            target, fresh = (target.div_(self.scale) if fresh else target / self.scale), True
-        scale = self.scale if self.normalized else None
-        # The fused scan (signgd.kernels): fire, step and scale in one pass over memory, writing
-        # each output over its target when that buffer is ours.
-        y = state["y"]
-        result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
+        normalize = scale is not None and scale.dtype == target.dtype
+        if scale is not None and not normalize:
+            target, fresh = (target.div_(scale) if fresh else target / scale), True
+        # The fused scan (signgd.kernels): divide by the scale, fire, step and scale back in one
+        # pass over memory, writing each output over its target when that buffer is ours.
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
-        out, state["y"] = signgd_scan(target, y, etas, scale, spikes_out, inplace=True, out=buf)
+        out, state["y"] = signgd_scan(target, y, etas, scale, spikes_out, inplace=True, out=buf,
+                                      normalize=normalize)
         return out
 
     def _run_subgradient(self, state, xs, etas, spikes_out):

@@ -11,6 +11,8 @@ holds no state between calls and can be run from several threads at once.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -97,30 +99,107 @@ def _storages(value, out: set) -> None:
             _storages(v, out)
 
 
+# What a node does (``_ChunkInterpreter._steps``).
+_INPUT, _CONST, _CALL, _METHOD, _BINARY, _NEURON, _OUTPUT = range(7)
+
+# Element-wise affine ops that may write their result over their first operand (the same torch
+# kernels as the out-of-place ops, so the same numbers): residual adds, LayerNorm's weight and bias,
+# scalings. Each one done in place is a layer-sized allocation fewer.
+_INPLACE_BINARY = {operator.add: torch.Tensor.add_, operator.sub: torch.Tensor.sub_,
+                   operator.mul: torch.Tensor.mul_, operator.truediv: torch.Tensor.div_}
+
+
 class _ChunkInterpreter(fx.Interpreter):
     """Runs one chunk. Values are freed after their last use (``garbage_collect_values``), and a
-    unary neuron that is the last reader of its input's memory gets to overwrite it: with the scan
-    writing its output over its target, a neuron then allocates nothing layer-sized."""
+    node that is the last reader of its first input's memory gets to overwrite it: a neuron (with
+    the scan writing its output over its target, a neuron then allocates nothing layer-sized) or
+    an element-wise add, sub, mul or div whose result would have that input's shape, dtype and
+    strides."""
 
     def __init__(self, gm: fx.GraphModule, run: _Run | None):
         super().__init__(gm, garbage_collect_values=True)
         self.sim = run
-        # Parameters and buffers are never handed to a neuron to overwrite.
+        # Parameters and buffers are never handed to a node to overwrite.
         self.constants: set = set()
         for t in [*gm.parameters(), *gm.buffers()]:
             _storages(t, self.constants)
+        # Element-wise ops read only by element-wise neurons: their result is written contiguous
+        # whatever the layout of their inputs (LayerNorm's x - mean(x) on a transposed residual
+        # stream), so the neurons' fused scans read it in place instead of copying it first. The
+        # values are the same in any layout, and no reduction or matrix product reads them.
+        self.neuron_fed = {n for n in gm.graph.nodes if n.op == "call_function" and n.target in _INPLACE_BINARY
+                           and n.users and all(self._elementwise_neuron(u) for u in n.users)}
 
-    def run_node(self, n: fx.Node):
-        if n.op == "call_module" and isinstance(self.submodules.get(n.target), SpikingNeuron):
-            with self._set_current_node(n):
-                args, kwargs = self.fetch_args_kwargs_from_env(n)
-                assert not kwargs, "neurons take positional inputs only"
-                return self.sim.neuron(n.target, self.submodules[n.target], args, self._owned(n, args))
-        return super().run_node(n)
+        # What each node does, looked up once: the loop in ``run`` then costs a few microseconds a
+        # node (the generic ``fx.Interpreter.run_node`` costs several times that, paid by every
+        # node of every chunk of every slice of the batch).
+        self._steps = []
+        for n in gm.graph.nodes:
+            if n.op == "call_module":
+                mod = self.fetch_attr(n.target)
+                kind = _NEURON if isinstance(mod, SpikingNeuron) else _CALL
+                callee = mod
+                if kind == _NEURON and n.kwargs:
+                    raise ValueError(f"neuron {n.target!r} takes positional inputs only")
+            elif n.op == "call_function":
+                binary = n.target in _INPLACE_BINARY and len(n.args) == 2 and not n.kwargs
+                kind, callee = (_BINARY if binary else _CALL), n.target
+            elif n.op == "call_method":
+                kind, callee = _METHOD, n.target
+            elif n.op == "get_attr":
+                kind, callee = _CONST, self.fetch_attr(n.target)
+            elif n.op == "placeholder":
+                kind, callee = _INPUT, None
+            elif n.op == "output":
+                kind, callee = _OUTPUT, None
+            else:
+                raise ValueError(f"unknown node op {n.op!r}")
+            self._steps.append((n, kind, callee, tuple(self.user_to_last_uses.get(n, ()))))
+
+    def _elementwise_neuron(self, n: fx.Node) -> bool:
+        mod = self.submodules.get(n.target) if n.op == "call_module" else None
+        return isinstance(mod, SpikingNeuron) and mod.target != "matmul"
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """One pass over the graph on ``x`` (a chunk: steps x samples folded into the batch)."""
+        env = self.env = {}
+        load = env.__getitem__
+        try:
+            for n, kind, callee, last_uses in self._steps:
+                if kind == _INPUT:
+                    value = x
+                elif kind == _CONST:
+                    value = callee
+                else:
+                    args = fx.node.map_arg(n.args, load)
+                    if kind == _NEURON:
+                        value = self.sim.neuron(n.target, callee, args, self._owned(n, args))
+                    elif kind == _BINARY:
+                        if _fits_in_place(callee, *args) and self._owned(n, args):
+                            value = _INPLACE_BINARY[callee](*args)
+                        elif n in self.neuron_fed:
+                            value = _contiguous_result(callee, *args)
+                        else:
+                            value = callee(*args)
+                    elif kind == _OUTPUT:
+                        return args[0]
+                    else:
+                        kwargs = fx.node.map_arg(n.kwargs, load)
+                        if kind == _METHOD:
+                            value = getattr(args[0], callee)(*args[1:], **kwargs)
+                        else:
+                            value = callee(*args, **kwargs)
+                env[n] = value
+                for done in last_uses:
+                    del env[done]
+        finally:
+            self.env = {}
+        raise RuntimeError("the graph has no output node")
 
     def _owned(self, n: fx.Node, args) -> bool:
-        """Whether ``n`` is the last reader of its (single) input's memory."""
-        if len(n.args) != 1 or not isinstance(n.args[0], fx.Node) or not isinstance(args[0], torch.Tensor):
+        """Whether ``n`` is the last reader of its first input's memory (no other input and no
+        other live value shares it)."""
+        if not n.args or not isinstance(n.args[0], fx.Node) or not isinstance(args[0], torch.Tensor):
             return False
         src = n.args[0]
         if src.op not in ("call_module", "call_function", "call_method"):
@@ -131,10 +210,61 @@ class _ChunkInterpreter(fx.Interpreter):
         if ptr in self.constants:
             return False
         live: set = set()
+        for other in args[1:]:
+            _storages(other, live)
         for node, value in self.env.items():
             if node is not src:
                 _storages(value, live)
         return ptr not in live
+
+
+_OUT_FORMS = {operator.add: torch.add, operator.sub: torch.sub, operator.mul: torch.mul, operator.truediv: torch.div}
+
+
+def _contiguous_result(op, a, b):
+    """``op(a, b)`` written into a contiguous tensor (the same values as ``op(a, b)``, which would
+    take the layout of a transposed ``a``)."""
+    if not isinstance(a, torch.Tensor) or (isinstance(b, torch.Tensor) and b.device != a.device):
+        return op(a, b)
+    shape = _broadcast(tuple(a.shape), tuple(b.shape)) if isinstance(b, torch.Tensor) else a.shape
+    out = torch.empty(shape, dtype=torch.result_type(a, b), device=a.device)
+    return _OUT_FORMS[op](a, b, out=out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _broadcast(a: tuple, b: tuple) -> torch.Size:
+    return torch.broadcast_shapes(a, b)
+
+
+def _fits_in_place(op, a, b) -> bool:
+    """``op(a, b)`` can be computed as ``a.op_(b)`` with the same result: the out-of-place result
+    would have ``a``'s shape, dtype and strides (torch's own answer, from a meta-tensor run, cached
+    per layout), so the values, and the layout every later op sees, are the same."""
+    if not isinstance(a, torch.Tensor) or a.requires_grad:
+        return False
+    if isinstance(b, torch.Tensor):
+        if b.device != a.device:
+            return False
+        layout_b = (tuple(b.shape), b.stride(), b.dtype)
+    elif isinstance(b, (int, float)) and not isinstance(b, bool):
+        layout_b = type(b)
+    else:
+        return False
+    return _keeps_layout(op, tuple(a.shape), a.stride(), a.dtype, layout_b)
+
+
+@functools.lru_cache(maxsize=4096)
+def _keeps_layout(op, shape, stride, dtype, layout_b) -> bool:
+    a = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+    if isinstance(layout_b, tuple):
+        b = torch.empty_strided(layout_b[0], layout_b[1], dtype=layout_b[2], device="meta")
+    else:
+        b = layout_b(1)
+    try:
+        r = op(a, b)
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+    return tuple(r.shape) == shape and r.dtype == dtype and r.stride() == stride
 
 
 def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule: Schedule, dynamics: str,

@@ -2,13 +2,20 @@
  * Fused signGD neuron scan (CPU), loaded by signgd/kernels.py through ctypes.
  *
  * For every element i of a layer (N elements) and every step t < Tc:
- *     s     = y >= target[t, i]            (a spike: "my estimate is too high")
+ *     g     = x[t, i]                      (PRE_NONE: x holds the targets themselves)
+ *           | x[t, i] * x[t, i]            (PRE_SQUARE: a square neuron's target)
+ *           | x[t, i] * factor[t, i / rowlen]  (PRE_ROWMUL: one factor per row of rowlen
+ *                                              elements; LayerNorm's c * rsqrt(v))
+ *     g     = g / scale(i)                 (only when divide: the normalized target)
+ *     s     = y >= g                       (a spike: "my estimate is too high")
  *     y     = s ? y - eta[t] : y + eta[t]   (one sign-gradient step)
  *     out[t, i] = y * scale(i)              (or y when there is no scale)
  *     counts[t] += s
- * These are the torch reference's operations in the torch reference's order, so the results are
- * bit-identical to it as long as this file is built without -ffast-math and without FMA
- * contraction (-ffp-contract=off; there is no multiply-add here anyway).
+ * These are the torch reference's operations in the torch reference's order (torch.square, the
+ * broadcast multiply, the division by the scale, then the scan), each one IEEE operation, so the
+ * results are bit-identical to it as long as this file is built without -ffast-math and without
+ * FMA contraction (-ffp-contract=off: x * f / s must not become a fused multiply-add). Computing
+ * the target inside the scan saves writing it to memory and reading it back.
  *
  * Layout: target and out are contiguous [Tc, N]; y0 / y_final are [N] (they may be the same
  * array: y is then updated in place). out may also be target itself (the scan then overwrites its
@@ -22,6 +29,7 @@
  *
  * scale: NULL (no scale), scale_len == 1 (one scalar) or scale_len == M with N % M == 0
  * (element i uses scale[i % M]: a per-element scale broadcast over leading dimensions).
+ * factor (PRE_ROWMUL only): contiguous [Tc, N / rowlen], N % rowlen == 0.
  * counts: NULL, or an int64 array of Tc entries that the spike counts are added to.
  */
 #define _ISOC11_SOURCE
@@ -50,42 +58,86 @@
 #define SCALE_ONE 1
 #define SCALE_ARRAY 2
 
-/* One block, all Tc steps. MODE and COUNT are compile-time constants after inlining. */
+#define PRE_NONE 0
+#define PRE_SQUARE 1
+#define PRE_ROWMUL 2
+
+/* One block, all Tc steps. MODE, COUNT, PRE and DIV are compile-time constants after inlining.
+ * The block is walked in segments that share one factor (PRE_ROWMUL: the rows of rowlen elements;
+ * otherwise the whole block is one segment), so the innermost loop stays a plain vectorizable run. */
 #define DEFINE_BLOCK(NAME, T, CNT_T)                                                          \
     static inline __attribute__((always_inline)) void NAME(                                  \
         const T *target, T *restrict y, const T *restrict etas,                               \
         const T *restrict sc, T *out, CNT_T *restrict cnt, int64_t Tc, int64_t N,             \
-        int64_t n, const int MODE, const int COUNT)                                           \
+        int64_t n, const T *restrict factor, int64_t rowlen, int64_t i0,                      \
+        const int MODE, const int COUNT, const int PRE, const int DIV)                        \
     {                                                                                         \
         const T s0 = (MODE == SCALE_ONE) ? sc[0] : (T)1;                                      \
+        const int64_t nrows = (PRE == PRE_ROWMUL) ? N / rowlen : 0;                           \
         for (int64_t t = 0; t < Tc; ++t) {                                                    \
             const T eta = etas[t];                                                            \
             const T *tr = target + t * N;                                                     \
             T *orow = out + t * N;                                                            \
+            const T *frow = (PRE == PRE_ROWMUL) ? factor + t * nrows : NULL;                  \
             CNT_T c = 0;                                                                      \
-            _Pragma("GCC ivdep")                                                              \
-            for (int64_t j = 0; j < n; ++j) {                                                 \
-                const T yv = y[j];                                                            \
-                const CNT_T s = (CNT_T)(yv >= tr[j]);                                         \
-                const T yn = s ? yv - eta : yv + eta;                                         \
-                y[j] = yn;                                                                    \
-                if (MODE == SCALE_NONE) orow[j] = yn;                                         \
-                else if (MODE == SCALE_ONE) orow[j] = yn * s0;                                \
-                else orow[j] = yn * sc[j];                                                    \
-                if (COUNT) c += s;                                                            \
+            int64_t j0 = 0;                                                                   \
+            while (j0 < n) {                                                                  \
+                int64_t j1 = n;                                                               \
+                T f = (T)1;                                                                   \
+                if (PRE == PRE_ROWMUL) {                                                      \
+                    const int64_t row = (i0 + j0) / rowlen;                                   \
+                    const int64_t end = (row + 1) * rowlen - i0;                              \
+                    if (end < j1) j1 = end;                                                   \
+                    f = frow[row];                                                            \
+                }                                                                             \
+                _Pragma("GCC ivdep")                                                          \
+                for (int64_t j = j0; j < j1; ++j) {                                           \
+                    T g;                                                                      \
+                    if (PRE == PRE_SQUARE) { const T xv = tr[j]; g = xv * xv; }               \
+                    else if (PRE == PRE_ROWMUL) g = tr[j] * f;                                \
+                    else g = tr[j];                                                           \
+                    if (DIV) {                                                                \
+                        if (MODE == SCALE_ONE) g = g / s0;                                    \
+                        else if (MODE == SCALE_ARRAY) g = g / sc[j];                          \
+                    }                                                                         \
+                    const T yv = y[j];                                                        \
+                    const CNT_T s = (CNT_T)(yv >= g);                                         \
+                    const T yn = s ? yv - eta : yv + eta;                                     \
+                    y[j] = yn;                                                                \
+                    if (MODE == SCALE_NONE) orow[j] = yn;                                     \
+                    else if (MODE == SCALE_ONE) orow[j] = yn * s0;                            \
+                    else orow[j] = yn * sc[j];                                                \
+                    if (COUNT) c += s;                                                        \
+                }                                                                             \
+                j0 = j1;                                                                      \
             }                                                                                 \
             if (COUNT) cnt[t] += c;                                                           \
         }                                                                                     \
     }
 
+/* Every (PRE, DIV) pair for one MODE and COUNT: the instantiations the driver dispatches to. */
+#define CALL_PRE(BLOCKFN, MODE, COUNT)                                                        \
+    do {                                                                                      \
+        if (pre == PRE_NONE && !divide) BLOCKFN(tg, yb, etas, sb, ob, cnt, Tc, N, n, factor, rowlen, i0, MODE, COUNT, PRE_NONE, 0); \
+        else if (pre == PRE_NONE) BLOCKFN(tg, yb, etas, sb, ob, cnt, Tc, N, n, factor, rowlen, i0, MODE, COUNT, PRE_NONE, 1); \
+        else if (pre == PRE_SQUARE && !divide) BLOCKFN(tg, yb, etas, sb, ob, cnt, Tc, N, n, factor, rowlen, i0, MODE, COUNT, PRE_SQUARE, 0); \
+        else if (pre == PRE_SQUARE) BLOCKFN(tg, yb, etas, sb, ob, cnt, Tc, N, n, factor, rowlen, i0, MODE, COUNT, PRE_SQUARE, 1); \
+        else if (!divide) BLOCKFN(tg, yb, etas, sb, ob, cnt, Tc, N, n, factor, rowlen, i0, MODE, COUNT, PRE_ROWMUL, 0); \
+        else BLOCKFN(tg, yb, etas, sb, ob, cnt, Tc, N, n, factor, rowlen, i0, MODE, COUNT, PRE_ROWMUL, 1); \
+    } while (0)
+
 /* The driver: split the N elements over threads in blocks, then reduce the spike counts. */
 #define DEFINE_SCAN(NAME, BLOCKFN, T, CNT_T)                                                  \
     int NAME(const T *target, const T *y0, const T *etas, const T *scale, int64_t scale_len,  \
-             T *out, T *y_final, int64_t *counts, int64_t Tc, int64_t N, int nthreads)        \
+             T *out, T *y_final, int64_t *counts, int64_t Tc, int64_t N, int nthreads,        \
+             const T *factor, int64_t rowlen, int pre, int divide)                            \
     {                                                                                         \
         if (Tc <= 0 || N <= 0) return 0;                                                      \
         const int mode = scale == NULL ? SCALE_NONE : (scale_len == 1 ? SCALE_ONE : SCALE_ARRAY); \
         if (mode == SCALE_ARRAY && (scale_len <= 0 || N % scale_len != 0)) return -1;         \
+        if (pre < PRE_NONE || pre > PRE_ROWMUL) return -1;                                    \
+        if (pre == PRE_ROWMUL && (factor == NULL || rowlen <= 0 || N % rowlen != 0)) return -1; \
+        if (divide && mode == SCALE_NONE) divide = 0;                                         \
         if (nthreads < 1) nthreads = 1;                                                       \
         const int64_t by_work = (Tc * N) / SIGNGD_GRAIN;                                      \
         if ((int64_t)nthreads > by_work) nthreads = by_work < 1 ? 1 : (int)by_work;           \
@@ -134,13 +186,13 @@
                     const T *tg = target + i0;                                                \
                     T *ob = out + i0;                                                         \
                     if (cnt == NULL) {                                                        \
-                        if (mode == SCALE_NONE) BLOCKFN(tg, yb, etas, sb, ob, cnt, Tc, N, n, SCALE_NONE, 0); \
-                        else if (mode == SCALE_ONE) BLOCKFN(tg, yb, etas, sb, ob, cnt, Tc, N, n, SCALE_ONE, 0); \
-                        else BLOCKFN(tg, yb, etas, sb, ob, cnt, Tc, N, n, SCALE_ARRAY, 0);    \
+                        if (mode == SCALE_NONE) CALL_PRE(BLOCKFN, SCALE_NONE, 0);             \
+                        else if (mode == SCALE_ONE) CALL_PRE(BLOCKFN, SCALE_ONE, 0);          \
+                        else CALL_PRE(BLOCKFN, SCALE_ARRAY, 0);                               \
                     } else {                                                                  \
-                        if (mode == SCALE_NONE) BLOCKFN(tg, yb, etas, sb, ob, cnt, Tc, N, n, SCALE_NONE, 1); \
-                        else if (mode == SCALE_ONE) BLOCKFN(tg, yb, etas, sb, ob, cnt, Tc, N, n, SCALE_ONE, 1); \
-                        else BLOCKFN(tg, yb, etas, sb, ob, cnt, Tc, N, n, SCALE_ARRAY, 1);    \
+                        if (mode == SCALE_NONE) CALL_PRE(BLOCKFN, SCALE_NONE, 1);             \
+                        else if (mode == SCALE_ONE) CALL_PRE(BLOCKFN, SCALE_ONE, 1);          \
+                        else CALL_PRE(BLOCKFN, SCALE_ARRAY, 1);                               \
                         for (int64_t t = 0; t < Tc; ++t) tot[t] += (int64_t)cnt[t];           \
                     }                                                                         \
                     memcpy(y_final + i0, yb, sizeof(T) * (size_t)n);                          \
