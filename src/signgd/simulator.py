@@ -192,6 +192,10 @@ class _ChunkInterpreter(fx.Interpreter):
                 env[n] = value
                 for done in last_uses:
                     del env[done]
+        except Exception as e:
+            if hasattr(e, "add_note"):  # Python 3.11+
+                e.add_note(f"while simulating node {n.format_node()}")
+            raise
         finally:
             self.env = {}
         raise RuntimeError("the graph has no output node")
