@@ -111,6 +111,15 @@ def trained(name: str, args, train28, test28):
     return model, info
 
 
+def splits(args):
+    """Fashion-MNIST train and test sets and the seeded test subset and calibration indices that
+    ``args.limit``, ``args.calibration`` and ``args.seed`` choose."""
+    train28, test28 = data.fashion_mnist("train"), data.fashion_mnist("test")
+    idx_test = common.seeded_subset(len(test28), args.limit, args.seed)
+    idx_cal = common.seeded_subset(len(train28), args.calibration, args.seed)
+    return train28, test28, idx_test, idx_cal
+
+
 def prepared(name: str, args, train28, test28, idx_test, idx_cal):
     """``(model, test subset, calibration inputs)`` for one architecture: the trained model, the seeded
     test subset and calibration images at the side the model takes (28, or zero-padded to 32)."""
@@ -124,10 +133,8 @@ def prepared(name: str, args, train28, test28, idx_test, idx_cal):
 def main(argv=None) -> int:
     args = parse_args(argv)
     threads = common.setup_torch(args.threads)
-    train28, test28 = data.fashion_mnist("train"), data.fashion_mnist("test")
-    idx_test = common.seeded_subset(len(test28), args.limit, args.seed)
-    idx_cal = common.seeded_subset(len(train28), args.calibration, args.seed)
-    rows, notes = [], []
+    train28, test28, idx_test, idx_cal = splits(args)
+    rows = []
     for name in args.names:
         model, info, subset, calibration = prepared(name, args, train28, test28, idx_test, idx_cal)
         if args.train_only:

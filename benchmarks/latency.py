@@ -34,7 +34,6 @@ common.ensure_signgd()
 
 import architectures as arch  # noqa: E402
 import signgd  # noqa: E402
-from signgd import data  # noqa: E402
 from signgd.convert import TUNING_SAMPLES  # noqa: E402
 from signgd.tuning import tune_schedule  # noqa: E402
 
@@ -96,9 +95,7 @@ def run_config(model, calibration, test_set, steps, label, batch_size):
 def main(argv=None) -> int:
     args = parse_args(argv)
     threads = common.setup_torch(args.threads)
-    train28, test28 = data.fashion_mnist("train"), data.fashion_mnist("test")
-    idx_test = common.seeded_subset(len(test28), args.limit, args.seed)
-    idx_cal = common.seeded_subset(len(train28), args.calibration, args.seed)
+    train28, test28, idx_test, idx_cal = arch.splits(args)
     results = {}  # (model, label) -> (ann, {T: acc}, {T: schedule}, seconds)
     for name in args.names:
         model, _, subset, calibration = arch.prepared(name, arch.parse_args([]), train28, test28, idx_test, idx_cal)

@@ -31,7 +31,6 @@ import torch.fx as fx  # noqa: E402
 
 import architectures as arch  # noqa: E402
 import signgd  # noqa: E402
-from signgd import data  # noqa: E402
 from signgd.convert import TUNING_SAMPLES  # noqa: E402
 from signgd.neurons import SpikingNeuron  # noqa: E402
 from signgd.report.stats import collect  # noqa: E402
@@ -82,9 +81,7 @@ def beyond_reach(snn, x: torch.Tensor, steps) -> dict[str, dict[int, float]]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     threads = common.setup_torch(args.threads)
-    train28, test28 = data.fashion_mnist("train"), data.fashion_mnist("test")
-    idx_test = common.seeded_subset(len(test28), args.limit, args.seed)
-    idx_cal = common.seeded_subset(len(train28), args.calibration, args.seed)
+    train28, test28, idx_test, idx_cal = arch.splits(args)
     model, _, subset, calibration = arch.prepared(args.model, arch.parse_args([]), train28, test28, idx_test,
                                                   idx_cal)
     steps = args.steps
