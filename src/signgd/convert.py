@@ -8,6 +8,7 @@ its per-element calibration maximum (``normalize="relu"`` is the paper's choice)
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Iterable, Iterator
 
@@ -22,7 +23,6 @@ from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
 from .graph.attention import decompose_attention, decompose_softmax
 from .graph.calibrate import activation_ranges, zero_response
-from .tuning import tune_schedule
 from .graph.check import check_supported
 from .graph.fold_bn import fold_batchnorm
 from .graph.maxpool import decompose_maxpool
@@ -33,6 +33,7 @@ from .graph.simplify import remove_assertions, remove_identities
 from .graph.trace import trace
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
+from .tuning import check_steps, tune_schedule
 from .validation import check_finite_output
 
 log = logging.getLogger("signgd")
@@ -90,19 +91,19 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         raise ValueError(f"unknown dynamics {dynamics!r}; choose one of {list(DYNAMICS)}")
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)} or leave it out")
-    if preset == "paper":
-        normalize, encoding = normalize or "relu", encoding or ("float" if dynamics == "signgd" else "analog")
+    default_encoding = "float" if dynamics == "signgd" else "analog"
+    if preset == "paper":  # the paper's normalization and encoding (its schedule is the default)
+        normalize, encoding = normalize or "relu", encoding or default_encoding
     if T is not None:
         if dynamics != "signgd":
             raise ValueError("tuning the schedule for T covers the signGD dynamics; leave T out for "
                              "dynamics='subgradient'")
-        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-            raise ValueError(f"T must be a positive integer number of time steps to tune for, got {T!r}")
+        check_steps(T)
         encoding = encoding or "analog"
     normalize = normalize or ("all" if dynamics == "signgd" else "relu")
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"unknown normalize {normalize!r}; choose one of {list(NORMALIZATIONS)}")
-    encoding = encoding or ("float" if dynamics == "signgd" else "analog")
+    encoding = encoding or default_encoding
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODINGS)}")
     share = _dist.active(distributed)  # before the work: distributed=True without a group fails now
@@ -173,11 +174,6 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         log.info(note)
     snn.conversion_log = notes
     return snn
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def _run(gm, x: torch.Tensor, what: str) -> torch.Tensor:
@@ -254,7 +250,7 @@ class _CalibrationBatches:
     def __iter__(self):
         first = self.peek()
         self._kept, held = [], 0
-        for x in _chain(first, self._it):
+        for x in itertools.chain([first], self._it):
             if held < self.keep:
                 self._kept.append(x[:self.keep - held])
                 held += self._kept[-1].shape[0]

@@ -24,6 +24,16 @@ class EvaluationReport:
     snn_accuracy: dict[int, float] = field(default_factory=dict)
     agreement: dict[int, float] = field(default_factory=dict)
 
+    @classmethod
+    def from_counts(cls, n: int, ann_correct: int, snn_correct: dict[int, int], agree: dict[int, int]
+                    ) -> "EvaluationReport":
+        """The report of ``n`` samples from the numbers of correct and agreeing predictions per T."""
+        n = int(n)
+        if n == 0:
+            raise ValueError("no samples to evaluate: the data is empty")
+        return cls(n, int(ann_correct) / n, {t: int(c) / n for t, c in snn_correct.items()},
+                   {t: int(c) / n for t, c in agree.items()})
+
     @property
     def steps(self) -> list[int]:
         return sorted(self.snn_accuracy)
@@ -80,11 +90,8 @@ def evaluate(snn: SpikingNetwork, data, T: Steps = DEFAULT_STEPS, *, batch_size:
             bar.update(x.shape[0])
     counts = samples.sum({"counts": torch.tensor([n, ann_correct, *snn_correct.values(), *agree.values()])})
     n, ann_correct, *rest = counts["counts"].tolist()
-    snn_correct, agree = dict(zip(steps, rest[:len(steps)])), dict(zip(steps, rest[len(steps):]))
-    if n == 0:
-        raise ValueError("no samples to evaluate: the data is empty")
-    return EvaluationReport(n, ann_correct / n, {t: snn_correct[t] / n for t in steps},
-                            {t: agree[t] / n for t in steps})
+    return EvaluationReport.from_counts(n, ann_correct, dict(zip(steps, rest[:len(steps)])),
+                                        dict(zip(steps, rest[len(steps):])))
 
 
 class Samples:

@@ -13,7 +13,7 @@ from torch import nn
 from .codecs import InputEncoder
 from .errors import InputError
 from .neurons import SpikingNeuron
-from .schedules import make_schedule
+from .schedules import Schedule, make_schedule
 from .simulator import SimulationResult, simulate
 
 Steps = Union[int, Iterable[int]]
@@ -88,7 +88,8 @@ class SpikingNetwork(nn.Module):
         return next(iter(outputs.values())) if _is_scalar(T) else outputs
 
     def simulate(self, x: torch.Tensor, T: Steps = 64, *, stats: bool = False,
-                 chunk: int | None = None, batch_chunk: int | None = None) -> SimulationResult:
+                 chunk: int | None = None, batch_chunk: int | None = None,
+                 schedule: Schedule | None = None) -> SimulationResult:
         """Run ``max(T)`` steps; the result holds outputs at each requested step and, with
         ``stats=True``, the spikes of every neuron layer at every step.
 
@@ -96,6 +97,8 @@ class SpikingNetwork(nn.Module):
         ``batch_chunk``: samples simulated together (all steps for one slice of the batch, then
         the next). Left out, both are planned (``plan``); a ``chunk`` given alone runs the whole
         batch together. Every choice gives the same numbers up to float rounding.
+        ``schedule``: step sizes for this run instead of the network's own (``signgd.tuning``
+        compares candidates this way, leaving the network as it is).
         """
         steps = parse_steps(T)
         self._check_input(x)
@@ -105,7 +108,7 @@ class SpikingNetwork(nn.Module):
             batch_chunk = planned_bc if chunk is None else (bc or x.shape[0])
             chunk = planned_chunk if chunk is None else chunk
         chunk, batch_chunk = _positive_int(chunk, "chunk"), _positive_int(batch_chunk, "batch_chunk")
-        return simulate(self.graph_module, x, steps, schedule=self.schedule,
+        return simulate(self.graph_module, x, steps, schedule=self.schedule if schedule is None else schedule,
                         dynamics=self.settings["dynamics"], encoder=self.encoder, chunk=chunk,
                         batch_chunk=batch_chunk, stats=stats)
 

@@ -102,11 +102,13 @@ def _storages(value, out: set) -> None:
 # What a node does (``_ChunkInterpreter._steps``).
 _INPUT, _CONST, _CALL, _METHOD, _BINARY, _NEURON, _OUTPUT = range(7)
 
-# Element-wise affine ops that may write their result over their first operand (the same torch
-# kernels as the out-of-place ops, so the same numbers): residual adds, LayerNorm's weight and bias,
-# scalings. Each one done in place is a layer-sized allocation fewer.
+# Element-wise affine ops (residual adds, LayerNorm's weight and bias, scalings) -> their in-place
+# form, which may write the result over the first operand, and their ``out=`` form, which may write
+# it into a contiguous buffer: the same torch kernels as the plain op, so the same numbers. Each one
+# done in place is a layer-sized allocation fewer.
 _INPLACE_BINARY = {operator.add: torch.Tensor.add_, operator.sub: torch.Tensor.sub_,
                    operator.mul: torch.Tensor.mul_, operator.truediv: torch.Tensor.div_}
+_OUT_FORMS = {operator.add: torch.add, operator.sub: torch.sub, operator.mul: torch.mul, operator.truediv: torch.div}
 
 
 class _ChunkInterpreter(fx.Interpreter):
@@ -220,9 +222,6 @@ class _ChunkInterpreter(fx.Interpreter):
             if node is not src:
                 _storages(value, live)
         return ptr not in live
-
-
-_OUT_FORMS = {operator.add: torch.add, operator.sub: torch.sub, operator.mul: torch.mul, operator.truediv: torch.div}
 
 
 def _contiguous_result(op, a, b):

@@ -65,38 +65,33 @@ class TuningResult:
         return "\n".join(rows)
 
 
+def check_steps(T) -> int:
+    """``T`` as the positive integer number of steps a schedule is tuned for (a clear error otherwise)."""
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be a positive integer number of time steps to tune for, got {T!r}")
+    return T
+
+
 def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES, decays=DECAYS
                   ) -> TuningResult:
     """Pick the exponential schedule that agrees best with the ANN after ``T`` steps on inputs ``x``.
 
-    ``snn`` is left with its schedule unchanged; set ``snn.schedule = result.schedule`` (``convert``
-    does this when given ``T``). Cost: one T-step simulation of ``x`` per candidate (17 by default).
+    ``snn`` keeps its own schedule (each candidate runs through ``snn.simulate(..., schedule=)``);
+    set ``snn.schedule = result.schedule`` to use the winner (``convert`` does this when given
+    ``T``). Cost: one T-step simulation of ``x`` per candidate (17 by default).
     """
-    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
-        raise ValueError(f"tune the schedule for a positive integer number of steps, got T={T!r}")
+    check_steps(T)
     if x.shape[0] == 0:
         raise ValueError("tuning the schedule needs at least one calibration sample")
-    original = snn.schedule
     with torch.inference_mode():
         reference = snn.ann(x)
-    scored: dict[tuple[float, float], Candidate] = {}
-
-    def score(lr: float, decay: float) -> None:
-        if (lr, decay) in scored:
-            return
+    grid = dict.fromkeys([PAPER, *((lr, decay) for decay in decays for lr in learning_rates)])
+    candidates = []
+    for lr, decay in grid:
         schedule = sched.exponential(lr, decay)
-        snn.schedule = schedule
-        try:
-            out = snn(x, T=T)
-        finally:
-            snn.schedule = original
-        scored[(lr, decay)] = Candidate(schedule, *_agreement_and_error(out, reference))
-
-    score(*PAPER)
-    for decay in decays:
-        for lr in learning_rates:
-            score(lr, decay)
-    return TuningResult(T, int(x.shape[0]), sorted(scored.values(), key=lambda c: c.key))
+        out = snn.simulate(x, [T], schedule=schedule).outputs[T]
+        candidates.append(Candidate(schedule, *_agreement_and_error(out, reference)))
+    return TuningResult(T, int(x.shape[0]), sorted(candidates, key=lambda c: c.key))
 
 
 def _agreement_and_error(out: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:

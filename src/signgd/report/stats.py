@@ -180,12 +180,10 @@ def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit
             spikes[name] = probe.routed[name]
     totals = _totals(samples, list(snn.neurons), steps, T_max, n, ann_correct, snn_correct, agree, spikes,
                      neurons, probe, input_spikes)
-    n = int(totals["n"])
-    if n == 0:
-        raise ValueError("no samples to evaluate: the data is empty")
-    evaluation = EvaluationReport(n, int(totals["ann_correct"]) / n,
-                                  {t: int(c) / n for t, c in zip(steps, totals["snn_correct"].tolist())},
-                                  {t: int(c) / n for t, c in zip(steps, totals["agree"].tolist())})
+    evaluation = EvaluationReport.from_counts(totals["n"], totals["ann_correct"],
+                                              dict(zip(steps, totals["snn_correct"].tolist())),
+                                              dict(zip(steps, totals["agree"].tolist())))
+    n = evaluation.n
     mods = snn.neurons
     layers = {}
     for i, name in enumerate(mods):
