@@ -148,15 +148,22 @@ def render(args, results, threads) -> str:
                       if (name, label) in results]
     tuned = [label for label in args.labels if CONFIGS[label][1]]
     if tuned:
-        lines += ["", "## Schedules chosen by tuning (lr, decay of exponential)", "",
+        lines += ["", "## Schedules chosen by tuning", "",
+                  "exp: `exponential(lr, decay)`; ada: `adaptive(lr, grow, shrink)` (per-neuron steps, "
+                  "`signgd.adaptive`).", "",
                   "| model | configuration | " + " | ".join(f"T={t}" for t in args.steps) + " |",
                   "|---|---|" + "---|" * len(args.steps)]
         for name in args.names:
             for label in tuned:
                 schedules = results[name, label][2]
                 lines.append(f"| {name} | {label} | " + " | ".join(
-                    f"{s.params['lr']:g}, {s.params['decay']:g}" for s in (schedules[t] for t in args.steps)) + " |")
+                    _short(schedules[t]) for t in args.steps) + " |")
     return "\n".join(lines)
+
+
+def _short(schedule) -> str:
+    name = {"exponential": "exp", "adaptive": "ada"}.get(schedule.name, schedule.name)
+    return f"{name} " + ", ".join(f"{v:g}" for v in schedule.params.values())
 
 
 def plot(args, results, path: Path) -> None:

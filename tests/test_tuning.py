@@ -16,7 +16,8 @@ def test_tuning_scores_every_candidate_and_beats_the_paper_schedule(trained_digi
     before = snn.schedule
     result = tune_schedule(snn, calibration[:128], T=6)
     assert snn.schedule is before  # tuning leaves the network as it was
-    assert len(result.candidates) == 17
+    assert len(result.candidates) == 22  # 16 + the paper's exponential, 5 adaptive
+    assert sum(c.schedule.name == "adaptive" for c in result.candidates) == 5
     keys = [c.key for c in result.candidates]
     assert keys == sorted(keys)
     assert (result.paper.schedule.params["lr"], result.paper.schedule.params["decay"]) == PAPER

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import signgd_fire, signgd_scan, signgd_update
+from .adaptive import adaptive_scan
+from .kernels import _prologue_torch, signgd_fire, signgd_scan, signgd_update
 from .targets import get_target
 
 __all__ = ["signgd_fire", "signgd_update", "subgradient_step", "SpikingNeuron"]
@@ -126,21 +127,29 @@ class SpikingNeuron(nn.Module):
             self.normalized = True
 
     # ---- simulation -------------------------------------------------------------------------
-    def init_state(self, like: torch.Tensor, dynamics: str) -> dict:
-        """Fresh state for a batch; ``like`` has the shape of one step's output ``[B, ...]``."""
+    def init_state(self, like: torch.Tensor, dynamics: str, adaptive: bool = False) -> dict:
+        """Fresh state for a batch; ``like`` has the shape of one step's output ``[B, ...]``.
+        ``adaptive``: also the signed last step of each neuron (``signgd.adaptive``)."""
         state = {"y": torch.zeros_like(like)}
+        if adaptive:
+            state["d"] = torch.zeros_like(like)
         if dynamics == "subgradient":
             state["x"] = (self.bias0 / self.scale).expand_as(like).clone()
         return state
 
     def run(self, state: dict, xs: tuple[torch.Tensor, ...], etas: torch.Tensor, dynamics: str,
-            spikes_out: torch.Tensor | None = None, owned: bool = False) -> torch.Tensor:
+            spikes_out: torch.Tensor | None = None, owned: bool = False,
+            rule: tuple[float, float] | None = None) -> torch.Tensor:
         """Advance ``len(etas)`` steps. ``xs`` are the input sequences ``[Tc, B, ...]``.
 
         Returns the sequence passed downstream, ``[Tc, B, ...]``. When ``spikes_out`` (a
         ``[Tc]`` tensor) is given, the number of spikes fired at each step is added to it.
         ``owned``: the caller will not read ``xs[0]`` again, so the neuron may overwrite it.
+        ``rule``: ``(grow, shrink)`` of an adaptive schedule (signGD only; state from
+        ``init_state(..., adaptive=True)``), or None.
         """
+        if dynamics == "signgd" and rule is not None:
+            return self._run_adaptive(state, xs, etas, spikes_out, owned, rule)
         if dynamics == "signgd":
             return self._run_signgd(state, xs, etas, spikes_out, owned)
         if dynamics == "subgradient":
@@ -181,6 +190,29 @@ class SpikingNeuron(nn.Module):
         out, state["y"] = signgd_scan(target, y, etas, scale, spikes_out, inplace=True, out=buf,
                                       normalize=normalize)
         return out
+
+    def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule):
+        """Adaptive steps (``signgd.adaptive``): torch computes the normalized target, then the
+        scan steps each neuron by its own gain, writing its output over the target when the
+        target buffer is ours."""
+        scale = self.scale if self.normalized else None
+        prologue = _PROLOGUES.get(self.target)
+        found = prologue(xs, self.params) if prologue is not None else None
+        inplace = _INPLACE.get(self.target) if owned and len(xs) == 1 else None
+        if found is not None:
+            x, pre, factor = found
+            target, fresh = _prologue_torch(x, pre, factor, None), True
+        elif inplace is not None:
+            target, fresh = inplace(xs[0], **self.params), True
+        else:
+            target = self.f(*xs)
+            fresh = not any(_shares_memory(target, x) for x in xs)
+        if scale is not None:
+            target, fresh = _prologue_torch(target, None, None, scale, donated=fresh), True
+        y = state["y"]
+        result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
+        buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
+        return adaptive_scan(target, y, state["d"], etas, *rule, scale, spikes_out, out=buf)
 
     def _run_subgradient(self, state, xs, etas, spikes_out):
         if self.target == "max":

@@ -5,13 +5,16 @@ the upstream estimates, ``x_t = A(y^up_t)``. Spiking hardware cannot send an est
 spike ``s_t`` and every downstream neuron integrates it, ``x_t = x_{t-1} - eta_t L(2 s^up_t - 1)``
 from ``x_0 = A(0)``, where ``L = A - A(0)`` is the linear part. This module simulates that second
 view literally, one step at a time, so a test can show that both give the same spikes and outputs.
-It is slow and meant for checking, not for use (signGD dynamics only).
+It is slow and meant for checking, not for use (signGD dynamics only). With an adaptive schedule
+(``signgd.adaptive``) each receiver rebuilds the sender's step from the spikes it has seen, the
+way spiking hardware would.
 """
 from __future__ import annotations
 
 import torch
 import torch.fx as fx
 
+from .adaptive import next_step
 from .graph.calibrate import zero_response
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron, signgd_fire, signgd_update
@@ -20,8 +23,10 @@ from .neurons import SpikingNeuron, signgd_fire, signgd_update
 class _SpikeInterpreter(fx.Interpreter):
     """Evaluates the affine maps on the *changes* (spike deltas) of one step."""
 
-    def __init__(self, gm, zero_inputs, eta):
+    def __init__(self, gm, zero_inputs, eta, rule=None):
         super().__init__(gm, garbage_collect_values=True)
+        self.rule = rule
+        self.d: dict[str, torch.Tensor] = {}  # adaptive: the signed last step of each neuron
         self.zero_inputs = zero_inputs
         self.x: dict[str, list[torch.Tensor]] = {}
         self.y: dict[str, torch.Tensor] = {}
@@ -44,7 +49,11 @@ class _SpikeInterpreter(fx.Interpreter):
         if mod.normalized:
             target_value = target_value / mod.scale
         spike = signgd_fire(self.y[target], target_value)
-        y_new = signgd_update(self.y[target], spike, self.eta)
+        if self.rule is None:
+            y_new = signgd_update(self.y[target], spike, self.eta)
+        else:
+            d = self.d[target] = next_step(spike, self.d.get(target, torch.zeros_like(self.y[target])), *self.rule)
+            y_new = self.y[target] + self.eta * d
         delta = (y_new - self.y[target]) * (mod.scale if mod.normalized else 1)
         self.y[target] = y_new
         self.spikes[target] = spike
@@ -61,7 +70,7 @@ def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int):
     etas = snn.schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
     enc_state = snn.encoder.init_state(x)
     e_prev = torch.zeros_like(x)
-    interp = _SpikeInterpreter(gm, zero_inputs, None)
+    interp = _SpikeInterpreter(gm, zero_inputs, None, snn.schedule.rule)
     readout = out0.expand(x.shape[0], *out0.shape).clone()
     outputs, spikes, inputs = [], {}, {}
     with torch.no_grad():

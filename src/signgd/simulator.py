@@ -46,8 +46,10 @@ class SimulationResult:
 
 
 class _Run:
-    def __init__(self, dynamics: str, batch: int, stats: bool, total_steps: int, probe=None):
+    def __init__(self, dynamics: str, batch: int, stats: bool, total_steps: int, probe=None,
+                 rule: tuple[float, float] | None = None):
         self.dynamics = dynamics
+        self.rule = rule  # an adaptive schedule's (grow, shrink), or None
         self.probe = probe
         self.batch = batch
         self.stats = stats
@@ -64,14 +66,14 @@ class _Run:
         state = self.states.get(name)
         if state is None:
             like = _like_output(mod, tuple(x[0] for x in xs))
-            state = self.states[name] = mod.init_state(like, self.dynamics)
+            state = self.states[name] = mod.init_state(like, self.dynamics, adaptive=self.rule is not None)
             if self.stats:
                 self.spikes[name] = torch.zeros(self.total_steps, dtype=torch.float64, device=like.device)
                 self.neurons[name] = like[0].numel()
         counts = None
         if self.stats:
             counts = torch.zeros(steps, dtype=torch.float64, device=xs[0].device)
-        out = mod.run(state, xs, self.etas, self.dynamics, counts, owned=owned)
+        out = mod.run(state, xs, self.etas, self.dynamics, counts, owned=owned, rule=self.rule)
         if counts is not None:
             self.spikes[name][self.t0 - 1:self.t0 - 1 + steps] += counts
         if self.probe is not None:
@@ -283,6 +285,9 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
     ``probe(name, t0, out)``, when given, sees what each neuron layer passes downstream for steps
     ``t0 .. t0 + Tc - 1`` (``out`` is ``[Tc, b, ...]`` for the slice being simulated, read-only,
     valid only during the call): per-layer statistics use it."""
+    if schedule.rule is not None and dynamics != "signgd":
+        raise ValueError(f"an adaptive schedule steps signGD neurons; the {dynamics} dynamics takes a plain "
+                         f"schedule (e.g. 'inverse')")
     T = max(steps)
     batch = x.shape[0]
     batch_chunk = batch if batch_chunk is None else max(1, min(int(batch_chunk), batch))
@@ -294,7 +299,7 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
     neurons: dict[str, int] = {}
     with torch.inference_mode():
         for xb in x.split(batch_chunk):
-            run = _Run(dynamics, xb.shape[0], stats, T, probe)
+            run = _Run(dynamics, xb.shape[0], stats, T, probe, schedule.rule)
             interp.sim = run
             parts.append(_simulate_slice(interp, xb, steps, etas, chunk, encoder, OutputDecoder(dynamics)))
             for name, counts in run.spikes.items():

@@ -5,8 +5,9 @@ travel, its last steps bound how finely it settles, and in a deep network each l
 target that is still moving, so the decay must leave room to correct early moves. The paper's
 ``exponential(0.15, 0.95)`` is a good compromise around T = 64..256; at T = 8..32 a larger decay
 rate settles sooner. The best trade-off depends on the network's depth and ranges, so it is
-measured rather than guessed: every candidate ``exponential(lr, decay)`` is simulated for T steps
-on a few calibration samples, and the one whose outputs agree best with the ANN wins (agreement of
+measured rather than guessed: every candidate ``exponential(lr, decay)``, and a few
+``adaptive(lr, grow, shrink)`` schedules (per-neuron steps, ``signgd.adaptive``: they win on ReLU
+CNNs at few steps, lose on LayerNorm networks), is simulated for T steps on a few calibration samples, and the one whose outputs agree best with the ANN wins (agreement of
 the arg-max first, the relative output error to break ties). The paper's schedule is always a
 candidate, so on the tuning samples the result is never worse than it. benchmarks/latency.py shows
 what it buys per architecture. (A local refinement around the best grid point was tried and
@@ -24,6 +25,9 @@ from . import schedules as sched
 LEARNING_RATES = (0.05, 0.1, 0.2, 0.35)
 DECAYS = (0.8, 0.87, 0.93, 0.97)
 PAPER = (0.15, 0.95)
+#: Adaptive candidates ``(lr, grow, shrink)``: Rprop's classic (1.2, 0.5) at three start steps, and a
+#: gentler (1.1, 0.6) for targets that keep moving.
+ADAPTIVE = ((0.1, 1.2, 0.5), (0.2, 1.2, 0.5), (0.35, 1.2, 0.5), (0.2, 1.1, 0.6), (0.35, 1.1, 0.6))
 
 
 @dataclass
@@ -56,7 +60,8 @@ class TuningResult:
     @property
     def paper(self) -> Candidate:
         """The paper's schedule's score, for comparison."""
-        return next(c for c in self.candidates if (c.schedule.params["lr"], c.schedule.params["decay"]) == PAPER)
+        return next(c for c in self.candidates if c.schedule.name == "exponential"
+                    and (c.schedule.params["lr"], c.schedule.params["decay"]) == PAPER)
 
     def table(self) -> str:
         rows = [f"schedule tuned for T={self.T} on {self.samples} calibration samples",
@@ -72,13 +77,15 @@ def check_steps(T) -> int:
     return T
 
 
-def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES, decays=DECAYS
-                  ) -> TuningResult:
-    """Pick the exponential schedule that agrees best with the ANN after ``T`` steps on inputs ``x``.
+def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES, decays=DECAYS,
+                  adaptive=ADAPTIVE) -> TuningResult:
+    """Pick the schedule that agrees best with the ANN after ``T`` steps on inputs ``x``: the
+    exponential grid ``learning_rates`` x ``decays`` plus the paper's, and the ``adaptive``
+    ``(lr, grow, shrink)`` candidates (``()`` for none).
 
     ``snn`` keeps its own schedule (each candidate runs through ``snn.simulate(..., schedule=)``);
     set ``snn.schedule = result.schedule`` to use the winner (``convert`` does this when given
-    ``T``). Cost: one T-step simulation of ``x`` per candidate (17 by default).
+    ``T``). Cost: one T-step simulation of ``x`` per candidate (22 by default).
     """
     check_steps(T)
     if x.shape[0] == 0:
@@ -86,9 +93,10 @@ def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES
     with torch.inference_mode():
         reference = snn.ann(x)
     grid = dict.fromkeys([PAPER, *((lr, decay) for decay in decays for lr in learning_rates)])
+    schedules = [sched.exponential(lr, decay) for lr, decay in grid]
+    schedules += [sched.adaptive(*params) for params in dict.fromkeys(adaptive)]
     candidates = []
-    for lr, decay in grid:
-        schedule = sched.exponential(lr, decay)
+    for schedule in schedules:
         out = snn.simulate(x, [T], schedule=schedule).outputs[T]
         candidates.append(Candidate(schedule, *_agreement_and_error(out, reference)))
     return TuningResult(T, int(x.shape[0]), sorted(candidates, key=lambda c: c.key))
