@@ -120,3 +120,26 @@ def test_bad_parameters_are_refused(kwargs, message):
 def test_the_subgradient_dynamics_refuses_an_adaptive_schedule(x):
     with pytest.raises(ValueError, match="adaptive schedule steps signGD neurons"):
         signgd.convert(_net()[:3], x, dynamics="subgradient", schedule="adaptive")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_the_c_kernel_matches_the_torch_loop_bit_for_bit(dtype, in_place):
+    from signgd.adaptive import adaptive_scan_torch
+    from signgd.kernels import adaptive_scan_c, available_backends
+
+    if "c" not in available_backends():
+        pytest.skip("the C kernel did not build here")
+    g = torch.Generator().manual_seed(0)
+    target = (torch.randint(-4, 5, (25, 3, 4100), generator=g) / 4).to(dtype)  # ties included
+    scale = torch.rand(4100, generator=g, dtype=dtype) + 0.5
+    runs = []
+    for scan in (adaptive_scan_c, adaptive_scan_torch):
+        y, d = torch.zeros(3, 4100, dtype=dtype), torch.zeros(3, 4100, dtype=dtype)
+        spikes = torch.zeros(25, dtype=torch.float64)
+        t = target.clone()
+        out = scan(t, y, d, torch.full((25,), 0.3, dtype=torch.float64), 1.3, 0.45, scale, spikes,
+                   out=t if in_place else None)
+        runs.append((out, y, d, spikes))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-__all__ = ["MIN_GAIN", "MAX_GAIN", "check_rule", "next_step", "adaptive_scan"]
+__all__ = ["MIN_GAIN", "MAX_GAIN", "check_rule", "next_step", "adaptive_scan", "adaptive_scan_torch"]
 
 #: Bounds of the gain. The floor keeps a settled neuron able to follow a target that moves again
 #: (from the floor, growing by 1.2 per step takes ~38 steps back to 1); the ceiling keeps long runs
@@ -48,11 +48,12 @@ def check_rule(grow: float, shrink: float) -> tuple[float, float]:
 
 
 def next_step(spike: torch.Tensor, d: torch.Tensor, grow: float, shrink: float) -> torch.Tensor:
-    """The new signed step ``d_t = (1 - 2 s_t) g_t`` from the spike and the last one (0: none yet)."""
+    """The new signed step ``d_t = (1 - 2 s_t) g_t`` from the spike and the last one (0: none yet).
+    Every product is one operation in d's dtype, as in the C kernel (bit-identical results)."""
     direction = 1 - 2 * spike.to(d.dtype)
-    gain = d.abs() * torch.where(direction * d > 0, grow, shrink)
-    gain = torch.where(d == 0, torch.ones_like(gain), gain.clamp_(MIN_GAIN, MAX_GAIN))
-    return direction * gain
+    size = d.abs()
+    gain = torch.where(direction * d > 0, size * grow, size * shrink).clamp_(MIN_GAIN, MAX_GAIN)
+    return direction * torch.where(d == 0, torch.ones_like(gain), gain)
 
 
 def adaptive_scan(target: torch.Tensor, y: torch.Tensor, d: torch.Tensor, etas: torch.Tensor,
@@ -63,8 +64,17 @@ def adaptive_scan(target: torch.Tensor, y: torch.Tensor, d: torch.Tensor, etas: 
     ``target`` ``[Tc, *S]`` (already normalized), ``y`` and ``d`` ``[*S]`` (updated in place),
     ``etas`` ``[Tc]``. Returns ``out[t] = y_t * out_scale`` (into ``out`` when given; ``out`` may
     be ``target`` itself, read before written). ``spikes`` (``[Tc]``) gets each step's spike count
-    added.
+    added. Runs the C kernel (``signgd.kernels``) where it can, else the torch loop below.
     """
+    from .kernels import adaptive_scan_c
+
+    done = adaptive_scan_c(target, y, d, etas, grow, shrink, out_scale, spikes, out)
+    return done if done is not None else adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale,
+                                                             spikes, out)
+
+
+def adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None):
+    """The reference loop of ``adaptive_scan`` in torch ops (any device)."""
     Tc = target.shape[0]
     if out is None:
         dtype = y.dtype if out_scale is None else torch.result_type(y, out_scale)

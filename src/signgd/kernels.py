@@ -589,6 +589,10 @@ def _bind(lib):
         fn = getattr(lib, name)
         fn.argtypes = [p, p, p, p, i64, p, p, p, i64, i64, ctypes.c_int, p, i64, ctypes.c_int, ctypes.c_int]
         fn.restype = ctypes.c_int
+    for name, real in (("signgd_adaptive_f32", ctypes.c_float), ("signgd_adaptive_f64", ctypes.c_double)):
+        fn = getattr(lib, name)
+        fn.argtypes = [p, p, p, p, p, i64, p, p, i64, i64, ctypes.c_int, real, real, real, real]
+        fn.restype = ctypes.c_int
     return lib
 
 
@@ -615,7 +619,56 @@ def _self_check(lib) -> str | None:
                          prologue=_c_prologue(target, y, scale, pre, fac, True))
             if not (torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])):
                 return f"failed its self-check against the torch reference ({dtype}, pre={pre})"
+        if not _adaptive_matches(lib, target, etas.to(dtype), scale):
+            return f"failed its self-check against the torch reference ({dtype}, adaptive steps)"
     return None
+
+
+def _adaptive_matches(lib, target, etas, scale) -> bool:
+    from .adaptive import adaptive_scan_torch
+
+    runs = []
+    for c in (False, True):
+        y, d = torch.zeros(target.shape[1:], dtype=target.dtype), torch.zeros(target.shape[1:], dtype=target.dtype)
+        sp = torch.zeros(target.shape[0], dtype=torch.float64)
+        args = (target, y, d, etas, 1.2, 0.5, scale, sp)
+        out = _run_adaptive_c(lib, *args) if c else adaptive_scan_torch(*args)
+        runs.append((out, y, d, sp))
+    return all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def adaptive_scan_c(target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None):
+    """``signgd.adaptive``'s scan in C (same arguments), or None when the C kernel cannot run these
+    inputs (not on the CPU, another dtype, non-contiguous state, a scale that promotes, the C
+    library unavailable, or ``$SIGNGD_KERNEL`` naming another backend): the caller then runs torch."""
+    if target.dim() < 1 or _choose(target, y, out_scale, None) != "c":
+        return None
+    if not (y.is_contiguous() and d.is_contiguous() and y.dtype == d.dtype == target.dtype
+            and _scale_for_kernel(out_scale, y, tuple(target.shape[1:]))[0] != "after"):
+        return None
+    return _run_adaptive_c(_c_library()[0], target, y, d, etas, grow, shrink, out_scale, spikes, out)
+
+
+def _run_adaptive_c(lib, target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None):
+    from .adaptive import MAX_GAIN, MIN_GAIN
+
+    Tc, S = target.shape[0], tuple(target.shape[1:])
+    mode, scale, scale_len = _scale_for_kernel(out_scale, y, S)
+    tgt = target.detach().contiguous()
+    res = out if out is not None else torch.empty(target.shape, dtype=target.dtype)
+    eta = etas.detach().to(device="cpu", dtype=target.dtype).contiguous()
+    counts = torch.zeros(Tc, dtype=torch.int64) if spikes is not None else None
+    if Tc > 0 and y.numel() > 0:
+        fn = lib.signgd_adaptive_f32 if target.dtype == torch.float32 else lib.signgd_adaptive_f64
+        rc = fn(tgt.data_ptr(), y.data_ptr(), d.data_ptr(), eta.data_ptr(),
+                scale.data_ptr() if mode == "kernel" else None, scale_len, res.data_ptr(),
+                counts.data_ptr() if counts is not None else None, Tc, y.numel(),
+                max(1, torch.get_num_threads()), grow, shrink, MIN_GAIN, MAX_GAIN)
+        if rc != 0:
+            raise RuntimeError(f"signgd adaptive scan (C) failed with code {rc}")
+    if counts is not None:
+        spikes += counts.to(spikes.device)
+    return res
 
 
 def _scan_c(target, y, etas, out_scale, spikes, out=None, inplace=False, prologue=None):

@@ -216,3 +216,72 @@ DEFINE_BLOCK(block_f32, float, int32_t)
 DEFINE_BLOCK(block_f64, double, int64_t)
 DEFINE_SCAN(signgd_scan_f32, block_f32, float, int32_t)
 DEFINE_SCAN(signgd_scan_f64, block_f64, double, int64_t)
+
+/*
+ * Adaptive signGD scan (signgd/adaptive.py's rule; the torch loop there is the reference):
+ *     s = y >= target[t, i];  dir = s ? -1 : +1
+ *     g = d == 0 ? 1 : clamp(|d| * (dir * d > 0 ? grow : shrink), gmin, gmax)
+ *     d = dir * g;  y = y + eta[t] * d;  out[t, i] = y * scale(i)
+ * y and d ([N]) are updated in place; target and out are contiguous [Tc, N] and out may be
+ * target itself (each element is read before it is written). Same blocking as the plain scan.
+ */
+#define DEFINE_ADAPTIVE(NAME, T)                                                              \
+    int NAME(const T *target, T *y, T *d, const T *etas, const T *scale, int64_t scale_len,   \
+             T *out, int64_t *counts, int64_t Tc, int64_t N, int nthreads, T grow, T shrink,  \
+             T gmin, T gmax)                                                                  \
+    {                                                                                         \
+        if (Tc <= 0 || N <= 0) return 0;                                                      \
+        if (scale != NULL && (scale_len <= 0 || N % scale_len != 0)) return -1;               \
+        if (nthreads < 1) nthreads = 1;                                                       \
+        const int64_t by_work = (Tc * N) / SIGNGD_GRAIN;                                      \
+        if ((int64_t)nthreads > by_work) nthreads = by_work < 1 ? 1 : (int)by_work;           \
+        const int64_t blk = 4096;                                                             \
+        const int64_t nblocks = (N + blk - 1) / blk;                                          \
+        if ((int64_t)nthreads > nblocks) nthreads = (int)nblocks;                             \
+        _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                    \
+        for (int64_t b = 0; b < nblocks; ++b) {                                               \
+            const int64_t i0 = b * blk;                                                       \
+            const int64_t n = (N - i0) < blk ? (N - i0) : blk;                                \
+            T sb[4096];                                                                       \
+            if (scale != NULL) {                                                              \
+                int64_t k = i0 % scale_len;                                                   \
+                for (int64_t j = 0; j < n; ++j) {                                             \
+                    sb[j] = scale[k];                                                         \
+                    if (++k == scale_len) k = 0;                                              \
+                }                                                                             \
+            }                                                                                 \
+            for (int64_t t = 0; t < Tc; ++t) {                                                \
+                const T eta = etas[t];                                                        \
+                const T *tr = target + t * N + i0;                                            \
+                T *orow = out + t * N + i0;                                                   \
+                T *yb = y + i0;                                                               \
+                T *db = d + i0;                                                               \
+                int64_t c = 0;                                                                \
+                _Pragma("GCC ivdep")                                                          \
+                for (int64_t j = 0; j < n; ++j) {                                             \
+                    const T yv = yb[j];                                                       \
+                    const int s = yv >= tr[j];                                                \
+                    const T dir = s ? (T)-1 : (T)1;                                           \
+                    const T dv = db[j];                                                       \
+                    const T a = dv < 0 ? -dv : dv;                                            \
+                    T g = (dir * dv > 0) ? a * grow : a * shrink;                             \
+                    g = g < gmin ? gmin : (g > gmax ? gmax : g);                              \
+                    if (dv == 0) g = (T)1;                                                    \
+                    const T dn = dir * g;                                                     \
+                    const T yn = yv + eta * dn;                                               \
+                    db[j] = dn;                                                               \
+                    yb[j] = yn;                                                               \
+                    orow[j] = scale == NULL ? yn : yn * sb[j];                                \
+                    c += s;                                                                   \
+                }                                                                             \
+                if (counts != NULL) {                                                         \
+                    _Pragma("omp atomic")                                                     \
+                    counts[t] += c;                                                           \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        return 0;                                                                             \
+    }
+
+DEFINE_ADAPTIVE(signgd_adaptive_f32, float)
+DEFINE_ADAPTIVE(signgd_adaptive_f64, double)
