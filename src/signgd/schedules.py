@@ -46,7 +46,8 @@ class Schedule:
         return eta.to(dtype=dtype, device=device)
 
     def total(self, T: int) -> float:
-        """``sum(eta_1..eta_T)``: the farthest a signGD neuron can move in T steps."""
+        """``sum(eta_1..eta_T)``: the farthest a signGD neuron can move in T steps (with an adaptive
+        rule, the farthest at gain 1: its gains let a neuron travel further)."""
         return float(self.etas(1, T + 1, dtype=torch.float64).sum())
 
     def describe(self) -> dict:
