@@ -143,3 +143,13 @@ def test_the_c_kernel_matches_the_torch_loop_bit_for_bit(dtype, in_place):
         runs.append((out, y, d, spikes))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+
+
+def test_reports_cover_an_adaptive_network(x):
+    from signgd.report import collect
+
+    snn = signgd.convert(_net(), x, schedule="adaptive")
+    stats = collect(snn, (x, torch.arange(6) % 10), T=[4, 8], progress=False)
+    assert stats.evaluation.n == 6
+    assert sum(layer.spikes_per_sample(8) for layer in stats.layers.values()) > 0
+    assert all(layer.relative_error[8] < layer.relative_error[4] * 2 for layer in stats.layers.values())
