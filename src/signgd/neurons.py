@@ -175,12 +175,7 @@ class SpikingNeuron(nn.Module):
             out, state["y"] = signgd_scan(x, y, etas, scale, spikes_out, inplace=True, out=buf,
                                           pre=pre, factor=factor, normalize=normalize)
             return out
-        inplace = _INPLACE.get(self.target) if owned and len(xs) == 1 else None
-        if inplace is not None:
-            target, fresh = inplace(xs[0], **self.params), True
-        else:
-            target = self.f(*xs)
-            fresh = not any(_shares_memory(target, x) for x in xs)
+        target, fresh = self._target(xs, owned)
         normalize = scale is not None and scale.dtype == target.dtype
         if scale is not None and not normalize:
             target, fresh = (target.div_(scale) if fresh else target / scale), True
@@ -191,6 +186,15 @@ class SpikingNeuron(nn.Module):
                                       normalize=normalize)
         return out
 
+    def _target(self, xs, owned):
+        """``(f(*xs), fresh)``: computed in ``xs[0]``'s buffer when the neuron owns it and the
+        target has an in-place form; ``fresh`` when the result shares memory with no input."""
+        inplace = _INPLACE.get(self.target) if owned and len(xs) == 1 else None
+        if inplace is not None:
+            return inplace(xs[0], **self.params), True
+        target = self.f(*xs)
+        return target, not any(_shares_memory(target, x) for x in xs)
+
     def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule):
         """Adaptive steps (``signgd.adaptive``): torch computes the normalized target, then the
         scan steps each neuron by its own gain, writing its output over the target when the
@@ -198,15 +202,11 @@ class SpikingNeuron(nn.Module):
         scale = self.scale if self.normalized else None
         prologue = _PROLOGUES.get(self.target)
         found = prologue(xs, self.params) if prologue is not None else None
-        inplace = _INPLACE.get(self.target) if owned and len(xs) == 1 else None
         if found is not None:
             x, pre, factor = found
             target, fresh = _prologue_torch(x, pre, factor, None), True
-        elif inplace is not None:
-            target, fresh = inplace(xs[0], **self.params), True
         else:
-            target = self.f(*xs)
-            fresh = not any(_shares_memory(target, x) for x in xs)
+            target, fresh = self._target(xs, owned)
         if scale is not None:
             target, fresh = _prologue_torch(target, None, None, scale, donated=fresh), True
         y = state["y"]
