@@ -24,7 +24,10 @@ import math
 
 import torch
 
-__all__ = ["MIN_GAIN", "MAX_GAIN", "check_rule", "next_step", "adaptive_scan", "adaptive_scan_torch"]
+from .kernels import adaptive_scan_c
+
+__all__ = ["MIN_GAIN", "MAX_GAIN", "check_rule", "check_dynamics", "next_step", "adaptive_scan",
+           "adaptive_scan_torch"]
 
 #: Bounds of the gain. The floor keeps a settled neuron able to follow a target that moves again
 #: (from the floor, growing by 1.2 per step takes ~38 steps back to 1); the ceiling keeps long runs
@@ -47,6 +50,14 @@ def check_rule(grow: float, shrink: float) -> tuple[float, float]:
     return float(grow), float(shrink)
 
 
+def check_dynamics(schedule, dynamics: str) -> None:
+    """Refuse an adaptive schedule for a dynamics other than signGD (conversion and simulation
+    share this check, so the message is the same wherever it is caught)."""
+    if schedule.rule is not None and dynamics != "signgd":
+        raise ValueError(f"an adaptive schedule steps signGD neurons; dynamics={dynamics!r} takes a plain "
+                         f"schedule (leave schedule out for its default)")
+
+
 def next_step(spike: torch.Tensor, d: torch.Tensor, grow: float, shrink: float) -> torch.Tensor:
     """The new signed step ``d_t = (1 - 2 s_t) g_t`` from the spike and the last one (0: none yet).
     Every product is one operation in d's dtype, as in the C kernel (bit-identical results)."""
@@ -66,8 +77,6 @@ def adaptive_scan(target: torch.Tensor, y: torch.Tensor, d: torch.Tensor, etas: 
     be ``target`` itself, read before written). ``spikes`` (``[Tc]``) gets each step's spike count
     added. Runs the C kernel (``signgd.kernels``) where it can, else the torch loop below.
     """
-    from .kernels import adaptive_scan_c
-
     done = adaptive_scan_c(target, y, d, etas, grow, shrink, out_scale, spikes, out)
     return done if done is not None else adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale,
                                                              spikes, out)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as _dist
 from . import schedules as sched
+from .adaptive import check_dynamics
 from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
 from .graph.attention import decompose_attention, decompose_softmax
@@ -61,7 +62,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         dynamics: ``"signgd"`` (the paper's neuron) or ``"subgradient"`` (integrate-and-fire).
         schedule: step sizes; a Schedule, a name (``"exponential"``, ``"inverse"``, ``"constant"``,
             ``"polynomial"``, ``"adaptive"``: per-neuron steps, signGD only; optionally
-            ``"name:lr=0.3,decay=0.9"``), a callable ``t -> eta_t`` or a 1-D tensor. Default: exponential(0.15, 0.95) for signGD, inverse(1) for subgradient.
+            ``"name:lr=0.3,decay=0.9"``), a callable ``t -> eta_t`` or a 1-D tensor. Default:
+            exponential(0.15, 0.95) for signGD, inverse(1) for subgradient.
         encoding: ``"float"``, ``"spike"``, ``"stochastic"`` (seeded by ``seed``) or ``"analog"``.
             Default: ``"float"`` for signGD, ``"analog"`` (the input itself at every step) for
             subgradient.
@@ -72,8 +74,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             below their ANN, and max pooling short of it), ``"relu"`` for subgradient.
         T: the number of time steps the network will run. When given (signGD), the schedule is tuned
             for it on the first ``TUNING_SAMPLES`` calibration samples (``signgd.tuning``: the
-            exponential or adaptive schedule whose output agrees best with the ANN after T steps) and the
-            encoding defaults to ``"analog"``: the low-latency configuration of benchmarks/latency.py.
+            exponential or adaptive schedule whose output agrees best with the ANN after T steps)
+            and the encoding defaults to ``"analog"``: the low-latency configuration of benchmarks/latency.py.
             An explicit ``schedule`` or ``encoding`` wins. The network still runs any number of steps.
         preset: ``"paper"`` fixes the paper's settings (normalize ``"relu"``, encoding ``"float"``,
             ``exponential(0.15, 0.95)``) so results compare with the paper; explicit arguments win.
@@ -110,9 +112,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     default = sched.exponential() if dynamics == "signgd" else sched.inverse(1.0)
     tune = T is not None and schedule is None
     schedule = sched.make_schedule(schedule, default=default)
-    if schedule.rule is not None and dynamics != "signgd":
-        raise ValueError(f"an adaptive schedule steps signGD neurons; dynamics={dynamics!r} takes a plain "
-                         f"schedule (leave schedule out for its default)")
+    check_dynamics(schedule, dynamics)
 
     ref = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     device = ref.device if ref is not None else torch.device("cpu")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 
+from .adaptive import check_dynamics
 from .codecs import InputEncoder, OutputDecoder
 from .neurons import SpikingNeuron
 from .schedules import Schedule
@@ -285,9 +286,7 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
     ``probe(name, t0, out)``, when given, sees what each neuron layer passes downstream for steps
     ``t0 .. t0 + Tc - 1`` (``out`` is ``[Tc, b, ...]`` for the slice being simulated, read-only,
     valid only during the call): per-layer statistics use it."""
-    if schedule.rule is not None and dynamics != "signgd":
-        raise ValueError(f"an adaptive schedule steps signGD neurons; the {dynamics} dynamics takes a plain "
-                         f"schedule (e.g. 'inverse')")
+    check_dynamics(schedule, dynamics)
     T = max(steps)
     batch = x.shape[0]
     batch_chunk = batch if batch_chunk is None else max(1, min(int(batch_chunk), batch))
