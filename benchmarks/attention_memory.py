@@ -46,7 +46,7 @@ def _child(mode: str, batch: int, T: int, tokens: int, dim: int, heads: int) -> 
         else:
             snn(x, T=T)
     print(json.dumps({"peak_mib": (kib() - base) / 1024, "input_mib": x.numel() * 4 / 2**20,
-                      "chunk": snn._chunk(x, T) if snn is not None else None}))
+                      "chunk": snn.plan(x, T, batch_chunk=x.shape[0])[1] if snn is not None else None}))
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 import signgd
 from signgd.cli import main
 from signgd.distributed import DistributedError, shard_data, shard_range
-from signgd.evaluate import _batches
+from signgd.batches import labelled
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -51,7 +51,7 @@ class _Plain(Dataset):
 
 
 def _labels(data, batch_size, limit=None):
-    seen = [int(v) for _, y in _batches(data, batch_size) for v in torch.as_tensor(y)]
+    seen = [int(v) for _, y in labelled(data, batch_size) for v in torch.as_tensor(y)]
     return seen[:limit] if limit is not None else seen
 
 

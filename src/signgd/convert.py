@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import torch
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
-from torch.utils.data import DataLoader, Dataset
 
+from . import batches
 from . import distributed as _dist
 from . import schedules as sched
 from .adaptive import check_dynamics
@@ -58,7 +58,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     Args:
         model: a torch.nn.Module (left untouched: conversion works on a deep copy, in eval mode).
         calibration: a tensor of inputs ``[N, ...]``, a Dataset, or an iterable of ``x`` or
-            ``(x, y, ...)`` batches. Used for normalization scales and the input shape.
+            ``(x, y, ...)`` calib. Used for normalization scales and the input shape.
         dynamics: ``"signgd"`` (the paper's neuron) or ``"subgradient"`` (integrate-and-fire).
         schedule: step sizes; a Schedule, a name (``"exponential"``, ``"inverse"``, ``"constant"``,
             ``"polynomial"``, ``"adaptive"``: per-neuron steps, signGD only; optionally
@@ -117,8 +117,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     ref = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None else torch.get_default_dtype()
-    batches = _CalibrationBatches(calibration, batch_size, device, dtype, keep=TUNING_SAMPLES if tune else 0)
-    sample = batches.peek()[:8]
+    calib = _CalibrationBatches(calibration, batch_size, device, dtype, keep=TUNING_SAMPLES if tune else 0)
+    sample = calib.peek()[:8]
 
     gm = trace(model, leaf_modules)
     with torch.no_grad():
@@ -141,14 +141,14 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     notes.append(f"decomposed max pooling into {len(decompose_maxpool(gm, pad_value))} layers of 2-input max neurons")
     _propagate_shapes(gm, sample)
     check_supported(gm)
-    ranges, values_per_sample = activation_ranges(gm, batches, pad_value)
+    ranges, values_per_sample = activation_ranges(gm, calib, pad_value)
     _verify(gm, sample, expected)
 
     neurons = {name: m for name, m in gm.named_modules() if isinstance(m, SpikingNeuron)}
     for name, neuron in neurons.items():
         if normalize == "all" or (normalize == "relu" and neuron.preset_normalized):
             neuron.set_scale(torch.where(ranges[name] <= 1e-5, torch.ones_like(ranges[name]), ranges[name]))
-    notes.append(f"calibrated on {batches.count} samples; normalized "
+    notes.append(f"calibrated on {calib.count} samples; normalized "
                  f"{sum(n.normalized for n in neurons.values())} of {len(neurons)} neuron layers ({normalize})")
     if dynamics == "subgradient":
         for name, a0 in zero_response(gm, sample)[0].items():
@@ -158,12 +158,12 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
                     normalize=normalize, pad_value=float(pad_value), memory_budget=int(memory_budget))
     if T is not None:
         settings["tuned_for"] = int(T)
-    snn = SpikingNetwork(gm, settings, batches.input_shape, values_per_sample, schedule=schedule)
+    snn = SpikingNetwork(gm, settings, calib.input_shape, values_per_sample, schedule=schedule)
     if share:
         _dist.broadcast_network(snn)
         notes.append(f"took rank 0's weights and scales on all {_dist.world_size()} ranks")
     if tune:
-        result = tune_schedule(snn, batches.kept(), T)
+        result = tune_schedule(snn, calib.kept(), T)
         chosen = result.schedule.describe()
         if share:  # every rank tunes the same network; rank 0's choice is the one kept
             chosen = _dist.broadcast_object(chosen)
@@ -263,28 +263,8 @@ class _CalibrationBatches:
         """The first ``keep`` calibration samples (after a full iteration)."""
         return torch.cat(self._kept)
 
-    def _raw(self) -> Iterator:
-        data = self.data
-        if isinstance(data, torch.Tensor):
-            if data.dim() < 2:
-                raise CalibrationError(f"calibration tensor of shape {tuple(data.shape)} has no batch "
-                                       f"dimension; pass [N, ...] (e.g. x.unsqueeze(0) for one sample)")
-            yield from data.split(self.batch_size)
-        elif isinstance(data, Dataset):
-            yield from DataLoader(data, batch_size=self.batch_size)
-        elif isinstance(data, (str, bytes)) or data is None:
-            raise CalibrationError(f"calibration data must be a tensor, Dataset or iterable of batches, "
-                                   f"got {type(data).__name__}")
-        else:
-            try:
-                iterator = iter(data)
-            except TypeError:
-                raise CalibrationError(f"calibration data must be a tensor, Dataset or iterable of "
-                                       f"batches, got {type(data).__name__}") from None
-            yield from iterator
-
     def _validated(self):
-        for i, item in enumerate(self._raw()):
+        for i, item in enumerate(batches.items(self.data, self.batch_size, CalibrationError, "calibration")):
             x = item[0] if isinstance(item, (tuple, list)) else item
             if not isinstance(x, torch.Tensor):
                 raise CalibrationError(f"calibration batch {i} is a {type(x).__name__}, not a tensor")

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from .errors import DatasetNotFoundError
+
 __all__ = [
     "DatasetNotFoundError",
     "ENV_VAR",
@@ -81,14 +83,6 @@ _IDX_DTYPES = {
 }
 
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are not on disk and could not be downloaded.
-
-    Subclasses :class:`FileNotFoundError` so callers that already handle
-    missing files keep working.
-    """
 
 
 # --------------------------------------------------------------------------

@@ -33,7 +33,8 @@ import torch.distributed as dist
 from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler,
                               Subset, TensorDataset)
 
-from .errors import SigngdError
+from . import batches
+from .errors import DistributedError
 
 __all__ = ["DistributedError", "active", "rank", "world_size", "is_main", "shard_range", "shard_data",
            "all_reduce", "broadcast_object", "broadcast_network", "check_same", "launched_by_torchrun", "launched", "local_device", "rank_label"]
@@ -41,10 +42,6 @@ __all__ = ["DistributedError", "active", "rank", "world_size", "is_main", "shard
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _HOW_TO_START = ("start the processes with torchrun (e.g. torchrun --nproc_per_node 2 script.py) and call "
                  "torch.distributed.init_process_group() first, or pass distributed=False")
-
-
-class DistributedError(SigngdError, RuntimeError):
-    """Distributed evaluation was asked for but cannot run as set up; the message says why and the fix."""
 
 
 # ---- who am I ------------------------------------------------------------------------------------
@@ -101,7 +98,7 @@ def shard_data(data, batch_size: int, limit: int | None, rank: int, world: int):
     DataLoader over one that reads it in order (its batch size, workers, collate function and
     pinning are kept; with ``drop_last`` the samples one process would drop are dropped here too).
     """
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, torch.Tensor) for d in data):
+    if batches.is_tensor_pair(data):
         if len(data[0]) != len(data[1]):
             raise ValueError(f"inputs and labels differ in length: {len(data[0])} vs {len(data[1])}")
         part = shard_range(_capped(len(data[0]), limit), rank, world)

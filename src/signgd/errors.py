@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 __all__ = ["SigngdError", "ConversionError", "UnsupportedOperationError", "TraceError",
-           "CalibrationError", "InputError"]
+           "CalibrationError", "InputError", "DatasetNotFoundError", "DistributedError", "ReportError",
+           "UsageError", "one_line"]
 
 
 class SigngdError(Exception):
@@ -22,8 +23,9 @@ class SigngdError(Exception):
 
 
 def one_line(text: str) -> str:
-    """``text`` with its lines joined by single spaces (blank lines dropped)."""
-    return " ".join(ln.strip() for ln in str(text).splitlines() if ln.strip())
+    """``text`` with its lines joined by single spaces, blank lines and list markers (a line's
+    leading ``- ``) dropped; an option's dashes (``--weights``) stay."""
+    return " ".join(ln.strip().removeprefix("- ") for ln in str(text).splitlines() if ln.strip())
 
 
 class ConversionError(SigngdError):
@@ -54,3 +56,21 @@ class CalibrationError(SigngdError, ValueError):
 
 class InputError(SigngdError, ValueError):
     """An input to a converted network (or its arguments) is malformed."""
+
+
+class DatasetNotFoundError(SigngdError, FileNotFoundError):
+    """A dataset's files are not on disk and could not be downloaded. A ``FileNotFoundError`` too, so
+    callers that already handle missing files keep working."""
+
+
+class DistributedError(SigngdError, RuntimeError):
+    """Distributed evaluation was asked for but cannot run as set up; the message says why and the fix."""
+
+
+class ReportError(SigngdError, ValueError):
+    """A report folder or file is missing or is not a signgd report."""
+
+
+class UsageError(SigngdError, ValueError):
+    """A command-line argument names something that does not exist or does not fit; the message
+    says which and how to fix it."""

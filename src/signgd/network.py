@@ -78,7 +78,7 @@ class SpikingNetwork(nn.Module):
 
     def ann(self, x: torch.Tensor) -> torch.Tensor:
         """The converted graph run as an ANN: equal to the original model up to float rounding."""
-        self._check_input(x)
+        self.check_input(x)
         with torch.inference_mode():
             return self.graph_module(x)
 
@@ -89,7 +89,7 @@ class SpikingNetwork(nn.Module):
 
     def simulate(self, x: torch.Tensor, T: Steps = 64, *, stats: bool = False,
                  chunk: int | None = None, batch_chunk: int | None = None,
-                 schedule: Schedule | None = None) -> SimulationResult:
+                 schedule: Schedule | None = None, probe=None) -> SimulationResult:
         """Run ``max(T)`` steps; the result holds outputs at each requested step and, with
         ``stats=True``, the spikes of every neuron layer at every step.
 
@@ -99,9 +99,15 @@ class SpikingNetwork(nn.Module):
         batch together. Every choice gives the same numbers up to float rounding.
         ``schedule``: step sizes for this run instead of the network's own (``signgd.tuning``
         compares candidates this way, leaving the network as it is).
+        ``probe(name, t0, out)``: called with what each neuron layer passes downstream for steps
+        ``t0 .. t0 + len(out) - 1`` (``out``: ``[steps, batch, ...]``, read-only, valid during the
+        call; the report's per-layer error uses it); the whole batch is then simulated together
+        unless ``batch_chunk`` says otherwise, so ``out`` holds every sample.
         """
         steps = parse_steps(T)
-        self._check_input(x)
+        self.check_input(x)
+        if probe is not None and batch_chunk is None:
+            batch_chunk = x.shape[0]
         if chunk is None or batch_chunk is None:
             bc = None if batch_chunk is None else _positive_int(batch_chunk, "batch_chunk")
             planned_bc, planned_chunk = self.plan(x, max(steps), batch_chunk=bc)
@@ -110,7 +116,7 @@ class SpikingNetwork(nn.Module):
         chunk, batch_chunk = _positive_int(chunk, "chunk"), _positive_int(batch_chunk, "batch_chunk")
         return simulate(self.graph_module, x, steps, schedule=self.schedule if schedule is None else schedule,
                         dynamics=self.settings["dynamics"], encoder=self.encoder, chunk=chunk,
-                        batch_chunk=batch_chunk, stats=stats)
+                        batch_chunk=batch_chunk, stats=stats, probe=probe)
 
     def plan(self, x: torch.Tensor, T: int, batch_chunk: int | None = None) -> tuple[int, int]:
         """``(batch_chunk, chunk)``: how the default path splits a run on ``x`` over samples and steps.
@@ -139,11 +145,6 @@ class SpikingNetwork(nn.Module):
             chunk = max(1, min(T, target // B))
         return bc, chunk
 
-    def _chunk(self, x: torch.Tensor, T: int) -> int:
-        """Steps per call when the whole batch is simulated together (for callers whose probes
-        expect whole-batch sequences, such as ``signgd.report``)."""
-        return self.plan(x, T, batch_chunk=x.shape[0])[1]
-
     @property
     def placement(self) -> tuple[torch.device, torch.dtype]:
         """The device and dtype the network runs in (those of its first parameter or buffer)."""
@@ -154,7 +155,9 @@ class SpikingNetwork(nn.Module):
             return torch.device("cpu"), torch.get_default_dtype()
         return ref.device, ref.dtype
 
-    def _check_input(self, x) -> None:
+    def check_input(self, x) -> None:
+        """Raise an ``InputError`` naming the problem unless ``x`` is a finite batch of the network's
+        input shape, device and dtype."""
         if not isinstance(x, torch.Tensor):
             raise InputError(f"the input must be a torch.Tensor, got {type(x).__name__}")
         if tuple(x.shape[1:]) != self.input_shape or x.dim() != len(self.input_shape) + 1:

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .. import distributed as _dist
 from .. import schedules
 from ..convert import convert
-from ..report import EnergyModel, draw_plots, make_report, read_report, summary, write_report
+from ..report import EnergyModel, draw_plots, make_report, read_report, summary, write_json, write_report
 from ..serialize import load
 from .datasets import ImageOptions, calibration_subset, load_split, parse_floats
 from .models import build_model, load_weights, parse_model_args
@@ -115,12 +115,7 @@ def run_evaluate(args, argv: list[str], log=print) -> int:
     else:
         log(summary(report))
     if args.json:
-        from ..report.files import _jsonable
-        import json
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
-        log(f"report JSON: {path}")
+        log(f"report JSON: {write_json(report, args.json)}")
     return 0
 
 

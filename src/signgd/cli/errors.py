@@ -2,9 +2,8 @@
 the fix), not a traceback. Anything not listed here is a bug and keeps its traceback."""
 from __future__ import annotations
 
-from ..data import DatasetNotFoundError
-from ..errors import (CalibrationError, ConversionError, InputError, SigngdError, TraceError,
-                      UnsupportedOperationError)
+from ..errors import (CalibrationError, ConversionError, DatasetNotFoundError, InputError, SigngdError, TraceError,
+                      UnsupportedOperationError, one_line)
 
 __all__ = ["describe", "EXIT_USAGE", "EXIT_FAILURE"]
 
@@ -23,12 +22,6 @@ _KNOWN = (
 )
 
 
-def _one_line(text: str) -> str:
-    # Only a list marker ("- item") is dropped: an option's dashes ("--weights") are part of the message.
-    lines = [ln.strip().removeprefix("- ") for ln in text.strip().splitlines() if ln.strip()]
-    return " ".join(lines)
-
-
 def _file_error(exc: OSError) -> str:
     what = exc.strerror or type(exc).__name__
     path = f": {exc.filename}" if exc.filename else ""
@@ -40,7 +33,7 @@ def describe(exc: BaseException) -> str | None:
     """The one-line message for a known mistake, or None for an unexpected error."""
     for cls, prefix in _KNOWN:
         if isinstance(exc, cls):
-            message = _one_line(str(exc)) or type(exc).__name__
+            message = one_line(str(exc)) or type(exc).__name__
             return f"{prefix}: {message}" if prefix else message
     if isinstance(exc, OSError) and exc.filename is not None:  # a path that exists as a file, a folder...
         return _file_error(exc)

@@ -5,6 +5,8 @@ import argparse
 
 from ..codecs import ENCODINGS
 from ..convert import DYNAMICS, NORMALIZATIONS, PRESETS
+from ..errors import InputError
+from ..network import parse_steps
 from .usage import OneLineParser
 
 __all__ = ["build_parser", "parse_steps_arg"]
@@ -13,13 +15,15 @@ DEFAULT_STEPS = "1,2,4,8,16,32,64,128"
 
 
 def parse_steps_arg(text: str) -> list[int]:
+    """``--T 8,16,32``: the steps as ``signgd.network.parse_steps`` checks them."""
     try:
-        steps = sorted({int(v) for v in text.split(",") if v.strip()})
+        steps = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--T takes comma-separated step counts, e.g. 8,16,32,64; got {text!r}")
-    if not steps or steps[0] < 1:
-        raise argparse.ArgumentTypeError(f"--T needs step counts >= 1, got {text!r}")
-    return steps
+    try:
+        return parse_steps(steps)
+    except InputError:
+        raise argparse.ArgumentTypeError(f"--T needs step counts >= 1, got {text!r}") from None
 
 
 def _positive(text: str) -> int:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import SigngdError
+from ..errors import UsageError
 
-
-class UsageError(SigngdError, ValueError):
-    """A command-line argument names something that does not exist or does not fit; the message
-    says which and how to fix it."""
+__all__ = ["OneLineParser", "UsageError"]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -6,7 +6,7 @@ them, ``summary(report)`` prints the tables.
 """
 from .build import build_report, make_report, versions
 from .energy import EnergyModel, ann_macs, fan_out
-from .files import ReportError, read_report, summary, write_report
+from .files import ReportError, read_report, summary, write_json, write_report
 from .plots import PLOTS, draw_plots
 from .stats import RunStatistics, collect
 

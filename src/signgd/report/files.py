@@ -6,16 +6,21 @@ import math
 import os
 from pathlib import Path
 
-from ..errors import SigngdError
+from ..errors import ReportError
 from .build import REPORT_FORMAT, REPORT_VERSION
+from .plots import draw_plots
 
-__all__ = ["ReportError", "write_report", "read_report", "summary"]
+__all__ = ["ReportError", "write_json", "write_report", "read_report", "summary"]
 
 REPORT_FILE = "report.json"
 
 
-class ReportError(SigngdError, ValueError):
-    """A report folder or file is missing or is not a signgd report."""
+def write_json(report: dict, path: str | os.PathLike) -> Path:
+    """Write ``report`` as JSON to ``path`` (its folder made if need be); NaN and infinities as null."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+    return path
 
 
 def _jsonable(v):
@@ -33,11 +38,8 @@ def write_report(report: dict, out_dir: str | os.PathLike, plots: bool = True) -
     """Write ``report.json`` (and the PNG plots) into ``out_dir``; returns the written paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / REPORT_FILE
-    path.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
-    written = [path]
+    written = [write_json(report, out / REPORT_FILE)]
     if plots:
-        from .plots import draw_plots
         written += draw_plots(report, out)
     return written
 

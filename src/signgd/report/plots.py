@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ReportError
+
 __all__ = ["draw_plots", "PLOTS"]
 
 PLOTS = ("accuracy.png", "layer_error.png", "firing_rate.png", "energy.png")
@@ -19,7 +21,6 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        from .files import ReportError
         raise ReportError("drawing the plots needs matplotlib: pip install matplotlib "
                           "(a dependency of signgd: reinstall it); report.json is written without it") from None
     matplotlib.use("Agg", force=False)

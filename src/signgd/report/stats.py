@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
-from tqdm.auto import tqdm
 
-from ..evaluate import EvaluationReport, Samples, _labelled
+from ..evaluate import EvaluationReport
 from ..network import SpikingNetwork, Steps, parse_steps
 from ..neurons import SpikingNeuron
-from ..simulator import simulate
+from ..runner import Probe, run
 
 __all__ = ["LayerStatistics", "RunStatistics", "collect"]
 
@@ -127,64 +126,84 @@ def _input_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int) -> torch.Tensor:
     return (e < prev).flatten(1).sum(1).to(torch.float64).cpu()
 
 
+class _ReportProbe(Probe):
+    """What a report measures on top of the run's counts: each neuron layer's spikes per step and
+    error against the ANN activation, and the input spikes of a binary encoding."""
+
+    stats = True
+
+    def __init__(self, snn: SpikingNetwork, steps: list[int]):
+        self.names, self.steps, self.T = list(snn.neurons), steps, max(steps)
+        device, _ = snn.placement
+        dynamics = snn.settings["dynamics"]
+        self.routers = {name for name, m in snn.neurons.items() if dynamics == "subgradient" and m.target == "max"}
+        self.errors = _ErrorProbe(steps, snn.schedule.etas(1, self.T + 1, dtype=torch.float64, device=device),
+                                  dynamics, self.routers)
+        self.binary_input = snn.settings["encoding"] in ("spike", "stochastic")
+        self.spikes: dict[str, torch.Tensor] = {}
+        self.neurons: dict[str, int] = {}
+        self.input_spikes = torch.zeros(self.T, dtype=torch.float64)
+
+    def ann(self, snn: SpikingNetwork, x: torch.Tensor) -> torch.Tensor:
+        snn.check_input(x)
+        ann = _AnnProbe(snn.graph_module)
+        with torch.inference_mode():
+            logits = ann.run(x.clone())
+        self.errors.start_batch(ann.activations)
+        return logits
+
+    def layer(self, name: str, t0: int, out: torch.Tensor) -> None:
+        self.errors(name, t0, out)
+
+    def after_batch(self, snn: SpikingNetwork, x: torch.Tensor, result) -> None:
+        for name, counts in result.spikes.items():
+            self.spikes[name] = self.spikes.get(name, 0) + counts.cpu()
+            self.neurons[name] = result.neurons[name]
+        if self.binary_input:
+            self.input_spikes += _input_spikes(snn, x, self.T)
+
+    def totals(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """One row per neuron layer (zeros for a layer this process never ran, as on a rank with an
+        empty shard); the neuron counts per sample, the same wherever a layer ran, go by max."""
+        for name in self.routers:
+            if name in self.spikes:
+                self.spikes[name] = self.errors.routed[name]
+        names, steps, probe = self.names, self.steps, self.errors
+        f64 = dict(dtype=torch.float64)
+        zeros = torch.zeros(self.T, **f64)
+        sums = {
+            "spikes": torch.stack([self.spikes[k].to(**f64) if k in self.spikes else zeros for k in names])
+            if names else torch.zeros(0, self.T, **f64),
+            "sq_err": torch.tensor([[probe.sq_err.get(k, {}).get(t, 0.0) for t in steps] for k in names], **f64
+                                   ).reshape(len(names), len(steps)),
+            "abs_err": torch.tensor([[probe.abs_err.get(k, {}).get(t, 0.0) for t in steps] for k in names], **f64
+                                    ).reshape(len(names), len(steps)),
+            "sq_ref": torch.tensor([probe.sq_ref.get(k, 0.0) for k in names], **f64),
+            "elements": torch.tensor([probe.elements.get(k, 0) for k in names], dtype=torch.int64),
+            "input_spikes": self.input_spikes,
+        }
+        return sums, {"neurons": torch.tensor([self.neurons.get(k, 0) for k in names], dtype=torch.int64)}
+
+    def finish(self, totals: dict[str, torch.Tensor]) -> None:
+        self.reduced = totals
+
+
 def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit: int | None = None,
             progress: bool | None = None, chunk: int | None = None, distributed: bool | None = None
             ) -> RunStatistics:
     """Accuracy, agreement, spikes and per-layer error at each T in one pass over ``data``
-    (a Dataset, DataLoader, iterable of ``(x, y)`` batches or a pair of tensors).
+    (a Dataset, DataLoader, iterable of ``(x, y)`` batches or a pair of tensors): ``signgd.runner.run``
+    with a probe.
 
     ``distributed`` as in ``signgd.evaluate``: in a torch.distributed group each rank measures its
     shard and every rank returns the totals. Counts (samples, correct predictions, spikes) are exact;
     the error sums equal one process's up to float64 rounding."""
     steps = parse_steps(T)
-    T_max = max(steps)
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive number of samples, got {limit}")
-    samples = Samples(data, batch_size, limit, distributed, steps)
-    device, dtype = snn.placement
-    dynamics = snn.settings["dynamics"]
-    routers = {name for name, m in snn.neurons.items() if dynamics == "subgradient" and m.target == "max"}
-    probe = _ErrorProbe(steps, snn.schedule.etas(1, T_max + 1, dtype=torch.float64, device=device), dynamics,
-                        routers)
-    binary_input = snn.settings["encoding"] in ("spike", "stochastic")
-    n = ann_correct = 0
-    snn_correct, agree = dict.fromkeys(steps, 0), dict.fromkeys(steps, 0)
-    spikes: dict[str, torch.Tensor] = {}
-    neurons: dict[str, int] = {}
-    input_spikes = torch.zeros(T_max, dtype=torch.float64)
-    with tqdm(total=samples.total, desc="simulate", unit="sample", disable=not samples.show(progress)) as bar:
-        for x, y in samples:
-            x, y = _labelled(x, y, device, dtype)
-            snn._check_input(x)
-            ann = _AnnProbe(snn.graph_module)
-            with torch.inference_mode():
-                ann_pred = ann.run(x.clone()).argmax(-1)
-            probe.start_batch(ann.activations)
-            result = simulate(snn.graph_module, x, steps, schedule=snn.schedule, dynamics=dynamics,
-                              encoder=snn.encoder, chunk=snn._chunk(x, T_max) if chunk is None else chunk,
-                              stats=True, probe=probe)
-            ann_correct += int((ann_pred == y).sum())
-            for t in steps:
-                pred = result.outputs[t].argmax(-1)
-                snn_correct[t] += int((pred == y).sum())
-                agree[t] += int((pred == ann_pred).sum())
-            for name, counts in result.spikes.items():
-                spikes[name] = spikes.get(name, 0) + counts.cpu()
-                neurons[name] = result.neurons[name]
-            if binary_input:
-                input_spikes += _input_spikes(snn, x, T_max)
-            n += x.shape[0]
-            bar.update(x.shape[0])
-    for name in routers:
-        if name in spikes:
-            spikes[name] = probe.routed[name]
-    totals = _totals(samples, list(snn.neurons), steps, T_max, n, ann_correct, snn_correct, agree, spikes,
-                     neurons, probe, input_spikes)
-    evaluation = EvaluationReport.from_counts(totals["n"], totals["ann_correct"],
-                                              dict(zip(steps, totals["snn_correct"].tolist())),
-                                              dict(zip(steps, totals["agree"].tolist())))
-    n = evaluation.n
-    mods = snn.neurons
+    probe = _ReportProbe(snn, steps)
+    evaluation = EvaluationReport.from_counts(*run(snn, data, steps, batch_size=batch_size, limit=limit,
+                                                   progress=progress, chunk=chunk, distributed=distributed,
+                                                   probe=probe, desc="simulate"))
+    totals, n, mods = probe.reduced, evaluation.n, snn.neurons
     layers = {}
     for i, name in enumerate(mods):
         if int(totals["neurons"][i]) == 0:  # no batch ran through this layer's spike counter
@@ -196,31 +215,5 @@ def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit
             spikes_per_step=(totals["spikes"][i] / n).tolist(),
             relative_error={t: float(e) ** 0.5 / ref_norm for t, e in zip(steps, totals["sq_err"][i])},
             mean_abs_error={t: float(e) / elements for t, e in zip(steps, totals["abs_err"][i])})
-    return RunStatistics(evaluation, layers, (totals["input_spikes"] / n).tolist() if binary_input else None)
-
-
-def _totals(samples: Samples, names: list[str], steps: list[int], T_max: int, n: int, ann_correct: int,
-            snn_correct: dict, agree: dict, spikes: dict, neurons: dict, probe: _ErrorProbe,
-            input_spikes: torch.Tensor) -> dict[str, torch.Tensor]:
-    """This process's measurements as tensors, one row per neuron layer (zeros for a layer it never
-    ran, as on a rank with an empty shard), summed over the ranks of a distributed run; the neuron
-    counts per sample, the same wherever a layer ran, are reduced by max."""
-    f64 = dict(dtype=torch.float64)
-    zeros = torch.zeros(T_max, **f64)
-    mine = {
-        "n": torch.tensor(n), "ann_correct": torch.tensor(ann_correct),
-        "snn_correct": torch.tensor([snn_correct[t] for t in steps]),
-        "agree": torch.tensor([agree[t] for t in steps]),
-        "spikes": torch.stack([spikes[k].to(**f64) if k in spikes else zeros for k in names]) if names
-        else torch.zeros(0, T_max, **f64),
-        "sq_err": torch.tensor([[probe.sq_err.get(k, {}).get(t, 0.0) for t in steps] for k in names], **f64
-                               ).reshape(len(names), len(steps)),
-        "abs_err": torch.tensor([[probe.abs_err.get(k, {}).get(t, 0.0) for t in steps] for k in names], **f64
-                                ).reshape(len(names), len(steps)),
-        "sq_ref": torch.tensor([probe.sq_ref.get(k, 0.0) for k in names], **f64),
-        "elements": torch.tensor([probe.elements.get(k, 0) for k in names], dtype=torch.int64),
-        "input_spikes": input_spikes,
-    }
-    totals = samples.sum(mine)
-    totals.update(samples.max({"neurons": torch.tensor([neurons.get(k, 0) for k in names], dtype=torch.int64)}))
-    return totals
+    binary = probe.binary_input
+    return RunStatistics(evaluation, layers, (totals["input_spikes"] / n).tolist() if binary else None)
