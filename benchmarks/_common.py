@@ -1,7 +1,7 @@
 """Shared helpers for the benchmark scripts in this folder.
 
-Each script runs as ``python benchmarks/<name>.py`` from a checkout: ``ensure_signgd()`` puts ``src``
-on ``sys.path`` when signgd is not installed. Trained models are cached in ``benchmarks/.cache/``,
+Each script runs as ``python benchmarks/<name>.py`` from a checkout with signgd installed
+(``pip install -e .``, as README's set-up does). Trained models are cached in ``benchmarks/.cache/``,
 keyed by a hash of their training configuration, so reruns (and other scripts using the same
 configuration) reuse them.
 """
@@ -20,16 +20,6 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 CACHE_DIR = BENCH_DIR / ".cache"
-
-
-def ensure_signgd() -> None:
-    """Make ``import signgd`` work from a checkout: use the installed package if there is one,
-    else this repository's ``src``."""
-    try:
-        import signgd  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(REPO_ROOT / "src"))
-        import signgd  # noqa: F401
 
 
 def cpu_count() -> int:

@@ -20,10 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as common  # noqa: E402
+import _common as common  # this folder: a script's own folder is on sys.path
 
-common.ensure_signgd()
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

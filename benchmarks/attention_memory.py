@@ -19,10 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as common  # noqa: E402
+import _common as common  # this folder: a script's own folder is on sys.path
 
-common.ensure_signgd()
 
 
 def _child(mode: str, batch: int, T: int, tokens: int, dim: int, heads: int) -> None:

@@ -29,17 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-# Measure the source tree this script belongs to, also when another signgd is installed.
-if (BENCH.parent / "src" / "signgd").is_dir():
-    sys.path.insert(0, str(BENCH.parent / "src"))
-import _common as common  # noqa: E402
+import _common as common  # noqa: E402  (this folder: a script's own folder is on sys.path)
 import _memory  # noqa: E402
 import _peers  # noqa: E402
-
-common.ensure_signgd()
-
 import torch  # noqa: E402
 
 import signgd  # noqa: E402
@@ -173,10 +165,7 @@ def run_isolated(args, name, batch, mode) -> dict:
     cmd = [sys.executable, __file__, "--one", mode, "--models", name, "--batch", str(batch), "--T", str(args.T),
            "--device", args.device, "--repeat", str(args.repeat), "--threads", str(args.threads),
            "--accuracy", str(args.accuracy)]
-    env = dict(os.environ)
-    src = str(BENCH.parent / "src")
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-
-from signgd import data, models, training  # noqa: E402
+from signgd import data, models, training
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 

@@ -1,6 +1,5 @@
 """The ``signgd`` command on real runs (digits, tmp folders, few T, --limit) and its one-line errors."""
 import json
-import os
 import subprocess
 import sys
 import tomllib
@@ -12,17 +11,12 @@ import signgd
 from signgd.cli import main
 from signgd.report import PLOTS
 
-SRC = os.path.join(os.path.dirname(__file__), "..", "src")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env():
-    return dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def test_python_dash_m_signgd_version():
     out = subprocess.run([sys.executable, "-m", "signgd", "--version"], capture_output=True, text=True,
-                         env=_env(), check=True)
+                         check=True)
     assert out.stdout.strip() == f"signgd {signgd.__version__}"
 
 
@@ -100,7 +94,7 @@ def test_demo_writes_a_report(tmp_path, capsys):
 @pytest.mark.slow
 def test_the_readme_demo_command_runs(tmp_path):
     """The README's first command (without the pip install): python -m signgd demo."""
-    out = subprocess.run([sys.executable, "-m", "signgd", "demo"], capture_output=True, text=True, env=_env(),
+    out = subprocess.run([sys.executable, "-m", "signgd", "demo"], capture_output=True, text=True,
                          cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "signgd-demo" / "report.json").is_file()

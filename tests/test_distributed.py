@@ -18,13 +18,11 @@ from signgd.distributed import DistributedError, shard_data, shard_range
 from signgd.batches import labelled
 
 TESTS = Path(__file__).resolve().parent
-SRC = TESTS.parent / "src"
 ARGS = ["--data", "digits", "--T", "4,32", "--limit", "101", "--quiet"]  # 101 samples: 51 + 50
 
 
 def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]

@@ -6,7 +6,7 @@ DATA is one of ``digits`` (scikit-learn's 8x8 digits, always available), ``fashi
 ``imagefolder:PATH`` (class sub-folders; ``PATH/train`` and ``PATH/val`` or ``PATH/test`` when
 present, else PATH for both). Images are scaled to [0, 1], then optionally resized
 (``--resize``), centre-cropped (``--crop``) and normalized (``--mean``/``--std``), as the model was
-trained.
+trained, with torchvision's ``transforms.v2``.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
 from .. import data as signgd_data
@@ -45,28 +44,49 @@ def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
 
 
 def _tensor_transform(opts: ImageOptions):
-    """The options as a function of one image tensor [C, H, W] in [0, 1]."""
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        if opts.resize:
-            h, w = x.shape[-2:]
-            scale = opts.resize / min(h, w)
-            size = (max(1, round(h * scale)), max(1, round(w * scale)))
-            x = F.interpolate(x.unsqueeze(0), size=size, mode="bilinear", align_corners=False).squeeze(0)
-        if opts.crop:
-            h, w = x.shape[-2:]
-            if opts.crop > min(h, w):
-                raise UsageError(f"--crop {opts.crop} is larger than the {h}x{w} images; use --resize first")
-            top, left = (h - opts.crop) // 2, (w - opts.crop) // 2
-            x = x[..., top:top + opts.crop, left:left + opts.crop]
-        if opts.mean is not None or opts.std is not None:
-            c = x.shape[0]
-            mean = torch.tensor(opts.mean or (0.0,) * c, dtype=x.dtype).reshape(-1, 1, 1)
-            std = torch.tensor(opts.std or (1.0,) * c, dtype=x.dtype).reshape(-1, 1, 1)
-            if mean.numel() not in (1, c) or std.numel() not in (1, c):
-                raise UsageError(f"--mean/--std give {mean.numel()}/{std.numel()} values for {c}-channel images")
-            x = (x - mean) / std
+    """The options as torchvision's ``transforms.v2`` pipeline for one image tensor [C, H, W] in [0, 1]:
+    ``Resize`` (shorter side, bilinear, no antialiasing), ``CenterCrop``, ``Normalize``; a crop
+    larger than the image or a mean/std that does not fit the channels is refused, not padded."""
+    try:
+        from torchvision.transforms import v2
+    except ImportError:
+        raise UsageError("--resize, --crop, --mean and --std need torchvision: pip install torchvision") from None
+    steps = []
+    if opts.resize:
+        steps.append(v2.Resize(opts.resize, antialias=False))
+    if opts.crop:
+        steps += [_crop_fits(opts.crop), v2.CenterCrop(opts.crop)]
+    if opts.mean is not None or opts.std is not None:
+        steps += [_channels_fit(opts), _normalize(opts)]
+    return v2.Compose(steps)
+
+
+def _crop_fits(crop: int):
+    def check(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if crop > min(h, w):
+            raise UsageError(f"--crop {crop} is larger than the {h}x{w} images; use --resize first")
         return x
-    return apply
+    return check
+
+
+def _channels_fit(opts: ImageOptions):
+    def check(x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[0]
+        m, s = len(opts.mean or (0.0,)), len(opts.std or (1.0,))
+        if m not in (1, c) or s not in (1, c):
+            raise UsageError(f"--mean/--std give {m}/{s} values for {c}-channel images")
+        return x
+    return check
+
+
+def _normalize(opts: ImageOptions):
+    from torchvision.transforms import v2
+    mean, std = list(opts.mean or (0.0,)), list(opts.std or (1.0,))
+    if len(mean) != len(std):  # v2.Normalize takes one value per channel for both, or one for both
+        n = max(len(mean), len(std))
+        mean, std = mean * (n // len(mean)), std * (n // len(std))
+    return v2.Normalize(mean, std)
 
 
 class _Mapped(Dataset):
