@@ -122,7 +122,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
 
     gm = trace(model, leaf_modules)
     with torch.no_grad():
-        expected = _run(gm, sample, "the model")  # the traced, unmodified model: the reference
+        expected = _run(gm, sample, "the model")  # the traced, unmodified model: what the rewrite must reproduce
     notes = [f"traced {type(model).__name__}: {len(gm.graph.nodes)} graph nodes"]
     if gm.meta.get("swapped_modules"):
         notes.append(f"swapped {gm.meta['swapped_modules']} MultiheadAttention/TransformerEncoder(Layer) modules "

@@ -93,24 +93,24 @@ def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES
     if x.shape[0] == 0:
         raise ValueError("tuning the schedule needs at least one calibration sample")
     with torch.inference_mode():
-        reference = snn.ann(x)
+        ann_out = snn.ann(x)
     grid = dict.fromkeys([PAPER, *((lr, decay) for decay in decays for lr in learning_rates)])
     schedules = [sched.exponential(lr, decay) for lr, decay in grid]
     schedules += [sched.adaptive(*params) for params in dict.fromkeys(adaptive)]
     candidates = []
     for schedule in schedules:
         out = snn.simulate(x, [T], schedule=schedule).outputs[T]
-        candidates.append(Candidate(schedule, *_agreement_and_error(out, reference)))
+        candidates.append(Candidate(schedule, *_agreement_and_error(out, ann_out)))
     return TuningResult(T, int(x.shape[0]), sorted(candidates, key=lambda c: c.key))
 
 
-def _agreement_and_error(out: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
-    out, reference = out.double(), reference.double()
-    error = float((out - reference).norm() / reference.norm().clamp_min(1e-12))
+def _agreement_and_error(out: torch.Tensor, ann_out: torch.Tensor) -> tuple[float, float]:
+    out, ann_out = out.double(), ann_out.double()
+    error = float((out - ann_out).norm() / ann_out.norm().clamp_min(1e-12))
     if not torch.isfinite(out).all():
         return 0.0, float("inf")
-    if reference.dim() >= 2:
-        agreement = float((out.argmax(-1) == reference.argmax(-1)).double().mean())
+    if ann_out.dim() >= 2:
+        agreement = float((out.argmax(-1) == ann_out.argmax(-1)).double().mean())
     else:
         agreement = 0.0  # no classes to agree on: the error alone decides
     return agreement, error

@@ -13,7 +13,7 @@ import sys
 
 from .. import distributed as _dist
 from .commands import run_convert, run_demo_command, run_evaluate, run_report
-from .errors import EXIT_FAILURE, EXIT_USAGE, describe
+from .errors import EXIT_FAILURE, EXIT_USAGE, error_message
 from .parser import build_parser
 from .usage import UsageError
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print("signgd: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the boundary: known mistakes become one line
-        message = describe(exc)
+        message = error_message(exc)
         if message is None or getattr(args, "traceback", False):
             raise
         print(f"signgd {args.command}: error{_dist.rank_label()}: {message}", file=sys.stderr)

@@ -87,7 +87,7 @@ def run_convert(args, argv: list[str], log=print) -> int:
     if _dist.is_main():  # under torchrun every rank holds rank 0's network; rank 0 writes it
         snn.save(snn_path)
     run_settings = {"command": ["signgd", *argv], "model": args.model, "model_args": model_args,
-                    "weights": args.weights, "data": args.data, "image": opts.describe(),
+                    "weights": args.weights, "data": args.data, "image": opts.settings(),
                     "calibration_samples": len(calibration), "device": str(device), "seed": args.seed}
     report = make_report(snn, test, args.T, batch_size=args.batch_size, limit=args.limit, progress=progress,
                          energy_model=energy_model, run_settings=run_settings)
@@ -105,7 +105,7 @@ def run_evaluate(args, argv: list[str], log=print) -> int:
     snn = load(args.snn_file, map_location=device)
     test = load_split(args.data, "test", opts)
     run_settings = {"command": ["signgd", *argv], "snn_file": str(args.snn_file), "data": args.data,
-                    "image": opts.describe(), "device": str(device), "seed": args.seed}
+                    "image": opts.settings(), "device": str(device), "seed": args.seed}
     report = make_report(snn, test, args.T, batch_size=args.batch_size, limit=args.limit,
                          progress=_progress(args), energy_model=energy_model, run_settings=run_settings)
     if not _dist.is_main():  # every rank holds the same reduced report; rank 0 writes it

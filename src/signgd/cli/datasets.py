@@ -29,7 +29,8 @@ class ImageOptions:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
-    def describe(self) -> dict:
+    def settings(self) -> dict:
+        """The options as the report's settings record them."""
         return {"resize": self.resize, "crop": self.crop, "mean": self.mean and list(self.mean),
                 "std": self.std and list(self.std)}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import (CalibrationError, ConversionError, DatasetNotFoundError, InputError, SigngdError, TraceError,
                       UnsupportedOperationError, one_line)
 
-__all__ = ["describe", "EXIT_USAGE", "EXIT_FAILURE"]
+__all__ = ["error_message", "EXIT_USAGE", "EXIT_FAILURE"]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -29,7 +29,7 @@ def _file_error(exc: OSError) -> str:
             f"the data folder) and their permissions")
 
 
-def describe(exc: BaseException) -> str | None:
+def error_message(exc: BaseException) -> str | None:
     """The one-line message for a known mistake, or None for an unexpected error."""
     for cls, prefix in _KNOWN:
         if isinstance(exc, cls):
