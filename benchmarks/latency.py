@@ -152,7 +152,7 @@ def render(args, results, threads) -> str:
     if tuned:
         lines += ["", "## Schedules chosen by tuning", "",
                   "exp: `exponential(lr, decay)`; ada: `adaptive(lr, grow, shrink)` (per-neuron steps, "
-                  "`signgd.adaptive`).", "",
+                  "`signgd.schedules.adaptive`).", "",
                   "| model | configuration | " + " | ".join(f"T={t}" for t in args.steps) + " |",
                   "|---|---|" + "---|" * len(args.steps)]
         for name in args.names:

@@ -110,7 +110,7 @@ def _prepare(mode: str, model, make, x, T: int, dev):
             return None, {"skip": f"n/a: SpikingJelly converts ReLUs only ({', '.join(leftovers)} stay analog)"}
         step_mode = mode[3:]
         return (lambda xb=x: _peers.run(net, xb, T, step_mode)), {}
-    schedule = "adaptive" if mode.endswith(":ada") else None  # per-neuron steps (signgd.adaptive)
+    schedule = "adaptive" if mode.endswith(":ada") else None  # per-neuron steps (signgd.schedules.adaptive)
     try:  # calibrated on 8 samples: conversion cost is not what is measured
         snn = signgd.convert(model, make(8).to(dev), schedule=schedule)
     except signgd.UnsupportedOperationError as exc:
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--batch", default="256,16", help="comma-separated batch sizes")
     p.add_argument("--T", type=int, default=64)
-    p.add_argument("--adaptive", action="store_true", help="also time the adaptive schedule (signgd.adaptive)")
+    p.add_argument("--adaptive", action="store_true", help="also time the adaptive schedule (signgd.schedules.adaptive)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the best is kept)")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0: one per CPU")

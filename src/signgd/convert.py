@@ -19,7 +19,6 @@ from torch.fx.passes.shape_prop import ShapeProp
 from . import batches
 from . import distributed as _dist
 from . import schedules as sched
-from .adaptive import check_dynamics
 from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
 from .graph.attention import decompose_attention, decompose_softmax
@@ -34,6 +33,7 @@ from .graph.simplify import remove_assertions, remove_identities
 from .graph.trace import trace
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
+from .schedules import check_dynamics
 from .tuning import check_steps, tune_schedule
 from .validation import check_finite_output
 

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adaptive import adaptive_scan
-from .kernels import _prologue_torch, signgd_fire, signgd_scan, signgd_update
+from .kernels import adaptive_scan, prologue_torch, signgd_fire, signgd_scan, signgd_update
 from .targets import get_target
 
 __all__ = ["signgd_fire", "signgd_update", "subgradient_step", "SpikingNeuron"]
@@ -129,7 +128,7 @@ class SpikingNeuron(nn.Module):
     # ---- simulation -------------------------------------------------------------------------
     def init_state(self, like: torch.Tensor, dynamics: str, adaptive: bool = False) -> dict:
         """Fresh state for a batch; ``like`` has the shape of one step's output ``[B, ...]``.
-        ``adaptive``: also the signed last step of each neuron (``signgd.adaptive``)."""
+        ``adaptive``: also the signed last step of each neuron (``signgd.schedules.adaptive``)."""
         state = {"y": torch.zeros_like(like)}
         if adaptive:
             state["d"] = torch.zeros_like(like)
@@ -196,7 +195,7 @@ class SpikingNeuron(nn.Module):
         return target, not any(_shares_memory(target, x) for x in xs)
 
     def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule):
-        """Adaptive steps (``signgd.adaptive``): torch computes the normalized target, then the
+        """Adaptive steps (``signgd.schedules.adaptive``): torch computes the normalized target, then the
         scan steps each neuron by its own gain, writing its output over the target when the
         target buffer is ours."""
         scale = self.scale if self.normalized else None
@@ -204,11 +203,11 @@ class SpikingNeuron(nn.Module):
         found = prologue(xs, self.params) if prologue is not None else None
         if found is not None:
             x, pre, factor = found
-            target, fresh = _prologue_torch(x, pre, factor, None), True
+            target, fresh = prologue_torch(x, pre, factor, None), True
         else:
             target, fresh = self._target(xs, owned)
         if scale is not None:
-            target, fresh = _prologue_torch(target, None, None, scale, donated=fresh), True
+            target, fresh = prologue_torch(target, None, None, scale, donated=fresh), True
         y = state["y"]
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from .adaptive import next_step
 from .graph.calibrate import zero_response
+from .kernels import next_step
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron, signgd_fire, signgd_update
 

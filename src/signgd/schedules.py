@@ -4,6 +4,22 @@ A signGD neuron moves its estimate by ``eta_t`` per step, so the schedule decide
 neuron reaches its target (the sum of the steps bounds how far it can travel) and how precisely it
 settles (the last step bounds its error). Schedules are evaluated in float64 and then cast, so long
 runs (there is no cap on T) lose no precision to the accumulation of powers.
+
+Adaptive steps (``adaptive``): each signGD neuron grows its step while its spikes repeat and shrinks
+it when they alternate (the sign rule of Rprop, applied to the neuron's own estimate). Why: with a
+fixed schedule every neuron takes the same steps, so one schedule must serve the neuron that is far
+from its target (wants large steps) and the one that has arrived (wants small ones); at few time
+steps no schedule serves both (``docs/latency_causes.md``). A neuron whose spikes repeat is still
+travelling, one whose spikes alternate brackets its target: growing the step in the first case and
+halving it in the second is a bisection that reaches any range and then settles geometrically.
+
+The rule, per neuron, with ``eta_t`` the schedule's step and ``g`` the neuron's gain:
+``s_t = 1[y_{t-1} >= f(x_t)]``; ``g_1 = 1``; for ``t > 1``, ``g_t = g_{t-1} * grow`` when
+``s_t == s_{t-1}`` and ``g_{t-1} * shrink`` otherwise, clamped to ``[MIN_GAIN, MAX_GAIN]``;
+``y_t = y_{t-1} - eta_t g_t (2 s_t - 1)``. Everything it uses is in the spike train, so a receiver
+reconstructs the sender's estimate from spikes alone (``signgd.reference`` does exactly that): the
+neurons still communicate with binary spikes only. With ``grow = shrink = 1`` it is the plain signGD
+neuron, bit for bit. The scan that runs it is ``signgd.kernels.adaptive_scan``.
 """
 from __future__ import annotations
 
@@ -12,14 +28,21 @@ from typing import Callable, Union
 
 import torch
 
-__all__ = ["Schedule", "exponential", "inverse", "constant", "polynomial", "adaptive", "make_schedule"]
+__all__ = ["Schedule", "exponential", "inverse", "constant", "polynomial", "adaptive", "make_schedule",
+           "MIN_GAIN", "MAX_GAIN", "check_rule", "check_dynamics"]
+
+#: Bounds of the adaptive gain. The floor keeps a settled neuron able to follow a target that moves
+#: again (from the floor, growing by 1.2 per step takes ~38 steps back to 1); the ceiling keeps long
+#: runs finite when a target is out of any reach (an infinite input).
+MIN_GAIN = 1e-3
+MAX_GAIN = 1e3
 
 
 class Schedule:
     """A named step-size sequence. ``schedule.etas(t0, t1)`` gives ``eta_t`` for ``t0 <= t < t1``.
 
     ``rule``: None (every neuron takes ``eta_t``), or ``(grow, shrink)`` when each neuron scales
-    ``eta_t`` by its own gain (``adaptive``; ``signgd.adaptive``).
+    ``eta_t`` by its own gain (``adaptive``).
     """
 
     rule: tuple[float, float] | None = None
@@ -90,16 +113,36 @@ def polynomial(lr: float = 0.5, power: float = 0.5) -> Schedule:
 
 def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5) -> Schedule:
     """Per-neuron steps ``lr * g``: each neuron's gain ``g`` (1 at first) grows by ``grow`` while its
-    spikes repeat and shrinks by ``shrink`` when they alternate (``signgd.adaptive``). Reaches any
+    spikes repeat and shrinks by ``shrink`` when they alternate (the rule: this module's docstring). Reaches any
     range and settles geometrically: the best choice at few time steps on ReLU CNNs
     (``docs/latency_vgg.md``); signGD dynamics only."""
-    from .adaptive import check_rule
-
     _check_positive(lr=lr)
     grow, shrink = check_rule(grow, shrink)
     schedule = Schedule("adaptive", lambda t: torch.full_like(t, lr), lr=lr, grow=grow, shrink=shrink)
     schedule.rule = (grow, shrink)
     return schedule
+
+
+def check_rule(grow: float, shrink: float) -> tuple[float, float]:
+    """``(grow, shrink)`` as floats, or a clear error: grow >= 1 (a travelling neuron does not slow
+    down) and 0 < shrink <= 1 (a bracketing one does not speed up)."""
+    for name, v in (("grow", grow), ("shrink", shrink)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"adaptive schedule: {name} must be a finite number, got {v!r}")
+    if grow < 1:
+        raise ValueError(f"adaptive schedule: grow must be >= 1 (the step grows while spikes repeat), got {grow}")
+    if not 0 < shrink <= 1:
+        raise ValueError(f"adaptive schedule: shrink must be in (0, 1] (the step shrinks when spikes "
+                         f"alternate), got {shrink}")
+    return float(grow), float(shrink)
+
+
+def check_dynamics(schedule, dynamics: str) -> None:
+    """Refuse an adaptive schedule for a dynamics other than signGD (conversion and simulation
+    share this check, so the message is the same wherever it is caught)."""
+    if schedule.rule is not None and dynamics != "signgd":
+        raise ValueError(f"an adaptive schedule steps signGD neurons; dynamics={dynamics!r} takes a plain "
+                         f"schedule (leave schedule out for its default)")
 
 
 def _from_values(values: torch.Tensor) -> Schedule:

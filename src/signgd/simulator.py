@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 
-from .adaptive import check_dynamics
 from .codecs import InputEncoder, OutputDecoder
 from .neurons import SpikingNeuron
-from .schedules import Schedule
+from .schedules import Schedule, check_dynamics
 
 
 @dataclass

@@ -6,8 +6,8 @@ target that is still moving, so the decay must leave room to correct early moves
 ``exponential(0.15, 0.95)`` is a good compromise around T = 64..256; at T = 8..32 a larger decay
 rate settles sooner. The best trade-off depends on the network's depth and ranges, so it is
 measured rather than guessed: every candidate, ``exponential(lr, decay)`` or a few
-``adaptive(lr, grow, shrink)`` (per-neuron steps, ``signgd.adaptive``: picked for the VGG, ResNet
-and ResMLP at T = 8..64 and the ViT at T=128, not for the ConvNeXt and Mixer, in
+``adaptive(lr, grow, shrink)`` (per-neuron steps, ``signgd.schedules.adaptive``: picked for the VGG,
+ResNet and ResMLP at T = 8..64 and the ViT at T=128, not for the ConvNeXt and Mixer, in
 benchmarks/latency.py), is simulated for T steps on a few calibration samples, and the one whose
 outputs agree best with the ANN wins (agreement of the arg-max first, the relative output error to
 break ties). The paper's schedule is always a candidate, so on the tuning samples the result is

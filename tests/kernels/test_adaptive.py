@@ -1,13 +1,13 @@
-"""Adaptive steps (signgd.adaptive): each neuron grows its step while its spikes repeat and shrinks it
-when they alternate."""
+"""Adaptive steps (signgd.schedules.adaptive; the scan: signgd.kernels.adaptive_scan): each neuron grows
+its step while its spikes repeat and shrinks it when they alternate."""
 import pytest
 import torch
 from torch import nn
 
 import signgd
 from signgd import schedules
-from signgd.adaptive import MAX_GAIN, MIN_GAIN, adaptive_scan
-from signgd.kernels import signgd_scan
+from signgd.kernels import adaptive_scan, signgd_scan
+from signgd.schedules import MAX_GAIN, MIN_GAIN
 from signgd.reference import simulate_spikes
 
 
@@ -125,8 +125,9 @@ def test_the_subgradient_dynamics_refuses_an_adaptive_schedule(x):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("in_place", [False, True])
 def test_the_c_kernel_matches_the_torch_loop_bit_for_bit(dtype, in_place):
-    from signgd.adaptive import adaptive_scan_torch
-    from signgd.kernels import adaptive_scan_c, available_backends
+    from signgd.kernels import available_backends
+    from signgd.kernels.c import adaptive_scan_c
+    from signgd.kernels.reference import adaptive_scan_torch
 
     if "c" not in available_backends():
         pytest.skip("the C kernel did not build here")

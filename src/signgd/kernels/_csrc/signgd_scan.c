@@ -1,5 +1,5 @@
 /*
- * Fused signGD neuron scan (CPU), loaded by signgd/kernels.py through ctypes.
+ * Fused signGD neuron scan (CPU), loaded by signgd/kernels/c.py through ctypes.
  *
  * For every element i of a layer (N elements) and every step t < Tc:
  *     g     = x[t, i]                      (PRE_NONE: x holds the targets themselves)
@@ -218,7 +218,8 @@ DEFINE_SCAN(signgd_scan_f32, block_f32, float, int32_t)
 DEFINE_SCAN(signgd_scan_f64, block_f64, double, int64_t)
 
 /*
- * Adaptive signGD scan (signgd/adaptive.py's rule; the torch loop there is the reference):
+ * Adaptive signGD scan (signgd.schedules.adaptive's rule; the torch loop in
+ * signgd/kernels/reference.py is the reference):
  *     s = y >= target[t, i];  dir = s ? -1 : +1
  *     g = d == 0 ? 1 : clamp(|d| * (dir * d > 0 ? grow : shrink), gmin, gmax)
  *     d = dir * g;  y = y + eta[t] * d;  out[t, i] = y * scale(i)

@@ -1,0 +1,201 @@
+"""The torch reference of the signGD scan: the rule itself in plain torch ops (any device and dtype).
+
+``signgd_fire`` and ``signgd_update`` are one step of the neuron (``signgd.neurons`` re-exports
+them); ``scan_torch`` is the ``"torch"`` backend of ``signgd_scan``; ``prologue_torch`` computes a
+target the way the fused C prologue does (``pre`` / ``normalize``); ``next_step`` and
+``adaptive_scan_torch`` are the adaptive rule (``signgd.schedules.adaptive``). The C and Triton
+backends are checked against these functions bit for bit.
+
+The helpers at the end are shared with the fused backends (``c.py``, ``triton.py``): how a kernel
+applies ``out_scale`` and finishes a call so that its result is the reference's.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..schedules import MAX_GAIN, MIN_GAIN
+
+__all__ = ["signgd_fire", "signgd_update", "scan_torch", "prologue_torch", "next_step", "adaptive_scan_torch"]
+
+
+# --------------------------------------------------------------------------------------------
+# The plain scan
+# --------------------------------------------------------------------------------------------
+
+def signgd_fire(y_prev: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``s_t = 1[y_{t-1} >= f(x_t)]``: the neuron says "my estimate is too high"."""
+    return y_prev >= target
+
+
+def signgd_update(y_prev: torch.Tensor, spike: torch.Tensor, eta) -> torch.Tensor:
+    """``y_t = y_{t-1} - eta_t (2 s_t - 1)``: one sign-gradient step on ``|y - f(x)|``."""
+    return torch.where(spike, y_prev - eta, y_prev + eta)
+
+
+def scan_torch(target, y, etas, out_scale, spikes, out=None):
+    """``signgd_scan``'s ``"torch"`` backend (the arguments of ``signgd_scan``, already checked):
+    ``(out, y_final)``."""
+    Tc = target.shape[0]
+    if Tc == 0:
+        return empty_out(target, y, out_scale, out), y
+    ys = None
+    counts = torch.zeros(Tc, dtype=torch.int64, device=target.device) if spikes is not None else None
+    for t in range(Tc):
+        s = signgd_fire(y, target[t])
+        y = signgd_update(y, s, etas[t])
+        if ys is None:
+            ys = out if out is not None and out.dtype == y.dtype else torch.empty(
+                (Tc, *y.shape), dtype=y.dtype, device=y.device)
+        ys[t] = y
+        if counts is not None:
+            counts[t] = s.sum()
+    if spikes is not None:
+        spikes += counts.to(spikes.device)
+    return scaled(ys, out_scale, out), y
+
+
+def prologue_torch(target, pre, factor, divisor, donated=False):
+    """The target computed by torch: ``torch.square(target)`` or ``target * factor``, then
+    ``/ divisor`` (the reference for the fused C prologue). ``donated``: ``target``'s memory may
+    be overwritten."""
+    t = target
+    if pre == "square":
+        t = torch.square(t)
+    elif pre == "mul":
+        t = t * factor
+    if divisor is not None:
+        own = t is not target or donated
+        t = t.div_(divisor) if own and torch.result_type(t, divisor) == t.dtype else t / divisor
+    return t
+
+
+# --------------------------------------------------------------------------------------------
+# The adaptive scan (signgd.schedules.adaptive)
+# --------------------------------------------------------------------------------------------
+
+def next_step(spike: torch.Tensor, d: torch.Tensor, grow: float, shrink: float) -> torch.Tensor:
+    """The new signed step ``d_t = (1 - 2 s_t) g_t`` from the spike and the last one (0: none yet).
+    Every product is one operation in d's dtype, as in the C kernel (bit-identical results)."""
+    direction = 1 - 2 * spike.to(d.dtype)
+    size = d.abs()
+    gain = torch.where(direction * d > 0, size * grow, size * shrink).clamp_(MIN_GAIN, MAX_GAIN)
+    return direction * torch.where(d == 0, torch.ones_like(gain), gain)
+
+
+def adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None):
+    """The reference loop of ``signgd.kernels.adaptive_scan`` in torch ops (any device)."""
+    Tc = target.shape[0]
+    if out is None:
+        dtype = y.dtype if out_scale is None else torch.result_type(y, out_scale)
+        out = torch.empty(target.shape, dtype=dtype, device=target.device)
+    counts = torch.zeros(Tc, dtype=torch.int64, device=target.device) if spikes is not None else None
+    etas = etas.to(device=y.device, dtype=y.dtype)
+    for t in range(Tc):
+        s = y >= target[t]
+        d.copy_(next_step(s, d, grow, shrink))
+        y.add_(etas[t] * d)
+        if out_scale is None:
+            out[t].copy_(y)
+        else:
+            torch.mul(y, out_scale, out=out[t])
+        if counts is not None:
+            counts[t] = s.sum()
+    if spikes is not None:
+        spikes += counts.to(spikes.device)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Shared with the fused backends: the output the reference gives, and the buffers involved
+# --------------------------------------------------------------------------------------------
+
+def scaled(ys, out_scale, out):
+    """``ys * out_scale`` (or ys), into ``out`` when given (``ys`` may be ``out`` itself)."""
+    if out_scale is None:
+        if out is not None and out is not ys:
+            out.copy_(ys)
+            return out
+        return ys
+    if out is None:
+        return ys * out_scale
+    return torch.mul(ys, out_scale, out=out)
+
+
+def empty_out(target, y, out_scale, out=None):
+    if out is not None:
+        return out
+    res = torch.empty((0, *y.shape), dtype=y.dtype, device=y.device)
+    return res if out_scale is None else res * out_scale
+
+
+def scale_for_kernel(out_scale, y, S):
+    """How a fused kernel applies ``out_scale``: ``(mode, scale, length)``.
+
+    mode "none": no scale; "kernel": multiply inside the kernel by ``scale`` (a contiguous 1-D
+    tensor in y's dtype and device) with ``length`` 1 (a scalar) or M (element i uses
+    ``scale[i % M]``); "after": the scale would change the result's dtype or broadcast against
+    the time axis, so torch multiplies the kernel's output afterwards (still exact).
+    """
+    if out_scale is None:
+        return "none", None, 0
+    dtype, device = y.dtype, y.device
+    if not isinstance(out_scale, torch.Tensor):
+        if isinstance(out_scale, (bool, complex)):
+            return "after", None, 0
+        sc = torch.tensor([out_scale], dtype=torch.float64)
+        if torch.result_type(y, out_scale) != dtype:
+            return "after", None, 0
+        return "kernel", sc.to(device=device, dtype=dtype), 1
+    if torch.result_type(y, out_scale) != dtype or out_scale.is_complex():
+        return "after", None, 0
+    if out_scale.numel() == 1:
+        if out_scale.dim() > len(S) + 1:
+            return "after", None, 0
+        return "kernel", out_scale.detach().reshape(1).to(device=device, dtype=dtype).contiguous(), 1
+    shape = list(out_scale.shape)
+    while shape and shape[0] == 1:
+        shape.pop(0)
+    if len(shape) > len(S):
+        return "after", None, 0          # broadcasts along time (or is malformed: torch will say)
+    sc = out_scale.detach().to(device=device, dtype=dtype)
+    if tuple(shape) == tuple(S[len(S) - len(shape):]):
+        return "kernel", sc.reshape(-1).contiguous(), sc.numel()
+    full = torch.broadcast_to(sc, tuple(S)).contiguous()
+    return "kernel", full.reshape(-1), full.numel()
+
+
+def kernel_out(target, scale_mode, out):
+    """The buffer a fused kernel writes: ``out`` itself unless torch must scale afterwards."""
+    if out is not None and scale_mode != "after":
+        return out
+    return torch.empty(target.shape, dtype=target.dtype, device=target.device)
+
+
+def finish(res, y_final, out_scale, scale_mode, counts, spikes, out):
+    if counts is not None:
+        spikes += counts.to(spikes.device)
+    if scale_mode == "after":
+        res = scaled(res, out_scale, out)
+    return res, y_final
+
+
+def overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors' memory ranges intersect (same storage, intersecting byte ranges)."""
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+
+    def span(t):
+        lo = t.data_ptr()
+        hi = lo + t.element_size() * (1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride())))
+        return lo, hi
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
+
+
+def same_buffer(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` are the same contiguous memory, element for element."""
+    return (a.data_ptr() == b.data_ptr() and a.dtype == b.dtype and a.shape == b.shape
+            and a.is_contiguous() and b.is_contiguous())
