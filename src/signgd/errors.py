@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __all__ = ["SigngdError", "ConversionError", "UnsupportedOperationError", "TraceError",
            "CalibrationError", "InputError", "DatasetNotFoundError", "DistributedError", "ReportError",
-           "UsageError", "one_line"]
+           "UsageError", "KernelUnavailableError", "one_line"]
 
 
 class SigngdError(Exception):
@@ -74,3 +74,7 @@ class ReportError(SigngdError, ValueError):
 class UsageError(SigngdError, ValueError):
     """A command-line argument names something that does not exist or does not fit; the message
     says which and how to fix it."""
+
+
+class KernelUnavailableError(SigngdError, RuntimeError):
+    """A kernel backend was asked for by name but cannot run on these inputs or on this machine."""

@@ -6,7 +6,7 @@ spike ``s_t`` and every downstream neuron integrates it, ``x_t = x_{t-1} - eta_t
 from ``x_0 = A(0)``, where ``L = A - A(0)`` is the linear part. This module simulates that second
 view literally, one step at a time, so a test can show that both give the same spikes and outputs.
 It is slow and meant for checking, not for use (signGD dynamics only). With an adaptive schedule
-(``signgd.adaptive``) each receiver rebuilds the sender's step from the spikes it has seen, the
+(``signgd.schedules.adaptive``) each receiver rebuilds the sender's step from the spikes it has seen, the
 way spiking hardware would.
 """
 from __future__ import annotations

@@ -49,7 +49,7 @@ import os
 
 import torch
 
-from ..errors import SigngdError
+from ..errors import KernelUnavailableError
 from . import c
 from . import triton as triton_backend
 from .build import cache_dir
@@ -61,10 +61,6 @@ __all__ = ["signgd_scan", "signgd_fire", "signgd_update", "adaptive_scan", "next
 
 BACKENDS = ("torch", "c", "triton")
 ENV_BACKEND = "SIGNGD_KERNEL"
-
-
-class KernelUnavailableError(SigngdError, RuntimeError):
-    """A kernel backend was asked for by name but cannot run on these inputs or on this machine."""
 
 
 # --------------------------------------------------------------------------------------------
