@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from .. import distributed as _dist
 from ..network import SpikingNetwork, Steps, parse_steps
 from . import energy as energy_mod
