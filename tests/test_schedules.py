@@ -42,9 +42,9 @@ def test_string_dict_callable_and_tensor_specs():
     assert torch.equal(tens.etas(1, 3, torch.float64), torch.tensor([0.5, 0.25], dtype=torch.float64))
     with pytest.raises(ValueError, match="2 steps but step 3"):
         tens.etas(1, 4)
-    # describe() round-trips through make_schedule (what saved networks and reports rely on)
+    # spec() round-trips through make_schedule (what saved networks and reports rely on)
     for s in [schedules.exponential(0.2, 0.8), schedules.polynomial(), tens]:
-        again = schedules.make_schedule(s.describe())
+        again = schedules.make_schedule(s.spec())
         assert torch.equal(again.etas(1, 3, torch.float64), s.etas(1, 3, torch.float64))
 
 

@@ -34,7 +34,7 @@ def test_convert_for_T_is_more_accurate_at_that_T_than_the_default(trained_digit
     default = signgd.convert(trained_digits_cnn, calibration)
     tuned = signgd.convert(trained_digits_cnn, calibration, T=6)
     assert tuned.settings["tuned_for"] == 6 and tuned.settings["encoding"] == "analog"
-    assert tuned.settings["schedule"] == tuned.schedule.describe()
+    assert tuned.settings["schedule"] == tuned.schedule.spec()
     assert any("tuned the schedule for T=6" in line for line in tuned.conversion_log)
     acc = {name: signgd.evaluate(snn, digits_test, T=[6], progress=False).snn_accuracy[6]
            for name, snn in (("default", default), ("tuned", tuned))}

@@ -154,7 +154,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         for name, a0 in zero_response(gm, sample)[0].items():
             neurons[name].bias0 = a0[0]
         notes.append("computed A(0) of every neuron for the subgradient dynamics")
-    settings = dict(dynamics=dynamics, schedule=schedule.describe(), encoding=encoding, seed=int(seed),
+    settings = dict(dynamics=dynamics, schedule=schedule.spec(), encoding=encoding, seed=int(seed),
                     normalize=normalize, pad_value=float(pad_value), memory_budget=int(memory_budget))
     if T is not None:
         settings["tuned_for"] = int(T)
@@ -164,7 +164,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         notes.append(f"took rank 0's weights and scales on all {_dist.world_size()} ranks")
     if tune:
         result = tune_schedule(snn, calib.kept(), T)
-        chosen = result.schedule.describe()
+        chosen = result.schedule.spec()
         if share:  # every rank tunes the same network; rank 0's choice is the one kept
             chosen = _dist.broadcast_object(chosen)
         snn.schedule = sched.make_schedule(chosen)

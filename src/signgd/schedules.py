@@ -73,8 +73,8 @@ class Schedule:
         rule, the farthest at gain 1: its gains let a neuron travel further)."""
         return float(self.etas(1, T + 1, dtype=torch.float64).sum())
 
-    def describe(self) -> dict:
-        """A JSON-able description (for reports and saved networks)."""
+    def spec(self) -> dict:
+        """The JSON-able spec ``make_schedule`` rebuilds this schedule from (reports, saved networks)."""
         return {"name": self.name, **self.params}
 
     def __repr__(self) -> str:
