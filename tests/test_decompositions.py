@@ -166,7 +166,7 @@ def test_attention_with_key_padding_mask_is_refused_clearly():
 def test_spike_view_equals_estimate_propagation_for_norms_products_and_softmax():
     """The neurons of the decompositions (square, divide_sqrt, matmul, exp, divide, gelu) send only
     signed spikes: integrating them through the affine maps gives the same spikes and outputs."""
-    from signgd.reference import simulate_spikes
+    from signgd.event_driven import simulate_spikes
 
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu", batch_first=True)

@@ -5,7 +5,7 @@ from torch import nn
 
 import signgd
 from signgd import models
-from signgd.reference import simulate_spikes
+from signgd.event_driven import simulate_spikes
 
 
 def _net(seed=0):

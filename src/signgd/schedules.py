@@ -17,7 +17,7 @@ The rule, per neuron, with ``eta_t`` the schedule's step and ``g`` the neuron's 
 ``s_t = 1[y_{t-1} >= f(x_t)]``; ``g_1 = 1``; for ``t > 1``, ``g_t = g_{t-1} * grow`` when
 ``s_t == s_{t-1}`` and ``g_{t-1} * shrink`` otherwise, clamped to ``[MIN_GAIN, MAX_GAIN]``;
 ``y_t = y_{t-1} - eta_t g_t (2 s_t - 1)``. Everything it uses is in the spike train, so a receiver
-reconstructs the sender's estimate from spikes alone (``signgd.reference`` does exactly that): the
+reconstructs the sender's estimate from spikes alone (``signgd.event_driven`` does exactly that): the
 neurons still communicate with binary spikes only. With ``grow = shrink = 1`` it is the plain signGD
 neuron, bit for bit. The scan that runs it is ``signgd.kernels.adaptive_scan``.
 """

@@ -8,7 +8,7 @@ import signgd
 from signgd import schedules
 from signgd.kernels import adaptive_scan, signgd_scan
 from signgd.schedules import MAX_GAIN, MIN_GAIN
-from signgd.reference import simulate_spikes
+from signgd.event_driven import simulate_spikes
 
 
 def _net():

@@ -1,4 +1,4 @@
-"""An event-driven reference simulation: neurons exchange signed spikes, not estimates.
+"""The event-driven simulation: neurons exchange signed spikes, not estimates.
 
 The fast simulator propagates estimates: each neuron's input at step t is the ANN pre-activation of
 the upstream estimates, ``x_t = A(y^up_t)``. Spiking hardware cannot send an estimate; it sends the
