@@ -9,8 +9,7 @@ from .network import SpikingNetwork
 from .neurons import SpikingNeuron
 from .serialize import SnnFileError, load
 from .simulator import SimulationResult
-
-__version__ = "0.1.0"
+from .version import VERSION as __version__
 
 __all__ = ["convert", "evaluate", "SpikingNetwork", "SpikingNeuron", "SimulationResult", "EvaluationReport",
            "schedules", "data", "SigngdError", "ConversionError", "TraceError", "UnsupportedOperationError",
