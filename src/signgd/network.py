@@ -10,6 +10,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from . import snnfile
 from .codecs import InputEncoder
 from .errors import InputError
 from .neurons import SpikingNeuron
@@ -64,9 +65,8 @@ class SpikingNetwork(nn.Module):
 
     def save(self, path) -> Path:
         """Write the network (graph, weights, scales, settings, format version) to ``path``; read it
-        back with ``signgd.load(path)``. The file holds no pickled code (``signgd.serialize``)."""
-        from .serialize import save
-        return save(self, path)
+        back with ``signgd.load(path)``. The file holds no pickled code (``signgd.snnfile``)."""
+        return snnfile.save(self, path)
 
     # ---- running ----------------------------------------------------------------------------
     def train(self, mode: bool = True) -> "SpikingNetwork":

@@ -12,13 +12,13 @@ holds no state between calls and can be run from several threads at once.
 from __future__ import annotations
 
 import functools
-import operator
 from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
 
 from .codecs import InputEncoder, OutputDecoder
+from .graph.spellings import ELEMENTWISE_INPLACE, ELEMENTWISE_OUT
 from .neurons import SpikingNeuron
 from .schedules import Schedule, check_dynamics
 
@@ -106,11 +106,10 @@ _INPUT, _CONST, _CALL, _METHOD, _BINARY, _NEURON, _OUTPUT = range(7)
 
 # Element-wise affine ops (residual adds, LayerNorm's weight and bias, scalings) -> their in-place
 # form, which may write the result over the first operand, and their ``out=`` form, which may write
-# it into a contiguous buffer: the same torch kernels as the plain op, so the same numbers. Each one
-# done in place is a layer-sized allocation fewer.
-_INPLACE_BINARY = {operator.add: torch.Tensor.add_, operator.sub: torch.Tensor.sub_,
-                   operator.mul: torch.Tensor.mul_, operator.truediv: torch.Tensor.div_}
-_OUT_FORMS = {operator.add: torch.add, operator.sub: torch.sub, operator.mul: torch.mul, operator.truediv: torch.div}
+# it into a contiguous buffer (``graph/spellings.py``): the same torch kernels as the plain op, so
+# the same numbers. Each one done in place is a layer-sized allocation fewer.
+_INPLACE_BINARY = ELEMENTWISE_INPLACE
+_OUT_FORMS = ELEMENTWISE_OUT
 
 
 class _ChunkInterpreter(fx.Interpreter):

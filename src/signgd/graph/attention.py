@@ -19,24 +19,22 @@ import operator
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
-from torch import nn
 
 from ..errors import UnsupportedOperationError
+from . import spellings
 from .deps import depends_on_input
 from .nodes import node_arg
 from .ops import attention_bias
 
 log = logging.getLogger("signgd.graph")
 
-_SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax}
-
 
 def _softmax_dim(node: fx.Node, modules) -> int | None | str:
     """The softmax dimension of ``node``; ``"no"`` when it is not a softmax."""
-    if node.op == "call_module" and type(modules[node.target]) is nn.Softmax:
+    if node.op == "call_module" and type(modules[node.target]) in spellings.SOFTMAX_MODULES:
         return modules[node.target].dim
-    if (node.op == "call_function" and node.target in _SOFTMAX_FUNCTIONS) or (
-            node.op == "call_method" and node.target == "softmax"):
+    if (node.op == "call_function" and node.target in spellings.SOFTMAX_FUNCTIONS) or (
+            node.op == "call_method" and node.target in spellings.SOFTMAX_METHODS):
         return node_arg(node, 1, "dim")
     return "no"
 
@@ -76,7 +74,7 @@ def decompose_attention(gm: fx.GraphModule) -> int:
     dep = depends_on_input(gm)
     count = 0
     for node in list(gm.graph.nodes):
-        if not (node.op == "call_function" and node.target is F.scaled_dot_product_attention):
+        if not (node.op == "call_function" and node.target in spellings.ATTENTION_FUNCTIONS):
             continue
         names = ["query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"]
         defaults = [None, None, None, None, 0.0, False, None, False]

@@ -13,12 +13,10 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from . import spellings
 from .nodes import plain_module
 
 log = logging.getLogger("signgd.graph")
-
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> int:
@@ -34,7 +32,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
     calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
     folded = 0
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not plain_module(modules[node.target], _BNS):
+        if node.op != "call_module" or not plain_module(modules[node.target], spellings.BATCH_NORM_MODULES):
             continue
         bn = modules[node.target]
         src = node.args[0]
@@ -44,13 +42,13 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
         layer = modules[src.target]
         if not bn.track_running_stats or bn.running_mean is None:
             continue
-        if plain_module(layer, _CONVS):
+        if plain_module(layer, spellings.CONV_MODULES):
             fused = fuse_conv_bn_eval(layer, bn)
-        elif plain_module(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d) and _is_2d(src):
+        elif plain_module(layer, spellings.LINEAR_MODULES) and isinstance(bn, nn.BatchNorm1d) and _is_2d(src):
             fused = fuse_linear_bn_eval(layer, bn)
         else:
             continue
-        _set_module(gm, src.target, fused)
+        gm.add_submodule(src.target, fused)  # replaces the conv/linear
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
         folded += 1
@@ -64,9 +62,3 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
 def _is_2d(node: fx.Node) -> bool:
     meta = node.meta.get("tensor_meta")
     return meta is not None and len(meta.shape) == 2
-
-
-def _set_module(gm: fx.GraphModule, qualname: str, module: nn.Module) -> None:
-    parent_name, _, attr = qualname.rpartition(".")
-    parent = gm.get_submodule(parent_name) if parent_name else gm
-    setattr(parent, attr, module)

@@ -13,18 +13,13 @@ import logging
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
-from torch import nn
 
 from ..errors import UnsupportedOperationError
 from ..neurons import SpikingNeuron
-from . import ops
+from . import ops, spellings
 from .nodes import plain_module
 
 log = logging.getLogger("signgd.graph")
-
-_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d)
-_POOL_FUNCTIONS = {F.max_pool1d: 1, F.max_pool2d: 2, torch.max_pool1d: 1, torch.max_pool2d: 2}
 
 
 def _pair(v, n):
@@ -34,13 +29,13 @@ def _pair(v, n):
 
 
 def _pool_params(node: fx.Node, modules) -> tuple[int, dict] | None:
-    if node.op == "call_module" and plain_module(modules[node.target], _POOL_MODULES):
+    if node.op == "call_module" and plain_module(modules[node.target], tuple(spellings.MAX_POOL_MODULES)):
         m = modules[node.target]
-        nd = 1 if isinstance(m, nn.MaxPool1d) else 2
+        nd = next(n for cls, n in spellings.MAX_POOL_MODULES.items() if isinstance(m, cls))
         p = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
                  ceil_mode=m.ceil_mode, return_indices=m.return_indices)
-    elif node.op == "call_function" and node.target in _POOL_FUNCTIONS:
-        nd = _POOL_FUNCTIONS[node.target]
+    elif node.op == "call_function" and node.target in spellings.MAX_POOL_FUNCTIONS:
+        nd = spellings.MAX_POOL_FUNCTIONS[node.target]
         names = ["kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
         p = dict(zip(names, node.args[1:]))
         p.update({k: v for k, v in node.kwargs.items() if k in names})

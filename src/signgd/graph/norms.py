@@ -20,26 +20,23 @@ import operator
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
 from ..targets import divide_sqrt
+from . import spellings
 from .deps import depends_on_input
-from .nodes import node_arg
+from .nodes import node_arg, plain_module
 
 log = logging.getLogger("signgd.graph")
-
-_LAYER_NORM_FUNCTIONS = {F.layer_norm, torch.layer_norm}
-_RMS_NORM_FUNCTIONS = {getattr(F, "rms_norm", None), getattr(torch, "rms_norm", None)} - {None}
 
 
 def _spec(node: fx.Node, modules: dict[str, nn.Module]):
     """``(input, normalized_shape, weight, bias, eps, centered)`` of a norm node, or None."""
     if node.op == "call_module":
         mod = modules[node.target]
-        if type(mod) is nn.LayerNorm or (isinstance(mod, nn.LayerNorm) and type(mod).forward is nn.LayerNorm.forward):
+        if plain_module(mod, spellings.LAYER_NORM_MODULES):
             centered = True
-        elif hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm) and type(mod).forward is nn.RMSNorm.forward:
+        elif plain_module(mod, spellings.RMS_NORM_MODULES):
             centered = False
         else:
             return None
@@ -48,10 +45,10 @@ def _spec(node: fx.Node, modules: dict[str, nn.Module]):
         return node_arg(node, 0, "input"), tuple(mod.normalized_shape), w, b, mod.eps, centered
     if node.op != "call_function":
         return None
-    if node.target in _LAYER_NORM_FUNCTIONS:
+    if node.target in spellings.LAYER_NORM_FUNCTIONS:
         return (node_arg(node, 0, "input"), node_arg(node, 1, "normalized_shape"), node_arg(node, 2, "weight"),
                 node_arg(node, 3, "bias"), node_arg(node, 4, "eps", 1e-5), True)
-    if node.target in _RMS_NORM_FUNCTIONS:
+    if node.target in spellings.RMS_NORM_FUNCTIONS:
         return (node_arg(node, 0, "input"), node_arg(node, 1, "normalized_shape"), node_arg(node, 2, "weight"),
                 None, node_arg(node, 3, "eps"), False)
     return None

@@ -9,23 +9,16 @@ layer with one neuron per *output* element (N x M per head), never one per scala
 from __future__ import annotations
 
 import logging
-import operator
 
-import torch
 import torch.fx as fx
 
 from ..neurons import SpikingNeuron
+from . import spellings
 from .deps import dependent_operands, depends_on_input
+from .neuronize import replace_by_neuron
 from .nodes import node_arg
 
 log = logging.getLogger("signgd.graph")
-
-_KINDS = {
-    operator.mul: "mul", operator.imul: "mul", torch.mul: "mul", "mul": "mul", "mul_": "mul",
-    operator.matmul: "matmul", torch.matmul: "matmul", torch.bmm: "matmul", "matmul": "matmul", "bmm": "matmul",
-    operator.truediv: "divide", operator.itruediv: "divide", torch.div: "divide", torch.true_divide: "divide",
-    "div": "divide", "div_": "divide", "true_divide": "divide",
-}
 
 
 def replace_products(gm: fx.GraphModule) -> list[str]:
@@ -33,27 +26,18 @@ def replace_products(gm: fx.GraphModule) -> list[str]:
     dep = depends_on_input(gm)
     created = []
     for node in list(gm.graph.nodes):
-        if node.op not in ("call_function", "call_method") or node.target not in _KINDS:
+        if node.op not in ("call_function", "call_method") or node.target not in spellings.PRODUCT_TARGETS:
             continue
         if len(dependent_operands(node, dep)) < 2:
             continue  # a scaling by a constant: affine, left to the check
-        kind = _KINDS[node.target]
+        kind = spellings.PRODUCT_TARGETS[node.target]
         if kind == "divide" and node.kwargs.get("rounding_mode") is not None:
             continue  # floor/trunc division has no neuron; the check reports it
         a = node.args[0]
         b = node_arg(node, 1, "other", node.kwargs.get("mat2"))
         name = f"neurons.{node.name}"
-        gm.add_submodule(name, SpikingNeuron(kind))
-        with gm.graph.inserting_before(node):
-            new = gm.graph.call_module(name, (a, b))
-        new.meta.update(node.meta)
-        node.replace_all_uses_with(new)
-        if isinstance(node.target, str) and node.target.endswith("_") or node.target in (operator.imul,
-                                                                                           operator.itruediv):
-            # In place: later uses of the first factor saw the product.
-            order = {n: i for i, n in enumerate(gm.graph.nodes)}
-            a.replace_all_uses_with(new, delete_user_cb=lambda u: u is not new and order[u] > order[node])
-        gm.graph.erase_node(node)
+        # In place (``a *= b``, ``a.mul_(b)``): later uses of the first factor saw the product.
+        new = replace_by_neuron(gm, node, name, SpikingNeuron(kind), (a, b), spellings.is_inplace(node.target))
         dep.add(new)
         created.append(name)
     if created:

@@ -24,14 +24,13 @@ Counting rules (per sample):
 from __future__ import annotations
 
 import copy
-import operator
 from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
-from torch import nn
 
+from ..graph import spellings as sp
 from ..graph.deps import depends_on_input
 from ..neurons import SpikingNeuron
 
@@ -39,16 +38,9 @@ __all__ = ["EnergyModel", "fan_out", "ann_macs", "first_layer_macs", "energy_tab
 
 INPUT = "input"  # the name of the input "layer" in fan-out tables
 
-_CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV_FUNCTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3, torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
-_LINEAR_FUNCTIONS = {F.linear}
-_SUBTRACT_FUNCTIONS = {operator.sub, operator.isub, torch.sub}
-_NEGATE_FUNCTIONS = {operator.neg, torch.neg}
-_SCALE_FUNCTIONS = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div}
-_MATMUL_FUNCTIONS = {operator.matmul, torch.matmul}
-_MEAN_FUNCTIONS = {torch.mean}
-_AVG_POOL_FUNCTIONS = {F.avg_pool1d, F.avg_pool2d, torch.avg_pool1d}
-_ADAPTIVE_FUNCTIONS = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, torch.adaptive_avg_pool1d}
+# What the counts replay with 1[w != 0] (``graph/spellings.py``'s lists; ``torch.bmm`` by a constant
+# is not among the scalings counted yet).
+_SCALE_FUNCTIONS = sp.MULTIPLY_FUNCTIONS | sp.DIVIDE_FUNCTIONS | sp.MATMUL_FUNCTIONS
 
 
 @dataclass(frozen=True)
@@ -101,23 +93,23 @@ class _Counter(fx.Interpreter):
                 return torch.ones_like(like)
             return torch.zeros_like(like)
         x = args[0]
-        if isinstance(mod, _CONV_MODULES):
+        if isinstance(mod, sp.CONV_MODULES):
             return mod._conv_forward(x, _nonzero(mod.weight), None)
-        if isinstance(mod, nn.Linear):
+        if isinstance(mod, sp.LINEAR_MODULES):
             return F.linear(x, _nonzero(mod.weight))
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        if isinstance(mod, sp.ANY_BATCH_NORM):
             return x
-        if isinstance(mod, (nn.AvgPool1d, nn.AvgPool2d)):
+        if isinstance(mod, sp.AVG_POOL_MODULES):
             k = mod.kernel_size if isinstance(mod.kernel_size, tuple) else (mod.kernel_size,) * (x.dim() - 2)
             return mod(x) * float(torch.tensor(k).prod())
-        if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+        if isinstance(mod, sp.ADAPTIVE_AVG_POOL_MODULES):
             out = mod(x)
             return out * (x[0].numel() / out[0].numel())
         return mod(x, *args[1:], **kwargs)  # reshapes and constant pads: structure only
 
     def call_function(self, target, args, kwargs):
         node = self._node
-        if target in _CONV_FUNCTIONS or target in _LINEAR_FUNCTIONS:
+        if target in sp.CONV_FUNCTIONS or target in sp.LINEAR_FUNCTIONS:
             args = list(args)
             kw = dict(kwargs)
             if "weight" in kw:
@@ -128,30 +120,29 @@ class _Counter(fx.Interpreter):
             if len(args) > 2:
                 args[2] = None
             return target(*args, **kw)
-        if target in _SUBTRACT_FUNCTIONS:
+        if target in sp.SUBTRACT_FUNCTIONS:
             return self._dependent_sum(node, args)
-        if target in _NEGATE_FUNCTIONS:
+        if target in sp.NEGATE_FUNCTIONS:
             return args[0]
-        if target in _SCALE_FUNCTIONS or target in _MATMUL_FUNCTIONS:
+        if target in _SCALE_FUNCTIONS:
             return self._scaled(node, target, args)
-        if target in _MEAN_FUNCTIONS:
+        if target in sp.MEAN_FUNCTIONS:
             out = target(*args, **kwargs)
             return out * (args[0].numel() / max(out.numel(), 1))
-        if target in _AVG_POOL_FUNCTIONS or target in _ADAPTIVE_FUNCTIONS:
+        if target in sp.AVG_POOL_FUNCTIONS or target in sp.ADAPTIVE_AVG_POOL_FUNCTIONS:
             out = target(*args, **kwargs)
             return out * (args[0][0].numel() / out[0].numel())
         return super().call_function(target, args, kwargs)
 
     def call_method(self, target, args, kwargs):
         node = self._node
-        if target in ("sub", "sub_"):
+        if target in sp.SUBTRACT_METHODS:
             return self._dependent_sum(node, args)
-        if target == "neg":
+        if target in sp.NEGATE_METHODS:
             return args[0]
-        if target in ("mul", "mul_", "div", "div_", "matmul"):
-            fn = {"mul": torch.mul, "mul_": torch.mul, "div": torch.div, "div_": torch.div, "matmul": torch.matmul}
-            return self._scaled(node, fn[target], args)
-        if target == "mean":
+        if target in sp.SCALING_METHOD_FUNCTIONS:
+            return self._scaled(node, sp.SCALING_METHOD_FUNCTIONS[target], args)
+        if target in sp.MEAN_METHODS:
             out = super().call_method(target, args, kwargs)
             return out * (args[0].numel() / max(out.numel(), 1))
         return super().call_method(target, args, kwargs)
@@ -172,7 +163,7 @@ class _Counter(fx.Interpreter):
         na, nb = node.args[0], node.args[1]
         if nb not in self.dependent and na in self.dependent:
             c = _nonzero(b) if isinstance(b, torch.Tensor) else float(b != 0)
-            return a * c if fn in (torch.div, operator.truediv, operator.itruediv) else fn(a, c)
+            return a * c if fn in sp.DIVIDE_FUNCTIONS else fn(a, c)
         if na not in self.dependent and nb in self.dependent:
             c = _nonzero(a) if isinstance(a, torch.Tensor) else float(a != 0)
             return fn(c, b)
@@ -213,20 +204,20 @@ class _MacCounter(fx.Interpreter):
     def call_module(self, target, args, kwargs):
         out = super().call_module(target, args, kwargs)
         mod = self.submodules[target]
-        if isinstance(mod, _CONV_MODULES):
+        if isinstance(mod, sp.CONV_MODULES):
             self.macs += out[0].numel() * mod.weight[0].numel()
-        elif isinstance(mod, nn.Linear):
+        elif isinstance(mod, sp.LINEAR_MODULES):
             self.macs += out[0].numel() * mod.in_features
-        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        elif isinstance(mod, sp.ANY_BATCH_NORM):
             self.macs += out[0].numel()
         return out
 
     def call_function(self, target, args, kwargs):
         out = super().call_function(target, args, kwargs)
-        if target in _CONV_FUNCTIONS:
+        if target in sp.CONV_FUNCTIONS:
             w = kwargs.get("weight", args[1] if len(args) > 1 else None)
             self.macs += out[0].numel() * w[0].numel()
-        elif target in _LINEAR_FUNCTIONS:
+        elif target in sp.LINEAR_FUNCTIONS:
             w = kwargs.get("weight", args[1] if len(args) > 1 else None)
             self.macs += out[0].numel() * w.shape[-1]
         return out

@@ -1,0 +1,252 @@
+"""How torch spells each op: the one table that the graph passes, the simulator, the energy count
+and save/load read. Adding an op is adding its spellings here.
+
+An fx node says what it computes in one of three ways: a submodule (``call_module``: matched by its
+class), a function (``call_function``: the callable itself, ``torch.add``, ``operator.add``,
+``F.relu``) or a tensor method (``call_method``: its name, ``"add_"``). Each category below lists
+its ``*_MODULES`` (classes), ``*_FUNCTIONS`` (callables) and ``*_METHODS`` (names); the readers
+keep only their rules (which operand may depend on the input, which arguments to read):
+
+==========================  ====================================================================
+category                    read by
+==========================  ====================================================================
+neuron targets              ``graph/neuronize.py`` (``match``), ``graph/check.py`` (the names
+                            in its message), ``snnfile.py`` (the functions a file may call)
+affine modules              ``graph/check.py``, ``graph/fold_bn.py``, ``report/energy.py``,
+                            ``snnfile.py`` (the module classes a file may hold)
+affine functions, methods   ``graph/check.py``, ``report/energy.py``, ``snnfile.py``
+products and ratios         ``graph/check.py`` (scalings), ``graph/products.py`` (two
+                            activations: a 2-input neuron), ``report/energy.py``
+in-place spellings          ``graph/neuronize.py``, ``graph/products.py``, ``simulator.py``
+identities, shape checks    ``graph/simplify.py``
+pooling, norms, attention   ``graph/maxpool.py``, ``graph/norms.py``, ``graph/attention.py``
+constants                   ``snnfile.py``
+==========================  ====================================================================
+
+The math of the neuron targets (the exact function, its arity) is ``signgd.targets``; this module
+says only which torch spellings reach which target. Where the readers of a category do not agree
+yet, the difference is written out at the category rather than spread over the readers.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..targets import divide_sqrt
+from . import ops
+
+# ---- neuron targets ----------------------------------------------------------------------------
+# A function or method spelling: (target name, the target's parameters after its inputs as
+# (name, default), in the order the torch function takes them), so ``F.leaky_relu(x, 0.2)`` and
+# ``nn.LeakyReLU(0.2)`` both become ``leaky_relu`` with ``negative_slope=0.2``. A module spelling
+# reads the parameters from the module.
+Spelling = tuple[str, tuple[tuple[str, object], ...]]
+_NONE: tuple = ()
+
+NEURON_MODULES: dict[type, tuple[str, Callable[[nn.Module], dict]]] = {
+    nn.ReLU: ("relu", lambda m: {}),
+    nn.LeakyReLU: ("leaky_relu", lambda m: {"negative_slope": float(m.negative_slope)}),
+    nn.GELU: ("gelu", lambda m: {"approximate": m.approximate}),
+    nn.SiLU: ("silu", lambda m: {}),
+    nn.Sigmoid: ("sigmoid", lambda m: {}),
+    nn.Tanh: ("tanh", lambda m: {}),
+    nn.Hardswish: ("hardswish", lambda m: {}),
+    nn.Hardsigmoid: ("hardsigmoid", lambda m: {}),
+    nn.ReLU6: ("hardtanh", lambda m: {"min_val": 0.0, "max_val": 6.0}),
+    nn.Hardtanh: ("hardtanh", lambda m: {"min_val": float(m.min_val), "max_val": float(m.max_val)}),
+    nn.ELU: ("elu", lambda m: {"alpha": float(m.alpha)}),
+    nn.Softplus: ("softplus", lambda m: {"beta": float(m.beta), "threshold": float(m.threshold)}),
+    nn.Mish: ("mish", lambda m: {}),
+}
+NEURON_FUNCTIONS: dict[object, Spelling] = {
+    F.relu: ("relu", _NONE), torch.relu: ("relu", _NONE), torch.relu_: ("relu", _NONE), F.relu_: ("relu", _NONE),
+    F.leaky_relu: ("leaky_relu", (("negative_slope", 0.01),)),
+    F.leaky_relu_: ("leaky_relu", (("negative_slope", 0.01),)),
+    F.gelu: ("gelu", (("approximate", "none"),)),
+    F.silu: ("silu", _NONE),
+    torch.sigmoid: ("sigmoid", _NONE), F.sigmoid: ("sigmoid", _NONE),
+    torch.tanh: ("tanh", _NONE), F.tanh: ("tanh", _NONE),
+    F.hardswish: ("hardswish", _NONE),
+    F.hardsigmoid: ("hardsigmoid", _NONE),
+    F.relu6: ("hardtanh", (("min_val", 0.0), ("max_val", 6.0))),
+    F.hardtanh: ("hardtanh", (("min_val", -1.0), ("max_val", 1.0))),
+    F.elu: ("elu", (("alpha", 1.0),)),
+    F.softplus: ("softplus", (("beta", 1.0), ("threshold", 20.0))),
+    F.mish: ("mish", _NONE),
+    torch.abs: ("abs", _NONE), operator.abs: ("abs", _NONE),
+    torch.square: ("square", _NONE),
+    torch.exp: ("exp", _NONE),
+    divide_sqrt: ("divide_sqrt", (("eps", 1e-5),)),
+}
+# Functions whose parameters are always the listed defaults (``F.relu6``'s second argument is
+# ``inplace``, not a bound).
+FIXED_PARAMETER_FUNCTIONS = {F.relu6}
+NEURON_METHODS: dict[str, Spelling] = {
+    "relu": ("relu", _NONE), "relu_": ("relu", _NONE),
+    "sigmoid": ("sigmoid", _NONE), "sigmoid_": ("sigmoid", _NONE),
+    "tanh": ("tanh", _NONE), "tanh_": ("tanh", _NONE),
+    "abs": ("abs", _NONE), "abs_": ("abs", _NONE),
+    "square": ("square", _NONE), "square_": ("square", _NONE),
+    "exp": ("exp", _NONE), "exp_": ("exp", _NONE),
+}
+# ``x ** 2`` and ``x.pow(2)``: a ``square`` neuron when the exponent is the constant 2.
+SQUARE_POWER_FUNCTIONS = {operator.pow}
+SQUARE_POWER_METHODS = {"pow", "pow_"}
+# What the decomposition passes turn into neurons (for the listing of supported names).
+DECOMPOSED_NAMES = ["MaxPool1d/2d (max neurons)", "LayerNorm/RMSNorm (square + divide_sqrt neurons)",
+                    "softmax / attention (exp, divide, matmul neurons)",
+                    "products of two activations (mul, matmul, divide neurons)"]
+
+# ---- affine modules ------------------------------------------------------------------------------
+CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+LINEAR_MODULES = (nn.Linear,)
+BATCH_NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+ANY_BATCH_NORM = nn.modules.batchnorm._BatchNorm  # the base class: every BatchNorm, for isinstance
+AVG_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d)
+ADAPTIVE_AVG_POOL_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+SHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.Identity)
+AFFINE_MODULES = (CONV_MODULES + LINEAR_MODULES + BATCH_NORM_MODULES + AVG_POOL_MODULES
+                  + ADAPTIVE_AVG_POOL_MODULES + SHAPE_MODULES)
+
+# ---- affine functions and methods ----------------------------------------------------------------
+CONV_FUNCTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3, torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
+LINEAR_FUNCTIONS = {F.linear}
+AVG_POOL_FUNCTIONS = {F.avg_pool1d, F.avg_pool2d, torch.avg_pool1d}
+ADAPTIVE_AVG_POOL_FUNCTIONS = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, torch.adaptive_avg_pool1d}
+ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+ADD_METHODS = {"add", "add_"}
+SUBTRACT_FUNCTIONS = {operator.sub, operator.isub, torch.sub}
+SUBTRACT_METHODS = {"sub", "sub_"}
+NEGATE_FUNCTIONS = {operator.neg, torch.neg}
+NEGATE_METHODS = {"neg"}
+MEAN_FUNCTIONS = {torch.mean}
+MEAN_METHODS = {"mean"}
+SUM_FUNCTIONS = {torch.sum}
+SUM_METHODS = {"sum"}
+# Reshaping, selecting and joining: values move, none is computed.
+SHAPE_FUNCTIONS = {
+    operator.getitem, torch.flatten, torch.reshape, torch.cat, torch.concat, torch.stack, torch.permute,
+    torch.transpose, torch.squeeze, torch.unsqueeze, torch.narrow, torch.chunk, torch.split, torch.unbind,
+    torch.unflatten, torch.movedim, torch.flip, torch.roll, torch.tile, torch.select,
+}
+SHAPE_METHODS = {
+    "view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze", "expand",
+    "expand_as", "chunk", "split", "size", "dim", "narrow", "repeat", "unfold", "__getitem__", "unbind",
+    "unflatten", "movedim", "flip", "roll", "tile", "select",
+}
+FLOAT_CAST_METHODS = {"float", "double"}
+CAST_METHODS = {"to", "type_as", "type"}  # affine only when the result stays floating point
+CONSTANT_PAD_FUNCTIONS = {F.pad}  # affine with mode="constant" only
+# The helpers the passes insert (``graph/ops.py``): each is affine in its tensor input.
+GRAPH_HELPER_FUNCTIONS = {ops.pool_windows, ops.window_slice, ops.squeeze_last, ops.attention_bias}
+# F.conv3d / torch.conv3d are not accepted yet (nn.Conv3d is); the energy count knows them.
+AFFINE_FUNCTIONS = (
+    ADD_FUNCTIONS | SUBTRACT_FUNCTIONS | NEGATE_FUNCTIONS | {operator.pos} | MEAN_FUNCTIONS | SUM_FUNCTIONS
+    | SHAPE_FUNCTIONS | LINEAR_FUNCTIONS | {f for f, nd in CONV_FUNCTIONS.items() if nd < 3}
+    | AVG_POOL_FUNCTIONS | ADAPTIVE_AVG_POOL_FUNCTIONS | GRAPH_HELPER_FUNCTIONS
+)
+AFFINE_METHODS = (ADD_METHODS | SUBTRACT_METHODS | NEGATE_METHODS | MEAN_METHODS | SUM_METHODS | SHAPE_METHODS
+                  | FLOAT_CAST_METHODS)
+
+# ---- products and ratios ---------------------------------------------------------------------------
+# Affine when at most one operand is an activation (a scaling by a constant; for a division only
+# the numerator, without a rounding mode); a product of two activations is a 2-input neuron.
+MULTIPLY_FUNCTIONS = {operator.mul, operator.imul, torch.mul}
+MULTIPLY_METHODS = {"mul", "mul_"}
+DIVIDE_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div}
+DIVIDE_METHODS = {"div", "div_"}
+MATMUL_FUNCTIONS = {operator.matmul, torch.matmul}
+MATMUL_METHODS = {"matmul"}
+BATCHED_MATMUL_FUNCTIONS = {torch.bmm}  # a scaling for the check, not yet counted by the energy count
+SCALING_FUNCTIONS = MULTIPLY_FUNCTIONS | DIVIDE_FUNCTIONS | MATMUL_FUNCTIONS | BATCHED_MATMUL_FUNCTIONS
+SCALING_METHODS = MULTIPLY_METHODS | DIVIDE_METHODS | MATMUL_METHODS
+DIVISIONS = DIVIDE_FUNCTIONS | DIVIDE_METHODS
+# The function each scaling method computes (the energy count replays it with 1[c != 0]).
+SCALING_METHOD_FUNCTIONS = {"mul": torch.mul, "mul_": torch.mul, "div": torch.div, "div_": torch.div,
+                            "matmul": torch.matmul}
+# input + (product of two factors): affine while at most one factor (the argument positions) is
+# an activation.
+ADD_PRODUCT_FUNCTIONS = {torch.addcmul: (1, 2), torch.addmm: (1, 2), torch.baddbmm: (1, 2), torch.addbmm: (1, 2)}
+# Spelling (function or method name) -> the 2-input neuron target of a product of two activations.
+# ``torch.true_divide`` and the ``bmm`` method become neurons but are not accepted as scalings yet.
+PRODUCT_TARGETS: dict[object, str] = {
+    **dict.fromkeys(MULTIPLY_FUNCTIONS | MULTIPLY_METHODS, "mul"),
+    **dict.fromkeys(MATMUL_FUNCTIONS | BATCHED_MATMUL_FUNCTIONS | MATMUL_METHODS | {"bmm"}, "matmul"),
+    **dict.fromkeys(DIVIDE_FUNCTIONS | DIVIDE_METHODS | {torch.true_divide, "true_divide"}, "divide"),
+}
+
+# ---- in-place spellings ------------------------------------------------------------------------------
+INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
+# Element-wise affine ops -> their in-place form (may write the result over the first operand) and
+# their ``out=`` form (may write it into a given buffer): the same kernels as the plain op.
+ELEMENTWISE_INPLACE = {operator.add: torch.Tensor.add_, operator.sub: torch.Tensor.sub_,
+                       operator.mul: torch.Tensor.mul_, operator.truediv: torch.Tensor.div_}
+ELEMENTWISE_OUT = {operator.add: torch.add, operator.sub: torch.sub, operator.mul: torch.mul,
+                   operator.truediv: torch.div}
+
+
+def is_inplace(target) -> bool:
+    """Whether a function or method spelling writes over its first input (``relu_``, ``x += y``)."""
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    return (name.endswith("_") and not name.endswith("__")) or target in INPLACE_OPERATORS
+
+
+# ---- identities and shape checks (the identity in eval mode; removed before conversion) --------------
+IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+IDENTITY_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, torch.dropout, F.alpha_dropout}
+IDENTITY_METHODS = {"clone", "detach"}
+STOCHASTIC_DEPTH = "stochastic_depth"  # torchvision.ops.stochastic_depth, by name (torchvision is optional)
+ASSERT_FUNCTIONS = {torch._assert}
+# Pure operations on shapes and other plain values: dropped once nothing uses their result.
+SHAPE_ARITHMETIC_FUNCTIONS = {getattr, operator.getitem, operator.eq, operator.ne, operator.lt, operator.le,
+                              operator.gt, operator.ge, operator.and_, operator.or_, operator.not_,
+                              operator.floordiv, operator.mul, operator.add, operator.sub, operator.mod}
+SHAPE_ARITHMETIC_METHODS = {"size", "dim"}
+
+# ---- pooling, norms, attention (decomposed into affine ops and neurons) -------------------------------
+MAX_POOL_MODULES = {nn.MaxPool1d: 1, nn.MaxPool2d: 2}  # class -> spatial dimensions
+MAX_POOL_FUNCTIONS = {F.max_pool1d: 1, F.max_pool2d: 2, torch.max_pool1d: 1, torch.max_pool2d: 2}
+LAYER_NORM_MODULES = (nn.LayerNorm,)
+LAYER_NORM_FUNCTIONS = {F.layer_norm, torch.layer_norm}
+RMS_NORM_MODULES = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()  # torch >= 2.4
+RMS_NORM_FUNCTIONS = {getattr(F, "rms_norm", None), getattr(torch, "rms_norm", None)} - {None}
+SOFTMAX_MODULES = (nn.Softmax,)  # the exact class (a subclass may compute something else)
+SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax}
+SOFTMAX_METHODS = {"softmax"}
+ATTENTION_FUNCTIONS = {F.scaled_dot_product_attention}
+
+# ---- constants ---------------------------------------------------------------------------------------
+# Functions a converted graph may apply to constants and shapes (never to activations: the check
+# refuses them there); a saved network may call them.
+CONSTANT_FUNCTIONS = {
+    F.pad, operator.mul, operator.truediv, operator.floordiv, operator.mod, operator.pow, operator.matmul,
+    operator.neg, operator.pos, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+    torch.ones, torch.zeros, torch.full, torch.ones_like, torch.zeros_like, torch.full_like, torch.arange,
+    torch.tensor, torch.as_tensor, torch.sqrt, torch.rsqrt, torch.exp, torch.abs, torch.clamp, torch.where,
+    torch.maximum, torch.minimum, math.sqrt, math.prod, math.ceil, math.floor,
+}
+# Every function a saved network may call: what the check accepts, the neuron targets' spellings
+# and the constants above.
+SAVABLE_FUNCTIONS = (AFFINE_FUNCTIONS | SCALING_FUNCTIONS | set(ADD_PRODUCT_FUNCTIONS) | CONSTANT_FUNCTIONS
+                     | set(NEURON_FUNCTIONS) | GRAPH_HELPER_FUNCTIONS)
+
+
+def supported_names() -> list[str]:
+    """Human-readable list of the nonlinearities that become neurons (for error messages)."""
+    names = {c.__name__ for c in NEURON_MODULES}
+    for f in NEURON_FUNCTIONS:
+        name = getattr(f, "__name__", None)
+        if name and f is not divide_sqrt:
+            names.add(f"F.{name}" if getattr(F, name, None) is f else f"torch.{name}")
+    return sorted(names) + DECOMPOSED_NAMES
+
+
+def function_name(fn) -> str:
+    """``module.name`` of a function, for messages."""
+    mod = getattr(fn, "__module__", None) or ""
+    return f"{mod}.{getattr(fn, '__name__', repr(fn))}".lstrip(".")
