@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 
 import _common as common  # this folder: a script's own folder is on sys.path
-
-
 import torch  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
@@ -179,7 +177,8 @@ def render(args, info, n_params, threads, n_test, ann_acc, reports, conv_time, e
         f"on the 60k training images (AdamW, one-cycle lr {args.lr:g}, weight decay "
         f"{args.weight_decay:g}, batch {args.train_batch_size}, seed {args.seed}); {trained}.",
         f"- Conversion: `signgd.convert(model, calibration, normalize=\"relu\")`, the paper preset "
-        f"({described['signGD']}), and `signgd.convert(model, calibration, dynamics=\"subgradient\", normalize=\"relu\")`, "
+        f"({described['signGD']}), and "
+        f"`signgd.convert(model, calibration, dynamics=\"subgradient\", normalize=\"relu\")`, "
         f"integrate-and-fire ({described['subgradient']}). Calibration: {args.calibration} training "
         f"images, a random subset fixed by seed {args.seed}.",
         f"- Test images: {n_test}{subset}. Each batch is simulated once for max(T) = "

@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 
 import _common as common  # this folder: a script's own folder is on sys.path
-
-
 import torch  # noqa: E402
 
 from signgd import schedules, targets  # noqa: E402
@@ -72,7 +70,8 @@ def main(argv=None) -> int:
     axes[0].set_ylabel("neuron output estimate y_T")
     axes[0].legend(loc="upper left", fontsize=8)
     spec = schedule.spec()
-    spec = f"{spec.get('name', 'custom')} schedule (" + ", ".join(f"{k} {v}" for k, v in spec.items() if k != "name") + ")"
+    params = ", ".join(f"{k} {v}" for k, v in spec.items() if k != "name")
+    spec = f"{spec.get('name', 'custom')} schedule ({params})"
     fig.suptitle(f"One signGD neuron per input, constant input x, {spec}: estimate after T steps vs. f(x)",
                  fontsize=10)
     args.png.parent.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 
 import _common as common  # this folder: a script's own folder is on sys.path
-
-
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
@@ -163,8 +161,10 @@ def render(args, rows, threads) -> str:
         f"Machine: {common.machine_line()}",
         "",
         f"Each model trained {args.epochs} epochs on "
-        f"{'all 60000' if args.train_samples >= 60000 else f'{args.train_samples} (a seeded subset of the)'} training images ("
-        f"AdamW, one-cycle lr 2e-3, weight decay 0.05, batch 128; the VGG: 15 epochs on all 60k, see docs/accuracy.md), "
+        f"{'all 60000' if args.train_samples >= 60000 else f'{args.train_samples} (a seeded subset of the)'}"
+        " training images ("
+        "AdamW, one-cycle lr 2e-3, weight decay 0.05, batch 128; the VGG: 15 epochs on all 60k, "
+        "see docs/accuracy.md), "
         f"calibrated on {args.calibration} training images, evaluated on {args.limit} test images "
         f"(a subset fixed by seed {args.seed}). One simulation of max(T) steps per batch gives every T.",
         "",

@@ -22,7 +22,6 @@ from pathlib import Path
 import _common as common  # this folder: a script's own folder is on sys.path
 
 
-
 def _child(mode: str, batch: int, T: int, tokens: int, dim: int, heads: int) -> None:
     import resource
 

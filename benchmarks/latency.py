@@ -29,10 +29,8 @@ import time
 from pathlib import Path
 
 import _common as common  # this folder: a script's own folder is on sys.path
-
-
-
 import architectures as arch  # noqa: E402
+
 import signgd  # noqa: E402
 from signgd.convert import TUNING_SAMPLES  # noqa: E402
 from signgd.tuning import tune_schedule  # noqa: E402

@@ -22,12 +22,10 @@ import sys
 from pathlib import Path
 
 import _common as common  # this folder: a script's own folder is on sys.path
-
-
+import architectures as arch  # noqa: E402
 import torch  # noqa: E402
 import torch.fx as fx  # noqa: E402
 
-import architectures as arch  # noqa: E402
 import signgd  # noqa: E402
 from signgd.convert import TUNING_SAMPLES  # noqa: E402
 from signgd.neurons import SpikingNeuron  # noqa: E402
@@ -122,7 +120,8 @@ def main(argv=None) -> int:
     for label, snn in snns.items():
         stats = collect(snn, subset, T=steps, progress=False)
         lines += [f"### {label} ({snn.settings['normalize']}, {snn.settings['encoding']}, {snn.schedule!r})", "",
-                  "| layer | target | " + " | ".join(f"T={t}" for t in steps) + " |", "|---|---|" + "---:|" * len(steps)]
+                  "| layer | target | " + " | ".join(f"T={t}" for t in steps) + " |",
+                  "|---|---|" + "---:|" * len(steps)]
         for name, layer in stats.layers.items():
             lines.append(f"| {name} | {layer.target} | "
                          + " | ".join(f"{layer.relative_error[t]:.3f}" for t in steps) + " |")

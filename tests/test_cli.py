@@ -2,10 +2,10 @@
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import signgd
 from signgd.cli import main
@@ -189,7 +189,8 @@ def test_broken_model_file_missing_weights_and_an_output_path_that_is_a_file(cap
     broken.write_text("def net(:\n")
     err = _error(capsys, ["convert", f"{broken}:net", "--data", "digits"], 2)
     assert f"cannot import model file {broken}: SyntaxError" in err and "line 1" in err
-    err = _error(capsys, ["convert", "signgd:digits_cnn", "--weights", str(tmp_path / "none.pt"), "--data", "digits"], 2)
+    err = _error(capsys, ["convert", "signgd:digits_cnn", "--weights", str(tmp_path / "none.pt"),
+                          "--data", "digits"], 2)
     assert "weights file" in err and "not found" in err
     err = _error(capsys, ["convert", "signgd:digits_cnn", "--weights", str(tmp_path), "--data", "digits"], 2)
     assert "it is a folder" in err
@@ -205,5 +206,6 @@ def test_evaluating_a_damaged_file_or_the_wrong_data_is_one_line(capsys, convert
     damaged.write_bytes((converted / "snn.pt").read_bytes()[:1000])
     err = _error(capsys, ["evaluate", str(damaged), "--data", "digits"], 1)
     assert "truncated, corrupt" in err
-    err = _error(capsys, ["evaluate", str(converted / "snn.pt"), "--data", "digits", "--resize", "16", "--limit", "4"], 1)
+    err = _error(capsys, ["evaluate", str(converted / "snn.pt"), "--data", "digits", "--resize", "16",
+                          "--limit", "4"], 1)
     assert "bad input: input of shape" in err and "does not match the network" in err

@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import signgd
+from signgd.batches import labelled
 from signgd.cli import main
 from signgd.distributed import DistributedError, shard_data, shard_range
-from signgd.batches import labelled
 
 TESTS = Path(__file__).resolve().parent
 ARGS = ["--data", "digits", "--T", "4,32", "--limit", "101", "--quiet"]  # 101 samples: 51 + 50

@@ -67,7 +67,9 @@ def test_max_neuron_tree_equals_maxpool2d(params):
     assert not any(isinstance(m, nn.MaxPool2d) for m in snn.graph_module.modules())
     k = params["kernel_size"]
     kh, kw = (k, k) if isinstance(k, int) else k
-    levels = lambda n: (n - 1).bit_length()  # ceil(log2 n) levels of 2-input max neurons
+
+    def levels(n):  # ceil(log2 n) levels of 2-input max neurons
+        return (n - 1).bit_length()
     assert len(_max_neurons(snn)) == levels(kh) + levels(kw)
 
 
@@ -221,7 +223,8 @@ def test_a_leaf_subclass_that_overrides_forward_is_not_taken_for_its_base():
 def _snapshot(model: nn.Module) -> dict:
     """Everything conversion could change on a model, deep-copied."""
     return {"state": copy.deepcopy(model.state_dict()),
-            "params": [(n, p.requires_grad, None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()],
+            "params": [(n, p.requires_grad, None if p.grad is None else p.grad.clone())
+                       for n, p in model.named_parameters()],
             "training": [(n, m.training) for n, m in model.named_modules()],
             "modules": [(n, type(m)) for n, m in model.named_modules()],
             "hooks": [(n, dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))

@@ -16,7 +16,8 @@ def test_exponential_is_the_paper_default():
 def test_named_schedules_follow_their_formulas():
     t = torch.arange(1, 11, dtype=torch.float64)
     assert torch.allclose(schedules.inverse(1.0).etas(1, 11, torch.float64), 1 / (t + 1))
-    assert torch.allclose(schedules.constant(0.1).etas(1, 11, torch.float64), torch.full((10,), 0.1, dtype=torch.float64))
+    assert torch.allclose(schedules.constant(0.1).etas(1, 11, torch.float64),
+                          torch.full((10,), 0.1, dtype=torch.float64))
     assert torch.allclose(schedules.polynomial(0.5, 0.5).etas(1, 11, torch.float64), 0.5 * t**-0.5)
 
 

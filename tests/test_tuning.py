@@ -50,7 +50,8 @@ def test_explicit_settings_win_over_T_and_preset(trained_digits_cnn, calibration
     paper = signgd.convert(trained_digits_cnn, calibration, preset="paper")
     assert (paper.settings["normalize"], paper.settings["encoding"]) == ("relu", "float")
     assert paper.settings["schedule"] == {"name": "exponential", "lr": 0.15, "decay": 0.95}
-    assert signgd.convert(trained_digits_cnn, calibration, preset="paper", normalize="all").settings["normalize"] == "all"
+    explicit = signgd.convert(trained_digits_cnn, calibration, preset="paper", normalize="all")
+    assert explicit.settings["normalize"] == "all"
 
 
 def test_tuned_network_saves_and_loads_with_its_schedule(trained_digits_cnn, calibration, tmp_path):

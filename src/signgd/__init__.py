@@ -2,8 +2,7 @@
 neuronal dynamics (Oh & Lee, ICML 2024)."""
 from . import data, schedules
 from .convert import convert
-from .errors import (CalibrationError, ConversionError, InputError, SigngdError, TraceError,
-                     UnsupportedOperationError)
+from .errors import CalibrationError, ConversionError, InputError, SigngdError, TraceError, UnsupportedOperationError
 from .evaluate import EvaluationReport, evaluate
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron

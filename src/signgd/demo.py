@@ -17,7 +17,8 @@ from .report import build_report, collect, write_report
 
 
 def run_demo(epochs: int = 30, seed: int = 0, steps=(1, 2, 4, 8, 16, 32, 64, 128), log=print, out=None,
-             progress: bool = False, batch_size: int = 256, limit: int | None = None, device="cpu", command: list[str] | None = None):
+             progress: bool = False, batch_size: int = 256, limit: int | None = None, device="cpu",
+             command: list[str] | None = None):
     """Returns ``{dynamics: EvaluationReport}``. With ``out``, writes ``out/report.json`` + plots and
     ``out/snn.pt`` for the signGD network, and the subgradient baseline's report in ``out/subgradient``."""
     torch.manual_seed(seed)

@@ -30,14 +30,22 @@ from typing import Iterator
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler,
-                              Subset, TensorDataset)
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    SequentialSampler,
+    Subset,
+    TensorDataset,
+)
 
 from . import batches
 from .errors import DistributedError
 
 __all__ = ["DistributedError", "active", "rank", "world_size", "is_main", "shard_range", "shard_data",
-           "all_reduce", "broadcast_object", "broadcast_network", "check_same", "launched_by_torchrun", "launched", "local_device", "rank_label"]
+           "all_reduce", "broadcast_object", "broadcast_network", "check_same", "launched_by_torchrun", "launched",
+           "local_device", "rank_label"]
 
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _HOW_TO_START = ("start the processes with torchrun (e.g. torchrun --nproc_per_node 2 script.py) and call "

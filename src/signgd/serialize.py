@@ -18,9 +18,22 @@ from torch import nn
 
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
-from .snnfile import (FORMAT, FORMAT_VERSION, FUNCTIONS, MODULE_CLASSES, MODULE_INTERNALS, NEURON_CLASS,
-                      PLAIN_NAME, SnnFileError, check_node_names, decode, method_allowed, plain_path, save,
-                      to_payload)
+from .snnfile import (
+    FORMAT,
+    FORMAT_VERSION,
+    FUNCTIONS,
+    MODULE_CLASSES,
+    MODULE_INTERNALS,
+    NEURON_CLASS,
+    PLAIN_NAME,
+    SnnFileError,
+    check_node_names,
+    decode,
+    method_allowed,
+    plain_path,
+    save,
+    to_payload,
+)
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SnnFileError", "save", "load", "to_payload", "from_payload"]
 

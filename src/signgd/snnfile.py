@@ -229,7 +229,8 @@ def _node_record(node: fx.Node, gm: fx.GraphModule) -> dict:
     if node.op == "call_function":
         target = _FUNCTION_NAMES.get(id(node.target))
         if target is None:
-            raise SnnFileError(f"cannot save {where}: it calls {spellings.function_name(node.target)}, which is not on the "
+            raise SnnFileError(f"cannot save {where}: it calls {spellings.function_name(node.target)}, "
+                               f"which is not on the "
                                f"list of functions a saved network may call; please report it")
     elif node.op == "call_method" and not method_allowed(target):
         raise SnnFileError(f"cannot save {where}: tensor method {target!r} is not allowed in a saved network")

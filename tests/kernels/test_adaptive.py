@@ -6,9 +6,9 @@ from torch import nn
 
 import signgd
 from signgd import schedules
+from signgd.event_driven import simulate_spikes
 from signgd.kernels import adaptive_scan, signgd_scan
 from signgd.schedules import MAX_GAIN, MIN_GAIN
-from signgd.event_driven import simulate_spikes
 
 
 def _net():

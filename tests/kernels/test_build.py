@@ -5,13 +5,19 @@ import os
 
 import pytest
 import torch
+from scan_cases import (
+    SHAPE,
+    _assert_same,
+    _etas,
+    _no_env_backend,  # noqa: F401 (an autouse fixture)
+    _run,
+    _targets,
+    needs_c,
+)
 
 from signgd import kernels
 from signgd.kernels import KernelUnavailableError, build, signgd_scan
 from signgd.kernels import c as c_backend
-
-from scan_cases import _no_env_backend  # noqa: F401 (an autouse fixture)
-from scan_cases import _assert_same, _etas, needs_c, _run, SHAPE, _targets
 
 
 @pytest.fixture

@@ -2,14 +2,21 @@
 simulator uses, on any number of threads."""
 import pytest
 import torch
+from scan_cases import (
+    SHAPE,
+    _assert_same,
+    _etas,
+    _no_env_backend,  # noqa: F401 (an autouse fixture)
+    _prologue_reference,
+    _run,
+    _scales,
+    _targets,
+    needs_c,
+)
 
 from signgd import kernels
 from signgd.kernels import c as c_backend
 from signgd.kernels import signgd_scan
-
-from scan_cases import _no_env_backend  # noqa: F401 (an autouse fixture)
-from scan_cases import _assert_same, _etas, needs_c, _prologue_reference, _run, _scales, SHAPE, _targets
-
 
 # ---------------------------------------------------------------------------------------------
 # C == torch, bit for bit

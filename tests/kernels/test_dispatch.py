@@ -4,14 +4,24 @@ import os
 
 import pytest
 import torch
+from scan_cases import (
+    _BACKENDS_HERE,
+    HAVE_C,
+    SHAPE,
+    _assert_same,
+    _bits,
+    _etas,
+    _factors,
+    _no_env_backend,  # noqa: F401 (an autouse fixture)
+    _prologue_reference,
+    _run,
+    _scales,
+    _targets,
+    needs_c,
+)
 
 from signgd import kernels
 from signgd.kernels import KernelUnavailableError, signgd_scan
-
-from scan_cases import _no_env_backend  # noqa: F401 (an autouse fixture)
-from scan_cases import (_assert_same, _BACKENDS_HERE, _bits, _etas, _factors, HAVE_C, needs_c,
-                        _prologue_reference, _run, _scales, SHAPE, _targets)
-
 
 # ---------------------------------------------------------------------------------------------
 # signgd_scan's buffers: out=, out=target, inplace=

@@ -1,12 +1,18 @@
 """The triton backend (signgd.kernels.triton, CUDA): runs where a GPU is present."""
 import pytest
 import torch
+from scan_cases import (
+    _assert_same,
+    _etas,
+    _no_env_backend,  # noqa: F401 (an autouse fixture)
+    _run,
+    _scales,
+    _targets,
+    needs_triton,
+)
 
 from signgd import kernels
 from signgd.kernels import signgd_scan
-
-from scan_cases import _no_env_backend  # noqa: F401 (an autouse fixture)
-from scan_cases import _assert_same, _etas, needs_triton, _run, _scales, _targets
 
 
 @needs_triton

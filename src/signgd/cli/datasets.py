@@ -121,7 +121,8 @@ def _cifar(kind: str, path: str, split: str):
     folder = cls.base_folder
     if not (Path(path) / folder).is_dir():
         raise UsageError(f"{kind} not found under {path} (expected {Path(path) / folder}); download it once with "
-                         f"python -c \"import torchvision; torchvision.datasets.{cls.__name__}('{path}', download=True)\"")
+                         f"python -c \"import torchvision; "
+                         f"torchvision.datasets.{cls.__name__}('{path}', download=True)\"")
     try:
         return cls(root=path, train=(split == "train"), download=False)
     except RuntimeError as exc:
@@ -138,7 +139,8 @@ def _imagefolder(path: str, split: str):
     try:
         return tvd.ImageFolder(str(folder))
     except (FileNotFoundError, RuntimeError) as exc:
-        raise UsageError(f"cannot read images from {folder} ({exc}); it needs one sub-folder of images per class") from None
+        raise UsageError(f"cannot read images from {folder} ({exc}); "
+                         f"it needs one sub-folder of images per class") from None
 
 
 def load_split(spec: str, split: str, opts: ImageOptions = ImageOptions()) -> Dataset:

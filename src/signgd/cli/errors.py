@@ -2,8 +2,16 @@
 the fix), not a traceback. Anything not listed here is a bug and keeps its traceback."""
 from __future__ import annotations
 
-from ..errors import (CalibrationError, ConversionError, DatasetNotFoundError, InputError, SigngdError, TraceError,
-                      UnsupportedOperationError, one_line)
+from ..errors import (
+    CalibrationError,
+    ConversionError,
+    DatasetNotFoundError,
+    InputError,
+    SigngdError,
+    TraceError,
+    UnsupportedOperationError,
+    one_line,
+)
 
 __all__ = ["error_message", "EXIT_USAGE", "EXIT_FAILURE"]
 

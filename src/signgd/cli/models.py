@@ -100,7 +100,8 @@ def _from_file(spec: str, kwargs: dict) -> nn.Module:
     fn = getattr(module, factory, None)
     if fn is None or not callable(fn):
         names = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
-                 and (inspect.isfunction(v) or inspect.isclass(v)) and getattr(v, "__module__", None) == module.__name__]
+                 and (inspect.isfunction(v) or inspect.isclass(v))
+                 and getattr(v, "__module__", None) == module.__name__]
         raise UsageError(f"{path} has no function {factory!r}{_suggest(factory, names)}; "
                          f"it defines: {', '.join(names) or 'nothing callable'}")
     return _call(fn, kwargs, f"{path}:{factory}")
@@ -141,7 +142,8 @@ def load_weights(model: nn.Module, path: str) -> None:
     exactly which keys and shapes do not fit."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"weights file {path} not found" + (" (it is a folder; give the file)" if path.is_dir() else ""))
+        folder = " (it is a folder; give the file)" if path.is_dir() else ""
+        raise UsageError(f"weights file {path} not found{folder}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

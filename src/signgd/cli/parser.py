@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--encoding", choices=ENCODINGS, default=None,
                    help="input encoding (default float for signgd, analog for subgradient)")
     g.add_argument("--schedule", default=None,
-                   help="step sizes, e.g. exponential:lr=0.15,decay=0.95 (the default), inverse:lr=1, constant:lr=0.05, "
+                   help="step sizes, e.g. exponential:lr=0.15,decay=0.95 (the default), inverse:lr=1, "
+                        "constant:lr=0.05, "
                         "adaptive:lr=0.2,grow=1.2,shrink=0.5 (per-neuron steps, signgd only)")
     g.add_argument("--normalize", choices=NORMALIZATIONS, default=None,
                    help="neurons normalized by their calibration range (default all for signgd, relu for "

@@ -81,7 +81,8 @@ def replace_by_neuron(gm: fx.GraphModule, node: fx.Node, qualname: str, neuron: 
     node.replace_all_uses_with(new)
     if inplace:
         order = {n: i for i, n in enumerate(gm.graph.nodes)}
-        later = (lambda user: user is not new and order[user] > order[node])
+        def later(user):
+            return user is not new and order[user] > order[node]
         inputs[0].replace_all_uses_with(new, delete_user_cb=later)
     gm.graph.erase_node(node)
     return new

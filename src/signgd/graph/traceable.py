@@ -84,22 +84,22 @@ class TraceableTransformerEncoderLayer(nn.Module):
             raise UnsupportedOperationError(
                 "TransformerEncoderLayer with a src_key_padding_mask: signgd converts models with one input",
                 [("", "call_module", "TransformerEncoderLayer")])
-        l, x = self.layer, src
-        if l.norm_first:
-            x = x + self._sa(l.norm1(x), src_mask, is_causal)
-            x = x + self._ff(l.norm2(x))
+        layer, x = self.layer, src
+        if layer.norm_first:
+            x = x + self._sa(layer.norm1(x), src_mask, is_causal)
+            x = x + self._ff(layer.norm2(x))
         else:
-            x = l.norm1(x + self._sa(x, src_mask, is_causal))
-            x = l.norm2(x + self._ff(x))
+            x = layer.norm1(x + self._sa(x, src_mask, is_causal))
+            x = layer.norm2(x + self._ff(x))
         return x
 
     def _sa(self, x, mask, is_causal):
-        l = self.layer
-        return l.dropout1(l.self_attn(x, x, x, attn_mask=mask, need_weights=False, is_causal=is_causal)[0])
+        layer = self.layer
+        return layer.dropout1(layer.self_attn(x, x, x, attn_mask=mask, need_weights=False, is_causal=is_causal)[0])
 
     def _ff(self, x):
-        l = self.layer
-        return l.dropout2(l.linear2(l.dropout(l.activation(l.linear1(x)))))
+        layer = self.layer
+        return layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(x)))))
 
 
 class TraceableTransformerEncoder(nn.Module):

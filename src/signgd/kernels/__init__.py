@@ -53,8 +53,16 @@ from ..errors import KernelUnavailableError
 from . import c
 from . import triton as triton_backend
 from .build import cache_dir
-from .reference import (adaptive_scan_torch, next_step, overlap, prologue_torch, same_buffer, scan_torch,
-                        signgd_fire, signgd_update)
+from .reference import (
+    adaptive_scan_torch,
+    next_step,
+    overlap,
+    prologue_torch,
+    same_buffer,
+    scan_torch,
+    signgd_fire,
+    signgd_update,
+)
 
 __all__ = ["signgd_scan", "signgd_fire", "signgd_update", "adaptive_scan", "next_step", "prologue_torch",
            "resolve_backend", "available_backends", "kernel_info", "KernelUnavailableError", "BACKENDS"]

@@ -17,8 +17,7 @@ import torch
 
 from ..schedules import MAX_GAIN, MIN_GAIN
 from .build import build_and_load
-from .reference import (adaptive_scan_torch, empty_out, finish, kernel_out, prologue_torch, scale_for_kernel,
-                        scan_torch)
+from .reference import adaptive_scan_torch, empty_out, finish, kernel_out, prologue_torch, scale_for_kernel, scan_torch
 
 __all__ = ["CPU_DTYPES", "library", "reset", "scan_c", "c_prologue", "adaptive_scan_c", "log_once"]
 

@@ -11,4 +11,4 @@ from .plots import PLOTS, draw_plots
 from .stats import RunStatistics, collect
 
 __all__ = ["make_report", "build_report", "write_report", "read_report", "draw_plots", "summary", "versions",
-           "EnergyModel", "ann_macs", "fan_out", "collect", "RunStatistics", "ReportError", "PLOTS"]
+           "EnergyModel", "ann_macs", "fan_out", "collect", "RunStatistics", "ReportError", "PLOTS", "write_json"]

@@ -13,9 +13,9 @@ import sys
 
 import torch
 
-from ..version import __version__
 from .. import distributed as _dist
 from ..network import SpikingNetwork, Steps, parse_steps
+from ..version import __version__
 from . import energy as energy_mod
 from .stats import RunStatistics, collect
 
