@@ -20,12 +20,9 @@ needs_triton = pytest.mark.skipif(not torch.cuda.is_available() or "triton" not 
 SHAPE = (2, 8, 13, 11)
 
 
-@pytest.fixture(autouse=True)
-def _no_env_backend(monkeypatch):
-    monkeypatch.delenv("SIGNGD_KERNEL", raising=False)
 
 
-def _targets(kind, Tc, shape, dtype, seed=0):
+def make_targets(kind, Tc, shape, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     if kind == "zeros":       # inactive ReLUs: y == target == 0 at the first step, ties after
         return torch.zeros((Tc, *shape), dtype=dtype)
@@ -42,13 +39,13 @@ def _targets(kind, Tc, shape, dtype, seed=0):
     raise ValueError(kind)
 
 
-def _etas(Tc, kind="dyadic"):
+def make_etas(Tc, kind="dyadic"):
     if kind == "dyadic":
         return torch.tensor([2.0 ** -(1 + t % 4) for t in range(Tc)], dtype=torch.float64)
     return 0.37 * torch.pow(torch.tensor(0.93, dtype=torch.float64), torch.arange(Tc, dtype=torch.float64))
 
 
-def _scales(kind, shape, dtype):
+def make_scales(kind, shape, dtype):
     g = torch.Generator().manual_seed(1)
     if kind == "none":
         return None
@@ -65,18 +62,18 @@ def _scales(kind, shape, dtype):
     raise ValueError(kind)
 
 
-def _run(backend, target, y, etas, scale, with_spikes=True, spikes0=None):
+def run_scan(backend, target, y, etas, scale, with_spikes=True, spikes0=None):
     spikes = None
     if with_spikes:
         spikes = torch.zeros(target.shape[0], dtype=torch.float64) if spikes0 is None else spikes0.clone()
         spikes = spikes.to(target.device)
     t_before, y_before = target.clone(), y.clone()
     out, y_final = signgd_scan(target, y, etas, scale, spikes, backend=backend)
-    assert _bits(target, t_before) and _bits(y, y_before), "inputs were modified"
+    assert bits(target, t_before) and bits(y, y_before), "inputs were modified"
     return out, y_final, spikes
 
 
-def _bits(a, b):
+def bits(a, b):
     """Bit-identical (NaN payloads and the sign of zero included)."""
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
@@ -86,19 +83,19 @@ def _bits(a, b):
     return torch.equal(a, b)
 
 
-def _assert_same(a, b):
+def assert_same(a, b):
     for x, z in zip(a, b):
         if x is None:
             assert z is None
             continue
         assert x.dtype == z.dtype and x.shape == z.shape
-        assert _bits(x, z), f"max |diff| = {(x.double() - z.double()).abs().max().item()}"
+        assert bits(x, z), f"max |diff| = {(x.double() - z.double()).abs().max().item()}"
 
 
 _BACKENDS_HERE = ["torch", pytest.param("c", marks=needs_c), pytest.param("triton", marks=needs_triton)]
 
 
-def _factors(kind, Tc, shape, dtype):
+def make_factors(kind, Tc, shape, dtype):
     """Factors for pre="mul": one per row (the C kernel's case) or broadcast in other ways."""
     g = torch.Generator().manual_seed(2)
     if kind == "row":        # one per [.., C]: LayerNorm over the last two dims
@@ -114,7 +111,7 @@ def _factors(kind, Tc, shape, dtype):
     return torch.rand(fshape, generator=g, dtype=dtype) + 0.5
 
 
-def _prologue_reference(target, pre, factor, scale):
+def prologue_by_hand(target, pre, factor, scale):
     """The target by plain torch ops, as the neuron computed it before the fused prologue."""
     t = torch.square(target) if pre == "square" else target * factor if pre == "mul" else target.clone()
     return t if scale is None else t / scale

@@ -7,12 +7,11 @@ import pytest
 import torch
 from scan_cases import (
     SHAPE,
-    _assert_same,
-    _etas,
-    _no_env_backend,  # noqa: F401 (an autouse fixture)
-    _run,
-    _targets,
+    assert_same,
+    make_etas,
+    make_targets,
     needs_c,
+    run_scan,
 )
 
 from signgd import kernels
@@ -37,25 +36,25 @@ def test_without_a_compiler_auto_falls_back_to_torch(fresh_kernels, monkeypatch,
         info = kernels.kernel_info()
         assert info["auto_cpu"] == "torch" and not info["c"]["available"]
         assert "signgd-test-cc" in info["c"]["reason"]
-        target = _targets("ties", 7, SHAPE, torch.float32)
+        target = make_targets("ties", 7, SHAPE, torch.float32)
         y0 = torch.zeros(SHAPE)
         assert kernels.resolve_backend(target) == "torch"
-        got = _run(None, target, y0, _etas(7), 1.5)
-        got2 = _run(None, target, y0, _etas(7), 1.5)
+        got = run_scan(None, target, y0, make_etas(7), 1.5)
+        got2 = run_scan(None, target, y0, make_etas(7), 1.5)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "C backend is unavailable" in r.message]
     assert len(warnings) == 1
     # the right numbers: those of the reference loop, written out here
     y, outs, spikes = y0, [], []
-    etas = _etas(7)
+    etas = make_etas(7)
     for t in range(7):
         s = y >= target[t]
         y = torch.where(s, y - etas[t], y + etas[t])
         outs.append(y * 1.5)
         spikes.append(float(s.sum()))
-    _assert_same(got, (torch.stack(outs), y, torch.tensor(spikes, dtype=torch.float64)))
-    _assert_same(got2, got)
+    assert_same(got, (torch.stack(outs), y, torch.tensor(spikes, dtype=torch.float64)))
+    assert_same(got2, got)
     with pytest.raises(KernelUnavailableError, match="C library is unavailable"):
-        signgd_scan(target, y0, _etas(7), backend="c")
+        signgd_scan(target, y0, make_etas(7), backend="c")
     assert not list(fresh_kernels.glob("*.so"))
 
 
@@ -70,6 +69,6 @@ def test_library_is_built_once_into_the_cache(fresh_kernels):
     c_backend.reset()
     assert kernels.kernel_info()["c"]["path"] == path
     assert os.stat(path).st_mtime_ns == mtime                                     # reused, not rebuilt
-    target = _targets("ties", 7, SHAPE, torch.float64)
-    _assert_same(_run("c", target, torch.zeros(SHAPE, dtype=torch.float64), _etas(7), None),
-                 _run("torch", target, torch.zeros(SHAPE, dtype=torch.float64), _etas(7), None))
+    target = make_targets("ties", 7, SHAPE, torch.float64)
+    assert_same(run_scan("c", target, torch.zeros(SHAPE, dtype=torch.float64), make_etas(7), None),
+                 run_scan("torch", target, torch.zeros(SHAPE, dtype=torch.float64), make_etas(7), None))

@@ -8,16 +8,15 @@ from scan_cases import (
     _BACKENDS_HERE,
     HAVE_C,
     SHAPE,
-    _assert_same,
-    _bits,
-    _etas,
-    _factors,
-    _no_env_backend,  # noqa: F401 (an autouse fixture)
-    _prologue_reference,
-    _run,
-    _scales,
-    _targets,
+    assert_same,
+    bits,
+    make_etas,
+    make_factors,
+    make_scales,
+    make_targets,
     needs_c,
+    prologue_by_hand,
+    run_scan,
 )
 
 from signgd import kernels
@@ -30,20 +29,20 @@ from signgd.kernels import KernelUnavailableError, signgd_scan
 @pytest.mark.parametrize("backend", ["torch", pytest.param("c", marks=needs_c)])
 @pytest.mark.parametrize("scale", ["none", "per_element", "promoting"])
 def test_out_buffer(backend, scale):
-    target = _targets("ties", 7, SHAPE, torch.float32)
+    target = make_targets("ties", 7, SHAPE, torch.float32)
     y0 = torch.zeros(SHAPE)
-    sc = _scales("per_element", SHAPE, torch.float64 if scale == "promoting" else torch.float32)
+    sc = make_scales("per_element", SHAPE, torch.float64 if scale == "promoting" else torch.float32)
     sc = None if scale == "none" else sc
-    ref = _run("torch", target, y0, _etas(7), sc)
+    ref = run_scan("torch", target, y0, make_etas(7), sc)
     buf = torch.full(target.shape, 7.0, dtype=ref[0].dtype)
     spikes = torch.zeros(7, dtype=torch.float64)
-    out, y = signgd_scan(target, y0, _etas(7), sc, spikes, backend=backend, out=buf)
+    out, y = signgd_scan(target, y0, make_etas(7), sc, spikes, backend=backend, out=buf)
     assert out is buf
-    _assert_same((out, y, spikes), ref)
+    assert_same((out, y, spikes), ref)
     with pytest.raises(ValueError, match="out must be"):
-        signgd_scan(target, y0, _etas(7), sc, backend=backend, out=buf[:, :1])
+        signgd_scan(target, y0, make_etas(7), sc, backend=backend, out=buf[:, :1])
     with pytest.raises(ValueError, match="out must be"):
-        signgd_scan(target, y0, _etas(7), sc, backend=backend, out=buf.to(torch.float16))
+        signgd_scan(target, y0, make_etas(7), sc, backend=backend, out=buf.to(torch.float16))
 
 
 @pytest.mark.parametrize("backend", _BACKENDS_HERE)
@@ -54,37 +53,37 @@ def test_out_may_be_the_target_itself(backend, scale, dtype):
     buffer would get; a buffer that only partly overlaps the target is refused."""
     dev = "cuda" if backend == "triton" else "cpu"
     for Tc, shape in [(7, SHAPE), (16, (8, 73, 137))]:  # the second is large enough for threads
-        target = _targets("ties", Tc, shape, dtype).to(dev)
+        target = make_targets("ties", Tc, shape, dtype).to(dev)
         y0 = torch.zeros(shape, dtype=dtype, device=dev)
-        sc = None if scale == "none" else _scales(
+        sc = None if scale == "none" else make_scales(
             "per_element", shape, torch.float64 if scale == "promoting" else dtype).to(dev)
-        ref = _run("torch", target, y0, _etas(Tc).to(dev), sc)
+        ref = run_scan("torch", target, y0, make_etas(Tc).to(dev), sc)
         if ref[0].dtype != dtype:  # a promoting scale: the result cannot live in the target
             with pytest.raises(ValueError, match="out must be"):
-                signgd_scan(target, y0, _etas(Tc), sc, backend=backend, out=target)
+                signgd_scan(target, y0, make_etas(Tc), sc, backend=backend, out=target)
             continue
         buf = target.clone()
         spikes = torch.zeros(Tc, dtype=torch.float64, device=dev)
-        out, y = signgd_scan(buf, y0, _etas(Tc).to(dev), sc, spikes, backend=backend, out=buf)
+        out, y = signgd_scan(buf, y0, make_etas(Tc).to(dev), sc, spikes, backend=backend, out=buf)
         assert out is buf
-        _assert_same((out, y, spikes), ref)
+        assert_same((out, y, spikes), ref)
     n = target.numel()
     shifted = torch.empty(n + 1, dtype=dtype, device=dev)
     with pytest.raises(ValueError, match="overlaps"):
-        signgd_scan(shifted[1:].view(target.shape), y0, _etas(Tc).to(dev), None, backend=backend,
+        signgd_scan(shifted[1:].view(target.shape), y0, make_etas(Tc).to(dev), None, backend=backend,
                     out=shifted[:n].view(target.shape))
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("c", marks=needs_c)])
 def test_inplace_updates_y(backend):
-    target = _targets("ties", 7, SHAPE, torch.float64)
-    ref = _run("torch", target, torch.zeros(SHAPE, dtype=torch.float64), _etas(7), 2.0)
+    target = make_targets("ties", 7, SHAPE, torch.float64)
+    ref = run_scan("torch", target, torch.zeros(SHAPE, dtype=torch.float64), make_etas(7), 2.0)
     for y0 in (torch.zeros(SHAPE, dtype=torch.float64),                     # contiguous
                torch.zeros(SHAPE[::-1], dtype=torch.float64).permute(3, 2, 1, 0)):  # not
         spikes = torch.zeros(7, dtype=torch.float64)
-        out, y = signgd_scan(target, y0, _etas(7), 2.0, spikes, backend=backend, inplace=True)
+        out, y = signgd_scan(target, y0, make_etas(7), 2.0, spikes, backend=backend, inplace=True)
         assert y is y0
-        _assert_same((out, y, spikes), ref)
+        assert_same((out, y, spikes), ref)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,9 +99,9 @@ def test_auto_picks_c_on_cpu(monkeypatch):
     assert os.path.exists(kernels.kernel_info()["c"]["path"])
     monkeypatch.setenv("SIGNGD_KERNEL", "auto")
     assert kernels.resolve_backend(x) == "c"
-    target = _targets("ties", 7, SHAPE, torch.float32)
-    _assert_same(_run(None, target, torch.zeros(SHAPE), _etas(7), 2.0),
-                 _run("torch", target, torch.zeros(SHAPE), _etas(7), 2.0))
+    target = make_targets("ties", 7, SHAPE, torch.float32)
+    assert_same(run_scan(None, target, torch.zeros(SHAPE), make_etas(7), 2.0),
+                 run_scan("torch", target, torch.zeros(SHAPE), make_etas(7), 2.0))
 
 
 def test_auto_uses_torch_where_no_kernel_fits():
@@ -113,9 +112,9 @@ def test_auto_uses_torch_where_no_kernel_fits():
     with torch.no_grad():
         assert kernels.resolve_backend(x) == ("c" if HAVE_C else "torch")
     # float16 runs (on torch) and gives torch's numbers
-    target = _targets("ties", 5, (3, 4), torch.float16)
-    _assert_same(_run(None, target, torch.zeros(3, 4, dtype=torch.float16), _etas(5), None),
-                 _run("torch", target, torch.zeros(3, 4, dtype=torch.float16), _etas(5), None))
+    target = make_targets("ties", 5, (3, 4), torch.float16)
+    assert_same(run_scan(None, target, torch.zeros(3, 4, dtype=torch.float16), make_etas(5), None),
+                 run_scan("torch", target, torch.zeros(3, 4, dtype=torch.float16), make_etas(5), None))
 
 
 def test_env_var_forces_torch(monkeypatch):
@@ -157,24 +156,24 @@ def test_explicit_backend_that_cannot_run_raises(monkeypatch):
 def test_prologue_equals_the_target_computed_first(backend, dtype, pre, factor_kind, scale):
     Tc = 7
     target = torch.randn((Tc, *SHAPE), generator=torch.Generator().manual_seed(4), dtype=dtype)
-    factor = _factors(factor_kind, Tc, SHAPE, dtype) if pre == "mul" else None
-    sc = _scales(scale, SHAPE, dtype)
+    factor = make_factors(factor_kind, Tc, SHAPE, dtype) if pre == "mul" else None
+    sc = make_scales(scale, SHAPE, dtype)
     y0 = torch.zeros(SHAPE, dtype=dtype)
-    ref = _run("torch", _prologue_reference(target, pre, factor, sc), y0, _etas(Tc, "decay"), sc)
+    ref = run_scan("torch", prologue_by_hand(target, pre, factor, sc), y0, make_etas(Tc, "decay"), sc)
     spikes = torch.zeros(Tc, dtype=torch.float64)
     before = target.clone()
-    out, y = signgd_scan(target, y0, _etas(Tc, "decay"), sc, spikes, backend=backend, pre=pre, factor=factor,
+    out, y = signgd_scan(target, y0, make_etas(Tc, "decay"), sc, spikes, backend=backend, pre=pre, factor=factor,
                          normalize=True)
-    assert _bits(target, before)
-    _assert_same((out, y, spikes), ref)
+    assert bits(target, before)
+    assert_same((out, y, spikes), ref)
     assert ref[2].sum() > 0
     # in place: the output written over the input
     if ref[0].dtype == dtype:
         buf = target.clone()
-        out, y = signgd_scan(buf, y0, _etas(Tc, "decay"), sc, None, backend=backend, pre=pre, factor=factor,
+        out, y = signgd_scan(buf, y0, make_etas(Tc, "decay"), sc, None, backend=backend, pre=pre, factor=factor,
                              normalize=True, out=buf)
         assert out is buf
-        _assert_same((out, y), ref[:2])
+        assert_same((out, y), ref[:2])
 
 
 def test_prologue_arguments_are_checked():

@@ -1,6 +1,5 @@
 """The torch reference of the signGD scan (signgd.kernels.reference), by hand."""
 import torch
-from scan_cases import _no_env_backend  # noqa: F401 (an autouse fixture)
 
 from signgd.kernels import signgd_scan
 
