@@ -156,3 +156,17 @@ def test_read_report_errors(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(report.ReportError, match="not a signgd report"):
         report.read_report(tmp_path)
+
+
+def test_a_report_of_a_timm_vit_counts_its_fan_out():
+    """timm's ViT leaves a forward option (is_causal) as a second placeholder with a default value:
+    the energy counter passes it through instead of filling it with ones (it used to crash)."""
+    from signgd import models
+    torch.manual_seed(0)
+    vit = models.tiny_vit(image_size=8).eval()
+    x = torch.randn(6, 1, 8, 8)
+    snn = signgd.convert(vit, x)
+    fo = energy.fan_out(snn)
+    assert fo[energy.INPUT] > 0 and all(v >= 0 for v in fo.values()) and len(fo) == len(snn.neurons) + 1
+    rep = report.make_report(snn, (x, torch.arange(6) % 10), [2])
+    assert rep["energy"]["snn_energy_pj"][0] > 0

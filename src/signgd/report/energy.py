@@ -73,6 +73,8 @@ class _Counter(fx.Interpreter):
 
     def placeholder(self, target, args, kwargs):
         x = super().placeholder(target, args, kwargs)
+        if not isinstance(x, torch.Tensor):  # a forward option fixed at its default (is_causal=False)
+            return x
         out = torch.ones_like(x) if self.source == INPUT else torch.zeros_like(x)
         if self.source == INPUT:
             self.source_size = out[0].numel()
