@@ -1,8 +1,8 @@
 """The one run loop: a converted network over labelled data, batch by batch.
 
 Per batch the ANN runs once and the SNN once for ``max(T)`` steps; the accuracy of both and the
-SNN's agreement with the ANN at each T are counted (``Counts``). ``signgd.evaluate`` is this loop alone; the
-report (``signgd.report.collect``) watches the same loop through a ``Probe``, which may run the ANN
+SNN's agreement with the ANN at each T are counted (``Counts``). ``signgd.evaluate`` is this loop
+alone; the report (``signgd.report.collect``) watches the same loop through a ``Probe``, which may run the ANN
 itself (to keep its activations), sees each neuron layer's output through
 ``SpikingNetwork.simulate(probe=...)`` and each batch's spike counts, and hands back totals that are
 summed over the processes together with the counts.
@@ -61,9 +61,9 @@ class Probe:
     def finish(self, totals: dict[str, torch.Tensor]) -> None:
         """The totals over every rank (both kinds, under their names)."""
 
-    #: Whether ``layer`` is overridden (the simulation then calls it).
     @property
     def watches_layers(self) -> bool:
+        """Whether ``layer`` is overridden: only then does the simulation call it."""
         return type(self).layer is not Probe.layer
 
 
