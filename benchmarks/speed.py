@@ -47,6 +47,7 @@ def build(name: str):
     """``(model, make(batch) -> inputs, labels or None)`` for a benchmark model name."""
     if name == "vgg":
         import accuracy  # the trained Fashion-MNIST VGG of the accuracy benchmark (cached weights)
+
         from signgd import data
         args = accuracy.parse_args([])
         model, _ = accuracy.train_model(args, data.fashion_mnist("train"), data.fashion_mnist("test"))
@@ -54,6 +55,7 @@ def build(name: str):
         return model, lambda b: images[:b].clone(), labels
     if name in TRAINED:
         import architectures  # the same configuration, hence the same cache file, as that benchmark
+
         from signgd import data
         train28, test28 = data.fashion_mnist("train"), data.fashion_mnist("test")
         model, _ = architectures.trained(name.split("-", 1)[1], architectures.parse_args([]), train28, test28)
@@ -191,7 +193,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--batch", default="256,16", help="comma-separated batch sizes")
     p.add_argument("--T", type=int, default=64)
-    p.add_argument("--adaptive", action="store_true", help="also time the adaptive schedule (signgd.schedules.adaptive)")
+    p.add_argument("--adaptive", action="store_true",
+                   help="also time the adaptive schedule (signgd.schedules.adaptive)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the best is kept)")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0: one per CPU")
