@@ -8,7 +8,7 @@ path (``chunk=1``, whole batch) and the fully layer-major one (``chunk=T``, whol
 same figures for SpikingJelly's ann2snn conversion in its multi-step and single-step modes
 (``benchmarks/_peers.py``).
 
-    python benchmarks/speed.py                                   # VGG, ResNet-18, two Mixers; batch 256 and 16; T=64
+    python benchmarks/speed.py                                   # VGG, ResNet-18, three Mixers; batch 256 and 16; T=64
     python benchmarks/speed.py --models fmnist-convnext,fmnist-resmlp   # the other trained timm models
     python benchmarks/speed.py --models vgg --batch 256 --T 64   # one configuration
     python benchmarks/speed.py --device cuda                     # on a GPU
@@ -37,10 +37,39 @@ import torch  # noqa: E402
 import signgd  # noqa: E402
 from signgd import kernels  # noqa: E402
 
-MODELS = ("vgg", "resnet18", "mixer", "fmnist-mixer")
+MODELS = ("vgg", "resnet18", "mixer", "fmnist-mixer", "postnorm-mixer")
 #: The trained timm models of the beyond-ReLU benchmark (benchmarks/architectures.py, cached weights):
 #: "fmnist-<name>" runs that model on the first test images (padded to 32x32) with its accuracy.
 TRAINED = ("fmnist-mixer", "fmnist-convnext", "fmnist-resmlp", "fmnist-vit")
+
+
+class PostNormMixer(torch.nn.Module):
+    """An MLP-Mixer in the other common layout (timm's is pre-norm on a transposed residual
+    stream): post-norm, i.e. a LayerNorm over the channels after the patch embedding and after
+    each residual add, so the stream is contiguous after each norm; token mixing written as
+    ``.transpose(1, 2)`` -> Linear -> GELU -> Linear -> ``.transpose(1, 2)``; a mean over tokens.
+    28x28 inputs, 4x4 patches: 49 tokens x ``dim``; timm's hidden widths (``dim / 2`` for the
+    tokens, ``4 dim`` for the channels)."""
+
+    def __init__(self, dim: int = 64, blocks: int = 2, tokens: int = 49, patch: int = 4, classes: int = 10):
+        super().__init__()
+        nn = torch.nn
+        self.embed = nn.Conv2d(1, dim, patch, stride=patch)
+        self.ln0 = nn.LayerNorm(dim)
+        self.token = nn.ModuleList(nn.Sequential(nn.Linear(tokens, dim // 2), nn.GELU(), nn.Linear(dim // 2, tokens))
+                                   for _ in range(blocks))
+        self.channel = nn.ModuleList(nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+                                     for _ in range(blocks))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(blocks))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(blocks))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.ln0(self.embed(x).flatten(2).transpose(1, 2))  # [B, tokens, dim]
+        for token, channel, ln1, ln2 in zip(self.token, self.channel, self.ln1, self.ln2):
+            x = ln1(x + token(x.transpose(1, 2)).transpose(1, 2))
+            x = ln2(x + channel(x))
+        return self.head(x.mean(1))
 
 
 def build(name: str):
@@ -73,6 +102,11 @@ def build(name: str):
         shape = (1, 32, 32)
         return MlpMixer(num_classes=10, img_size=32, in_chans=1, patch_size=4, num_blocks=2,
                         embed_dim=64).eval(), gen, None
+    if name == "postnorm-mixer":
+        # The post-norm Mixer above on Fashion-MNIST test images; random weights (timing only).
+        from signgd import data
+        images = data.fashion_mnist("test").tensors[0]
+        return PostNormMixer().eval(), lambda b: images[:b].clone(), None
     raise SystemExit(f"unknown model {name!r}; choose from {', '.join(dict.fromkeys(MODELS + TRAINED))}")
 
 

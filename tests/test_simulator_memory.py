@@ -177,6 +177,51 @@ def test_element_wise_ops_in_place_change_nothing(x, make, monkeypatch):
         assert torch.equal(fast.spikes[name], plain.spikes[name])
 
 
+class _PostNormMixer(nn.Module):
+    """The post-norm layout (benchmarks/speed.py's postnorm-mixer): a LayerNorm straight on the
+    transposed patch embedding (its input is strided and read by nothing else), the residual
+    stream contiguous after each LayerNorm, token mixing through transposes added back onto it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 6, 2, stride=2)
+        self.ln0, self.ln1, self.ln2 = nn.LayerNorm(6), nn.LayerNorm(6), nn.LayerNorm(6)
+        self.tok = nn.Sequential(nn.Linear(16, 8), nn.GELU(), nn.Linear(8, 16))
+        self.ch = nn.Sequential(nn.Linear(6, 12), nn.GELU(), nn.Linear(12, 6))
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = self.ln0(self.stem(x).flatten(2).transpose(1, 2))      # [B, 16 tokens, 6], channels strided
+        x = self.ln1(x + self.tok(x.transpose(1, 2)).transpose(1, 2))
+        x = self.ln2(x + self.ch(x))
+        return self.head(x.mean(1))
+
+
+def test_post_norm_mixer_fast_paths_change_nothing(x, monkeypatch):
+    torch.manual_seed(0)
+    snn = signgd.convert(_PostNormMixer().eval(), x)
+    strided = []
+    real = simulator._contiguous_result
+
+    def spy(op, a, b):
+        strided.append(not a.is_contiguous())
+        return real(op, a, b)
+
+    monkeypatch.setattr(simulator, "_contiguous_result", spy)
+    fast = snn.simulate(x, [3, 16], chunk=4, batch_chunk=5, stats=True)
+    # ln0's x - mean(x) is written contiguous rather than in place over its strided input
+    assert any(strided), "no strided element-wise result was written contiguous for its neurons"
+    monkeypatch.setattr(simulator, "_fits_in_place", lambda op, a, b: False)
+    monkeypatch.setattr(simulator._ChunkInterpreter, "_elementwise_neuron", lambda self, n: False)
+    monkeypatch.setattr(simulator._ChunkInterpreter, "_owned", lambda self, n, args: False)
+    plain = snn.simulate(x, [3, 16], chunk=4, batch_chunk=5, stats=True)
+    for t in (3, 16):
+        assert torch.equal(fast.outputs[t], plain.outputs[t])
+    assert set(fast.spikes) == set(plain.spikes) and len(plain.spikes) == 8
+    for name in plain.spikes:
+        assert torch.equal(fast.spikes[name], plain.spikes[name]), name
+
+
 def test_in_place_only_where_torch_gives_the_same_layout():
     import operator
 

@@ -128,8 +128,10 @@ class _ChunkInterpreter(fx.Interpreter):
             _storages(t, self.constants)
         # Element-wise ops read only by element-wise neurons: their result is written contiguous
         # whatever the layout of their inputs (LayerNorm's x - mean(x) on a transposed residual
-        # stream), so the neurons' fused scans read it in place instead of copying it first. The
-        # values are the same in any layout, and no reduction or matrix product reads them.
+        # stream), so the neurons' fused scans read it in place instead of copying it first; also
+        # rather than in place over a strided first input (a LayerNorm right after a transpose),
+        # which would keep that layout and have every neuron reading it copy it. The values are
+        # the same in any layout, and no reduction or matrix product reads them.
         self.neuron_fed = {n for n in gm.graph.nodes if n.op == "call_function" and n.target in _INPLACE_BINARY
                            and n.users and all(self._elementwise_neuron(u) for u in n.users)}
 
@@ -178,7 +180,9 @@ class _ChunkInterpreter(fx.Interpreter):
                     if kind == _NEURON:
                         value = self.sim.neuron(n.target, callee, args, self._owned(n, args))
                     elif kind == _BINARY:
-                        if _fits_in_place(callee, *args) and self._owned(n, args):
+                        if n in self.neuron_fed and not _contiguous(args[0]):
+                            value = _contiguous_result(callee, *args)  # not in place: strided
+                        elif _fits_in_place(callee, *args) and self._owned(n, args):
                             value = _INPLACE_BINARY[callee](*args)
                         elif n in self.neuron_fed:
                             value = _contiguous_result(callee, *args)
@@ -223,6 +227,10 @@ class _ChunkInterpreter(fx.Interpreter):
             if node is not src:
                 _storages(value, live)
         return ptr not in live
+
+
+def _contiguous(a) -> bool:
+    return not isinstance(a, torch.Tensor) or a.is_contiguous()
 
 
 def _contiguous_result(op, a, b):
