@@ -256,3 +256,19 @@ def test_many_unsupported_nodes_are_grouped_by_op():
         signgd.convert(Signs().eval(), torch.randn(4, 6))
     assert len(info.value.nodes) == 8
     assert "7 x torch.sign: sign, sign_1, sign_2, ... (4 more); 1 x torch.floor: floor." in str(info.value)
+
+
+# ---- 5. one table -------------------------------------------------------------------------------
+
+def test_the_python_report_and_the_command_print_one_table(normalized):
+    from signgd.evaluate import EvaluationReport
+    from signgd.report import read_report, summary
+    rep = read_report(normalized)
+    acc = rep["accuracy"]
+    python = EvaluationReport(rep["samples"], acc["ann"], dict(zip(rep["steps"], acc["snn"])),
+                              dict(zip(rep["steps"], acc["agreement"]))).table().splitlines()
+    command = summary(rep).splitlines()
+    assert command[0].startswith(python[0] + "; ANN:")
+    for mine, theirs in zip(python[2:], command[2:2 + len(python) - 2]):
+        assert theirs.startswith(mine.removesuffix("|")), (mine, theirs)
+    assert "SOPs per sample" in command[2] and "gap to ANN" in command[2]
