@@ -207,5 +207,8 @@ def test_evaluating_a_damaged_file_or_the_wrong_data_is_one_line(capsys, convert
     err = _error(capsys, ["evaluate", str(damaged), "--data", "digits"], 1)
     assert "truncated, corrupt" in err
     err = _error(capsys, ["evaluate", str(converted / "snn.pt"), "--data", "digits", "--resize", "16",
-                          "--limit", "4"], 1)
+                          "--limit", "4"], 2)  # the network was converted without --resize: refused
+    assert "--resize 16 differs from the network's stored preprocessing (resize not set)" in err
+    err = _error(capsys, ["evaluate", str(converted / "snn.pt"), "--data", "digits", "--resize", "16",
+                          "--limit", "4", "--override-preprocessing"], 1)
     assert "bad input: input of shape" in err and "does not match the network" in err

@@ -98,7 +98,9 @@ def converted(weights, tmp_path_factory):
 def test_cli_convert_under_torchrun_equals_one_process(converted):
     """Same accuracies per T (exactly), same samples, same spikes; rank 0 alone prints and writes."""
     tmp, stdout = converted
-    assert stdout.count("ANN accuracy") == 1 and stdout.count("report: ") == 1
+    assert stdout.count("ANN accuracy: ") == 1 and stdout.count("report: ") == 1
+    # the ANN's accuracy printed before the simulation is summed over both ranks' shards, once
+    assert stdout.count("ANN accuracy on the evaluation data: ") == 1 and "(101 samples); simulating" in stdout
     one, two = (json.loads((tmp / d / "report.json").read_text()) for d in ("one", "two"))
     assert one["samples"] == two["samples"] == 101
     assert two["accuracy"] == one["accuracy"]  # exactly: counts are summed as integers

@@ -1,5 +1,9 @@
 """signgd: convert trained PyTorch networks into spiking neural networks with sign-gradient-descent
 neuronal dynamics (Oh & Lee, ICML 2024)."""
+from .launch import choose_wait_policy
+
+choose_wait_policy()  # the signgd command only, before torch loads (signgd.launch)
+
 from . import data, schedules
 from .convert import convert
 from .errors import CalibrationError, ConversionError, InputError, SigngdError, TraceError, UnsupportedOperationError

@@ -33,6 +33,7 @@ from .graph.simplify import remove_assertions, remove_identities
 from .graph.trace import trace
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
+from .preprocessing import checked, from_data
 from .schedules import check_dynamics
 from .tuning import check_steps, tune_schedule
 from .validation import check_finite_output
@@ -52,7 +53,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             preset: str | None = None, seed: int = 0,
             pad_value: float = -200.0, leaf_modules: Iterable[type] = (),
             memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int = 256,
-            distributed: bool | None = None) -> SpikingNetwork:
+            distributed: bool | None = None, preprocessing="auto") -> SpikingNetwork:
     """Convert a trained model into a SpikingNetwork.
 
     Args:
@@ -88,6 +89,11 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             round differently on different hardware (``signgd.distributed``). ``None`` (the default):
             on when a process group is initialized; ``True``: require one; ``False``: off. When on,
             every rank must call ``convert`` with the same model and settings.
+        preprocessing: what was done to the images before the model saw them, recorded as
+            ``snn.settings["preprocessing"]`` (``signgd.preprocessing``; ``signgd evaluate`` applies
+            it): ``"auto"`` (the default) reads it from the calibration data's torchvision
+            ``transform`` (``Resize``/``CenterCrop``/``Normalize``) and records None when the data
+            carries none or another transform; a dict ``{"resize", "crop", "mean", "std"}``; None.
     """
     if dynamics not in DYNAMICS:
         raise ValueError(f"unknown dynamics {dynamics!r}; choose one of {list(DYNAMICS)}")
@@ -108,6 +114,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     encoding = encoding or default_encoding
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODINGS)}")
+    preprocessing = from_data(calibration) if preprocessing == "auto" else checked(preprocessing)
     share = _dist.active(distributed)  # before the work: distributed=True without a group fails now
     default = sched.exponential() if dynamics == "signgd" else sched.inverse(1.0)
     tune = T is not None and schedule is None
@@ -155,7 +162,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             neurons[name].bias0 = a0[0]
         notes.append("computed A(0) of every neuron for the subgradient dynamics")
     settings = dict(dynamics=dynamics, schedule=schedule.spec(), encoding=encoding, seed=int(seed),
-                    normalize=normalize, pad_value=float(pad_value), memory_budget=int(memory_budget))
+                    normalize=normalize, pad_value=float(pad_value), memory_budget=int(memory_budget),
+                    preprocessing=preprocessing)
     if T is not None:
         settings["tuned_for"] = int(T)
     snn = SpikingNetwork(gm, settings, calib.input_shape, values_per_sample, schedule=schedule)

@@ -37,17 +37,32 @@ class EvaluationReport:
         return asdict(self)
 
     def table(self) -> str:
-        """A Markdown table: one row per T."""
-        lines = [f"ANN accuracy: {100 * self.ann_accuracy:.2f}% ({self.n} samples)", "",
-                 "| T | SNN accuracy (%) | gap to ANN (points) | agreement with ANN (%) |",
-                 "|---:|---:|---:|---:|"]
-        for t in self.steps:
-            acc = self.snn_accuracy[t]
-            lines.append(f"| {t} | {100 * acc:.2f} | {100 * (acc - self.ann_accuracy):+.2f} | "
-                         f"{100 * self.agreement[t]:.2f} |")
-        return "\n".join(lines)
+        """A Markdown table: one row per T (``accuracy_table``, the command's table too)."""
+        return accuracy_table(self.n, self.ann_accuracy, self.steps, [self.snn_accuracy[t] for t in self.steps],
+                              [self.agreement[t] for t in self.steps])
 
     __str__ = table
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
+
+
+def accuracy_table(n: int, ann: float | None, steps: list[int], snn: list, agreement: list,
+                   extra: dict[str, list[str]] | None = None, note: str = "") -> str:
+    """The accuracy table, one row per T, of ``EvaluationReport.table`` and the report's ``summary``:
+    the ANN's accuracy (``note`` added to that line), then per T the SNN's accuracy, its gap to the
+    ANN and its agreement with the ANN; ``extra`` adds columns (a name and a cell per T). Values are
+    fractions; None (a report's NaN) prints as n/a."""
+    extra = extra or {}
+    head = ["T", "SNN accuracy (%)", "gap to ANN (points)", "agreement with ANN (%)", *extra]
+    lines = [f"ANN accuracy: {_pct(ann)}% ({n} samples){note}", "", f"| {' | '.join(head)} |",
+             "|" + "---:|" * len(head)]
+    for i, t in enumerate(steps):
+        gap = "n/a" if snn[i] is None or ann is None else f"{100 * (snn[i] - ann):+.2f}"
+        cells = [str(t), _pct(snn[i]), gap, _pct(agreement[i]), *(column[i] for column in extra.values())]
+        lines.append(f"| {' | '.join(cells)} |")
+    return "\n".join(lines)
 
 
 def evaluate(snn: SpikingNetwork, data, T: Steps = DEFAULT_STEPS, *, batch_size: int = 256,

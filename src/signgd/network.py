@@ -41,6 +41,7 @@ class SpikingNetwork(nn.Module):
         super().__init__()
         self.graph_module = graph_module
         self.settings = dict(settings)
+        self.settings.setdefault("preprocessing", None)  # files saved before it was recorded: not known
         self.input_shape = tuple(int(d) for d in input_shape)
         self.values_per_sample = int(values_per_sample)
         # The Schedule itself when conversion has it (a callable schedule has no description to

@@ -24,7 +24,7 @@ from . import distributed as dist
 from .network import SpikingNetwork, Steps, parse_steps
 from .simulator import SimulationResult
 
-__all__ = ["Counts", "Probe", "Samples", "run"]
+__all__ = ["Counts", "Probe", "Samples", "run", "ann_accuracy"]
 
 
 class Counts(NamedTuple):
@@ -102,6 +102,23 @@ def run(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit: in
     n, ann_correct, *rest = totals.pop("counts").tolist()
     probe.finish(totals)
     return Counts(n, ann_correct, dict(zip(steps, rest[:len(steps)])), dict(zip(steps, rest[len(steps):])))
+
+
+def ann_accuracy(snn: SpikingNetwork, data, *, batch_size: int = 256, limit: int | None = None,
+                 distributed: bool | None = None) -> tuple[int, int, int]:
+    """The ANN alone over the samples ``run`` reads (no simulation, a few seconds): ``(samples, correct,
+    classes)``, summed over the ranks like ``run``'s counts. The command prints it before simulating,
+    so a chance-level ANN (no weights, the wrong preprocessing) shows at once."""
+    samples = Samples(data, batch_size, limit, distributed, [1])
+    device, dtype = snn.placement
+    n = correct = classes = 0
+    for x, y in samples:
+        x, y = _labelled(x, y, device, dtype)
+        logits = snn.ann(x)
+        correct += int((logits.argmax(-1) == y).sum())
+        n, classes = n + x.shape[0], logits.shape[-1]
+    n, correct = samples.sum({"counts": torch.tensor([n, correct])})["counts"].tolist()
+    return n, correct, int(samples.max({"classes": torch.tensor([classes])})["classes"])
 
 
 class Samples:

@@ -23,6 +23,7 @@ neuron, bit for bit. The scan that runs it is ``signgd.kernels.adaptive_scan``.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, Union
 
@@ -194,8 +195,12 @@ def make_schedule(spec: ScheduleLike, default: Schedule | None = None) -> Schedu
         params = {}
         for item in filter(None, arg_text.split(",")):
             key, _, value = item.partition("=")
-            params[key.strip()] = float(value)
-        return _NAMED[name](**params)
+            try:
+                params[key.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f"schedule parameter {item.strip()!r} is not key=number; write e.g. "
+                                 f"{_example(name)}") from None
+        return _named(name, params)
     if isinstance(spec, dict):
         params = dict(spec)
         name = params.pop("name", None)
@@ -203,12 +208,31 @@ def make_schedule(spec: ScheduleLike, default: Schedule | None = None) -> Schedu
             return _from_values(torch.tensor(params["values"]))
         if name not in _NAMED:
             raise ValueError(f"unknown schedule {name!r}; known: {sorted(_NAMED)}")
-        return _NAMED[name](**params)
+        return _named(name, params)
     if isinstance(spec, torch.Tensor) or (isinstance(spec, (list, tuple)) and spec):
         return _from_values(torch.as_tensor(spec))
     if callable(spec):
         return _from_callable(spec)
     raise TypeError(f"cannot make a schedule from {type(spec).__name__}; pass a name, a callable or a tensor")
+
+
+def _keys(name: str) -> dict:
+    """The parameters of the named schedule and their defaults."""
+    return {k: p.default for k, p in inspect.signature(_NAMED[name]).parameters.items()}
+
+
+def _example(name: str) -> str:
+    """The named schedule written with its defaults: ``exponential:lr=0.15,decay=0.95``."""
+    return f"{name}:{','.join(f'{k}={v}' for k, v in _keys(name).items())}"
+
+
+def _named(name: str, params: dict) -> Schedule:
+    """The named schedule with ``params``; a key it does not take is refused, listing the valid ones."""
+    unknown = [k for k in params if k not in _keys(name)]
+    if unknown:
+        raise ValueError(f"schedule {name!r} has no parameter {unknown[0]!r}; its parameters are "
+                         f"{', '.join(_keys(name))} (e.g. {_example(name)})")
+    return _NAMED[name](**params)
 
 
 def _check_positive(**kw):

@@ -39,6 +39,11 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "SnnFileError", "save", "load", "to_paylo
 
 
 def _read(path: Path, map_location) -> dict:
+    if path.is_dir():
+        inside = path / "snn.pt"
+        fix = (f"give the network file inside it, {inside}" if inside.is_file() else
+               "give the path of a network file written by snn.save() or `signgd convert --out DIR` (DIR/snn.pt)")
+        raise SnnFileError(f"{path} is a directory, not a network file; {fix}")
     if not path.is_file():
         raise SnnFileError(f"{path}: no such file; give the path of a network written by snn.save() or "
                            f"`signgd convert --out DIR` (DIR/snn.pt)")

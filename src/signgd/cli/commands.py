@@ -12,9 +12,10 @@ from .. import distributed as _dist
 from .. import schedules
 from ..convert import convert
 from ..report import EnergyModel, draw_plots, make_report, read_report, summary, write_json, write_report
+from ..runner import ann_accuracy
 from ..serialize import load
-from .datasets import ImageOptions, calibration_subset, load_split, parse_floats
-from .models import build_model, load_weights, parse_model_args
+from .datasets import ImageOptions, calibration_subset, load_split, parse_floats, stored_options
+from .models import build_model, load_weights, parse_model_args, untrained
 from .usage import UsageError
 
 __all__ = ["run_demo_command", "run_convert", "run_evaluate", "run_report"]
@@ -43,6 +44,24 @@ def _energy_model(args) -> EnergyModel:
     if not (args.pj_per_ac > 0 and args.pj_per_mac > 0):
         raise UsageError("--pj-per-ac and --pj-per-mac must be positive energies in picojoules")
     return EnergyModel(args.pj_per_ac, args.pj_per_mac)
+
+
+def _warn(command: str, message: str) -> None:
+    """One warning line on stderr, from rank 0."""
+    if _dist.is_main():
+        print(f"signgd {command}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _ann_first(snn, test, args, log) -> None:
+    """The ANN's accuracy on the evaluation data, printed before the (much longer) simulation starts."""
+    n, correct, classes = ann_accuracy(snn, test, batch_size=args.batch_size, limit=args.limit)
+    if n == 0:
+        return  # the run loop says the data is empty
+    line = f"ANN accuracy on the evaluation data: {100 * correct / n:.2f}% ({n} samples); simulating the SNN"
+    if classes > 1 and correct / n <= 1.5 / classes:
+        line += (f" (chance level for {classes} classes: check --weights and that the preprocessing, --mean/--std, "
+                 f"is the one the model was trained with)")
+    log(line, flush=True)
 
 
 def _write(report: dict, out: Path, log) -> None:
@@ -77,11 +96,15 @@ def run_convert(args, argv: list[str], log=print) -> int:
     model.to(device)
     train, test = load_split(args.data, "train", opts), load_split(args.data, "test", opts)
     calibration = calibration_subset(train, args.calibration, args.seed)
+    if not args.weights and untrained(args.model, model_args):  # once the arguments are known to work
+        _warn("convert", f"no --weights given: {args.model} keeps its random initial weights (a chance-level "
+                         f"network); pass --weights FILE, a state_dict saved with torch.save(model.state_dict(), FILE)")
     progress = _progress(args)
     batches = tqdm(DataLoader(calibration, batch_size=args.batch_size), desc="calibrate", unit="batch",
                    disable=not progress)
     snn = convert(model, batches, dynamics=args.dynamics, schedule=args.schedule, encoding=args.encoding,
-                  normalize=args.normalize, T=args.tune_for, preset=args.preset, seed=args.seed)
+                  normalize=args.normalize, T=args.tune_for, preset=args.preset, seed=args.seed,
+                  preprocessing=opts.settings())
     out = Path(args.out)
     snn_path = out / "snn.pt"
     if _dist.is_main():  # under torchrun every rank holds rank 0's network; rank 0 writes it
@@ -89,23 +112,26 @@ def run_convert(args, argv: list[str], log=print) -> int:
     run_settings = {"command": ["signgd", *argv], "model": args.model, "model_args": model_args,
                     "weights": args.weights, "data": args.data, "image": opts.settings(),
                     "calibration_samples": len(calibration), "device": str(device), "seed": args.seed}
+    _ann_first(snn, test, args, log)
     report = make_report(snn, test, args.T, batch_size=args.batch_size, limit=args.limit, progress=progress,
                          energy_model=energy_model, run_settings=run_settings)
     if not _dist.is_main():
         return 0
     _write(report, out, log)
-    log(f"network: {snn_path} (signgd.load(path), or signgd evaluate {snn_path} --data {args.data})")
+    log(f"network: {snn_path} (signgd.load(path), or signgd evaluate {snn_path} --data {args.data}: the "
+        f"preprocessing is stored in it)")
     return 0
 
 
 def run_evaluate(args, argv: list[str], log=print) -> int:
     device = _device(args.device)
     energy_model = _energy_model(args)
-    opts = _image_options(args)
     snn = load(args.snn_file, map_location=device)
+    opts = stored_options(snn.settings["preprocessing"], _image_options(args), args.override_preprocessing)
     test = load_split(args.data, "test", opts)
     run_settings = {"command": ["signgd", *argv], "snn_file": str(args.snn_file), "data": args.data,
                     "image": opts.settings(), "device": str(device), "seed": args.seed}
+    _ann_first(snn, test, args, log)
     report = make_report(snn, test, args.T, batch_size=args.batch_size, limit=args.limit,
                          progress=_progress(args), energy_model=energy_model, run_settings=run_settings)
     if not _dist.is_main():  # every rank holds the same reduced report; rank 0 writes it

@@ -17,9 +17,10 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .. import data as signgd_data
+from ..preprocessing import KEYS
 from .usage import UsageError
 
-__all__ = ["ImageOptions", "load_split", "calibration_subset", "parse_floats"]
+__all__ = ["ImageOptions", "load_split", "calibration_subset", "parse_floats", "stored_options"]
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,37 @@ class ImageOptions:
     std: tuple[float, ...] | None = None
 
     def settings(self) -> dict:
-        """The options as the report's settings record them."""
+        """The options as the report's settings and ``snn.settings["preprocessing"]`` record them."""
         return {"resize": self.resize, "crop": self.crop, "mean": self.mean and list(self.mean),
                 "std": self.std and list(self.std)}
+
+    @classmethod
+    def from_settings(cls, recorded: dict) -> "ImageOptions":
+        """The options a ``settings()`` dict records (``signgd.preprocessing``)."""
+        mean, std = recorded.get("mean"), recorded.get("std")
+        return cls(recorded.get("resize"), recorded.get("crop"), mean and tuple(mean), std and tuple(std))
+
+
+def stored_options(stored: dict | None, given: ImageOptions, override: bool) -> ImageOptions:
+    """What ``evaluate`` applies: the preprocessing stored in the network (None: not known, so the
+    options given); an option given that differs from it is refused, unless ``override`` (then the
+    options given, alone)."""
+    if override or stored is None:
+        return given
+    kept = ImageOptions.from_settings(stored)
+    for key in KEYS:
+        mine, theirs = getattr(given, key), getattr(kept, key)
+        if mine is not None and mine != theirs:
+            raise UsageError(f"--{key} {_show(mine)} differs from the network's stored preprocessing ({key} "
+                             f"{_show(theirs)}); leave --{key} out to apply the stored one, or add "
+                             f"--override-preprocessing to apply yours")
+    return kept
+
+
+def _show(value) -> str:
+    if value is None:
+        return "not set"
+    return ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
 
 
 def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
@@ -91,10 +120,11 @@ def _normalize(opts: ImageOptions):
 
 
 class _Mapped(Dataset):
-    """A labelled dataset with a transform applied to each image."""
+    """A labelled dataset with a transform applied to each image; ``preprocessing`` records the
+    options (``signgd.convert`` reads it)."""
 
-    def __init__(self, base, transform):
-        self.base, self.transform = base, transform
+    def __init__(self, base, transform, opts: ImageOptions):
+        self.base, self.transform, self.preprocessing = base, transform, opts.settings()
 
     def __len__(self):
         return len(self.base)
@@ -169,7 +199,7 @@ def load_split(spec: str, split: str, opts: ImageOptions = ImageOptions()) -> Da
                          f"cifar100:PATH or imagefolder:PATH")
     if opts == ImageOptions() and isinstance(base, torch.utils.data.TensorDataset):
         return base
-    return _Mapped(base, _tensor_transform(opts))
+    return _Mapped(base, _tensor_transform(opts), opts)
 
 
 def calibration_subset(dataset: Dataset, n: int, seed: int) -> Dataset:

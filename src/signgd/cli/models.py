@@ -10,6 +10,7 @@ import ast
 import difflib
 import importlib.util
 import inspect
+import re
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from .usage import UsageError
 
-__all__ = ["parse_model_args", "build_model", "load_weights"]
+__all__ = ["parse_model_args", "build_model", "load_weights", "untrained"]
 
 
 def parse_model_args(items: list[str] | None) -> dict:
@@ -124,6 +125,13 @@ def build_model(spec: str, kwargs: dict | None = None) -> nn.Module:
     return model.eval()
 
 
+def untrained(spec: str, kwargs: dict) -> bool:
+    """Whether MODEL, built without ``--weights``, keeps its random initial weights: a torchvision,
+    timm or signgd name without ``pretrained``/``weights`` arguments (a file's factory may load its own)."""
+    source, sep, _ = spec.partition(":")
+    return bool(sep) and source in _SOURCES and not kwargs.get("pretrained") and kwargs.get("weights") is None
+
+
 def _state_dict(obj, path: Path) -> dict:
     if isinstance(obj, nn.Module):
         return obj.state_dict()
@@ -137,6 +145,20 @@ def _state_dict(obj, path: Path) -> dict:
                      f"save weights with torch.save(model.state_dict(), path)")
 
 
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why torch.load refused the weights file, in one line without torch's terminal colours."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    pickled = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if pickled:
+        return (f"{path} holds a pickled {pickled.group(1)} (a whole model saved with torch.save(model)?), not a "
+                f"state_dict, and signgd runs no code from a file; where you trust the file, load it with "
+                f"torch.load(path, weights_only=False) and save torch.save(model.state_dict(), 'weights.pt'), "
+                f"then pass --weights weights.pt")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    return (f"cannot read weights from {path} ({first[:160]}); give a file written by "
+            f"torch.save(model.state_dict(), path)")
+
+
 def load_weights(model: nn.Module, path: str) -> None:
     """Load a state_dict file (read with ``weights_only=True``: no code runs) strictly, or say
     exactly which keys and shapes do not fit."""
@@ -147,9 +169,7 @@ def load_weights(model: nn.Module, path: str) -> None:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        raise UsageError(f"cannot read weights from {path} ({first.strip()[:160]}); give a file written by "
-                         f"torch.save(model.state_dict(), path)") from None
+        raise UsageError(_unreadable(path, exc)) from None
     state = _state_dict(obj, path)
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel

@@ -36,13 +36,21 @@ def _positive(text: str) -> int:
     return v
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+_SEED_HELP = {
+    "demo": "seed for the data split, training, calibration and stochastic encodings (default 0)",
+    "convert": "seed for the model's initialisation, calibration sampling, schedule tuning and the stochastic "
+               "encoding stored in the network (default 0)",
+    "evaluate": "recorded in the report only: a saved network keeps the stochastic-encoding seed it was "
+                "converted with (default 0)",
+}
+
+
+def _common(p: argparse.ArgumentParser, command: str) -> None:
     """Options every working command takes."""
     g = p.add_argument_group("running")
     g.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu, cuda, cuda:1 (default cpu)")
     g.add_argument("--batch-size", type=_positive, default=256, help="samples per simulated batch (default 256)")
-    g.add_argument("--seed", type=int, default=0, help="seed for training, calibration sampling and stochastic "
-                                                       "encodings (default 0)")
+    g.add_argument("--seed", type=int, default=0, help=_SEED_HELP[command])
     g.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is "
                                                         "not a terminal)")
     g.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
@@ -58,14 +66,21 @@ def _evaluation(p: argparse.ArgumentParser, default_steps: str = DEFAULT_STEPS) 
                    help="energy of one multiply-accumulate in pJ (default 4.6, 45 nm)")
 
 
-def _data(p: argparse.ArgumentParser) -> None:
+def _data(p: argparse.ArgumentParser, stored: bool = False) -> None:
     p.add_argument("--data", required=True, metavar="DATA",
                    help="digits | fashion-mnist[:PATH] | cifar10:PATH | cifar100:PATH | imagefolder:PATH")
-    g = p.add_argument_group("image preprocessing (as the model was trained)")
+    title = ("image preprocessing (default: what convert stored in the network; an option that differs is "
+             "refused unless --override-preprocessing)" if stored else
+             "image preprocessing (as the model was trained; stored in snn.pt for evaluate)")
+    g = p.add_argument_group(title)
     g.add_argument("--resize", type=_positive, default=None, help="resize the shorter side to this many pixels")
     g.add_argument("--crop", type=_positive, default=None, help="centre crop to this many pixels square")
     g.add_argument("--mean", default=None, help="per-channel mean to subtract, e.g. 0.485,0.456,0.406")
     g.add_argument("--std", default=None, help="per-channel std to divide by, e.g. 0.229,0.224,0.225")
+    if stored:
+        g.add_argument("--override-preprocessing", action="store_true",
+                       help="apply exactly the --resize/--crop/--mean/--std given here (none: the raw images) "
+                            "instead of the preprocessing stored in the network")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--T", type=parse_steps_arg, default=parse_steps_arg(DEFAULT_STEPS), metavar="T1,T2,...",
                       help=f"time steps at which to measure (default {DEFAULT_STEPS})")
     demo.add_argument("--limit", type=_positive, default=None, metavar="N", help="evaluate on the first N test digits")
-    _common(demo)
+    _common(demo, "demo")
 
     conv = sub.add_parser("convert", help="convert a trained model, evaluate it, write the report and the SNN")
     conv.add_argument("model", metavar="MODEL",
@@ -113,17 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--out", default="signgd-report", help="output folder for snn.pt and the report "
                                                              "(default ./signgd-report)")
     _evaluation(conv)
-    _common(conv)
+    _common(conv, "convert")
 
     ev = sub.add_parser("evaluate", help="evaluate a saved SNN and optionally write its report")
     ev.add_argument("snn_file", metavar="SNN_FILE", help="a network saved by convert (DIR/snn.pt) or snn.save()")
-    _data(ev)
+    _data(ev, stored=True)
     _evaluation(ev)
     ev.add_argument("--json", default=None, metavar="FILE", help="write the report JSON to FILE")
     ev.add_argument("--out", default=None, metavar="DIR", help="write report.json and the plots to DIR")
-    _common(ev)
+    _common(ev, "evaluate")
 
-    rep = sub.add_parser("report", help="(re)draw the plots of a report folder from its report.json")
+    rep = sub.add_parser("report", help="(re)draw the plots of a report folder from its report.json",
+                         description="Redraw the plots of a report folder (written by signgd convert, evaluate "
+                                     "--out or demo) from its report.json, and print its summary tables. "
+                                     "Nothing is simulated.")
     rep.add_argument("dir", metavar="DIR", help="a folder holding report.json")
     rep.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
     return parser

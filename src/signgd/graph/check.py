@@ -31,19 +31,34 @@ def _float_cast(node: fx.Node) -> bool:
     return meta is not None and meta.dtype.is_floating_point
 
 
+def grouped(kinds: list[tuple[str, str]], shown: int = 3) -> str:
+    """``[(op, where), ...]`` grouped by op in order of first appearance, a few places each:
+    ``49 x F.batch_norm: batch_norm, batch_norm_1, batch_norm_2, ... (46 more)``."""
+    groups: dict[str, list[str]] = {}
+    for what, where in kinds:
+        groups.setdefault(what, []).append(where)
+    parts = []
+    for what, places in groups.items():
+        more = f", ... ({len(places) - shown} more)" if len(places) > shown else ""
+        parts.append(f"{len(places)} x {what}: {', '.join(places[:shown])}{more}")
+    return "; ".join(parts)
+
+
 def check_supported(gm: fx.GraphModule) -> None:
     """Raise UnsupportedOperationError listing every unsupported node that touches the input."""
     modules = dict(gm.named_modules())
     dep = depends_on_input(gm)
-    bad: list[tuple[str, str, str]] = []
+    bad: list[tuple[str, str, str]] = []  # (node, op kind, target): the error's ``nodes``
+    kinds: list[tuple[str, str]] = []  # (what the op is, where): the message groups them
     for node in gm.graph.nodes:
         if node not in dep or node.op in ("placeholder", "output"):
             continue
         if node.op == "call_module":
             mod = modules[node.target]
             if isinstance(mod, sp.ANY_BATCH_NORM) and mod.running_mean is None:
-                bad.append((node.name, "call_module", f"{node.target} (BatchNorm without running statistics: "
-                                                      f"it normalizes over the batch)"))
+                why = "BatchNorm without running statistics: it normalizes over the batch"
+                bad.append((node.name, "call_module", f"{node.target} ({why})"))
+                kinds.append((f"{type(mod).__name__} ({why})", node.target))
                 continue
             if isinstance(mod, SpikingNeuron) or plain_module(mod, sp.AFFINE_MODULES):
                 continue
@@ -51,6 +66,7 @@ def check_supported(gm: fx.GraphModule) -> None:
             why = (f": overrides the forward of {base.__name__}, so signgd cannot see what it computes; let "
                    f"torch.fx trace into it (leave it out of leaf_modules)" if base is not None else "")
             bad.append((node.name, "call_module", f"{node.target} ({type(mod).__name__}{why})"))
+            kinds.append((f"{type(mod).__name__}{why}", node.target))
         elif node.op == "call_function":
             if node.target in sp.AFFINE_FUNCTIONS:
                 continue
@@ -62,6 +78,7 @@ def check_supported(gm: fx.GraphModule) -> None:
             if factors and sum(node.args[i] in dep for i in factors if i < len(node.args)) <= 1:
                 continue
             bad.append((node.name, "call_function", sp.function_name(node.target)))
+            kinds.append((sp.function_name(node.target), node.name))
         elif node.op == "call_method":
             if node.target in sp.AFFINE_METHODS:
                 continue
@@ -70,10 +87,10 @@ def check_supported(gm: fx.GraphModule) -> None:
             if node.target in sp.CAST_METHODS and _float_cast(node):
                 continue
             bad.append((node.name, "call_method", f".{node.target}()"))
+            kinds.append((f".{node.target}()", node.name))
     if bad:
-        listing = "; ".join(f"{n} [{op}: {t}]" for n, op, t in bad)
         raise UnsupportedOperationError(
-            f"cannot convert {len(bad)} operation(s) with no spiking equivalent: {listing}. "
+            f"cannot convert {len(bad)} operation(s) with no spiking equivalent: {grouped(kinds)}. "
             f"Neurons exist for: {', '.join(sp.supported_names())}; between neurons only affine "
             f"ops are allowed (conv, linear, batch norm, average pooling, add, reshape, scaling by a "
             f"constant). Replace these ops in the model, or open an issue for a new neuron target.",

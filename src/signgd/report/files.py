@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import ReportError
+from ..evaluate import accuracy_table
 from .build import REPORT_FORMAT, REPORT_VERSION
 from .plots import draw_plots
 
@@ -64,21 +65,13 @@ def read_report(where: str | os.PathLike) -> dict:
     return report
 
 
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}"
-
-
 def summary(report: dict) -> str:
     """The report as Markdown tables: accuracy and energy per T, then the layers at the largest T."""
     steps, acc, en = report["steps"], report["accuracy"], report["energy"]
-    lines = [f"ANN accuracy: {_pct(acc['ann'])}% ({report['samples']} samples); "
-             f"ANN: {en['ann_macs'] / 1e6:.3g} M MACs = {en['ann_energy_pj'] / 1e6:.3g} uJ per sample", "",
-             "| T | SNN accuracy (%) | agreement with ANN (%) | SOPs per sample | SNN energy / ANN |",
-             "|---:|---:|---:|---:|---:|"]
-    for i, t in enumerate(steps):
-        ratio = en["energy_ratio_to_ann"][i]
-        lines.append(f"| {t} | {_pct(acc['snn'][i])} | {_pct(acc['agreement'][i])} | "
-                     f"{en['snn_sops'][i]:.4g} | {'n/a' if ratio is None else f'{ratio:.3f}'} |")
+    energy = {"SOPs per sample": [f"{v:.4g}" for v in en["snn_sops"]],
+              "SNN energy / ANN": ["n/a" if r is None else f"{r:.3f}" for r in en["energy_ratio_to_ann"]]}
+    note = f"; ANN: {en['ann_macs'] / 1e6:.3g} M MACs = {en['ann_energy_pj'] / 1e6:.3g} uJ per sample"
+    lines = [accuracy_table(report["samples"], acc["ann"], steps, acc["snn"], acc["agreement"], energy, note)]
     lines += ["", f"Layers at T={steps[-1]}:", "",
               "| layer | target | neurons | firing rate | spikes per sample | relative error |",
               "|---|---|---:|---:|---:|---:|"]

@@ -1,8 +1,9 @@
 """The report's pictures, drawn from the report dict alone (so ``signgd report DIR`` can redraw them).
 
-- ``accuracy.png``: SNN accuracy and agreement with the ANN against T, the ANN as a dashed line.
-- ``layer_error.png``: each neuron layer's relative approximation error against T (log-log),
-  coloured from the first layer (dark) to the last (light).
+- ``accuracy.png``: SNN accuracy and agreement with the ANN against T, the ANN as a dotted line.
+- ``layer_error.png``: each neuron layer's relative approximation error against T (log-log); up to
+  12 layers in a qualitative palette with line styles and markers, the legend beside the axes; more
+  coloured from the first layer (dark) to the last (light), with a colour bar.
 - ``firing_rate.png``: each layer's firing rate at the largest T.
 - ``energy.png``: the SNN's energy per sample against T, the ANN's as a dashed line.
 """
@@ -44,14 +45,19 @@ def _log2_axis(ax, steps):
 def _accuracy(plt, report, path):
     steps, acc = report["steps"], report["accuracy"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, [100 * a for a in acc["snn"]], "o-", label="SNN accuracy")
-    ax.plot(steps, [100 * a for a in acc["agreement"]], "s:", color="tab:green", alpha=0.8,
-            label="SNN agrees with ANN")
-    ax.axhline(100 * acc["ann"], color="black", linestyle="--", label=f"ANN accuracy ({100 * acc['ann']:.2f}%)")
+    # The two curves often coincide: the agreement is drawn on top as large hollow squares on a dashed
+    # line, so the SNN's filled dots show through; headroom above 100% keeps the ANN line off the border.
+    ax.plot(steps, [100 * a for a in acc["snn"]], "o-", color="tab:blue", markersize=5, linewidth=2,
+            label="SNN accuracy")
+    ax.plot(steps, [100 * a for a in acc["agreement"]], "s--", color="tab:orange", markersize=9,
+            markerfacecolor="none", markeredgewidth=1.5, linewidth=1.2, label="SNN agrees with ANN")
+    ax.axhline(100 * acc["ann"], color="black", linestyle=":", linewidth=1.2,
+               label=f"ANN accuracy ({100 * acc['ann']:.2f}%)")
     _log2_axis(ax, steps)
     ax.set_xlabel("time steps T")
     ax.set_ylabel("% of test samples")
-    ax.set_ylim(0, 101)
+    ax.set_ylim(-3, 110)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_title(f"Accuracy vs T ({report['samples']} samples)\n{_title(report)}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -62,12 +68,16 @@ def _accuracy(plt, report, path):
 
 def _layer_error(plt, report, path):
     steps, layers = report["steps"], report["layers"]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    few = len(layers) <= 12  # a legend (beside the axes) names each; more are told apart by a colour bar
+    fig, ax = plt.subplots(figsize=(8.5, 4) if few else (6.5, 4))
     cmap = plt.get_cmap("viridis")
+    palette = plt.get_cmap("tab10").colors
     for i, layer in enumerate(layers):
-        colour = cmap(i / max(len(layers) - 1, 1) * 0.9)
         errors = [e if e is not None and e > 0 else float("nan") for e in layer["relative_error"]]
-        ax.plot(steps, errors, "o-", markersize=3, color=colour,
+        style = dict(color=palette[i % 10], linestyle=_LINES[i % len(_LINES)], marker=_MARKERS[i % len(_MARKERS)])
+        if not few:
+            style = dict(color=cmap(i / max(len(layers) - 1, 1) * 0.9), linestyle="-", marker="o")
+        ax.plot(steps, errors, markersize=4, **style,
                 label=f"{i + 1}. {layer['name'].removeprefix('neurons.')} ({layer['target']})")
     _log2_axis(ax, steps)
     ax.set_yscale("log")
@@ -75,14 +85,18 @@ def _layer_error(plt, report, path):
     ax.set_ylabel("relative error of the estimate\n||y_T - ANN activation|| / ||ANN activation||")
     ax.set_title(f"Per-layer approximation error vs T\n{_title(report)}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    if len(layers) <= 12:
-        ax.legend(fontsize=7, loc="upper right")
+    if few:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     else:
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(1, len(layers)))
         fig.colorbar(sm, ax=ax, label="layer (input to output)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+_LINES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 def _firing_rate(plt, report, path):
