@@ -22,7 +22,7 @@ import torch.fx as fx
 from ..evaluate import EvaluationReport
 from ..network import SpikingNetwork, Steps, parse_steps
 from ..neurons import SpikingNeuron
-from ..runner import Probe, run
+from ..runner import Probe, Probes, run
 
 __all__ = ["LayerStatistics", "RunStatistics", "collect"]
 
@@ -51,6 +51,10 @@ class RunStatistics:
     evaluation: EvaluationReport
     layers: dict[str, LayerStatistics]
     input_spikes_per_step: list[float] | None  # spike/stochastic encodings: input spikes per sample per step
+    # The energy count (``report.energy.EnergyProbe``): synaptic [ACs, MACs] per graph node and step,
+    # summed over the samples, and the node names of its rows.
+    synaptic_ops: torch.Tensor | None = None
+    synaptic_nodes: list[str] | None = None
 
 
 class _AnnProbe(fx.Interpreter):
@@ -189,20 +193,22 @@ class _ReportProbe(Probe):
 
 
 def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit: int | None = None,
-            progress: bool | None = None, chunk: int | None = None, distributed: bool | None = None
-            ) -> RunStatistics:
+            progress: bool | None = None, chunk: int | None = None, distributed: bool | None = None,
+            probes: tuple[Probe, ...] = ()) -> RunStatistics:
     """Accuracy, agreement, spikes and per-layer error at each T in one pass over ``data``
     (a Dataset, DataLoader, iterable of ``(x, y)`` batches or a pair of tensors): ``signgd.runner.run``
     with a probe.
 
     ``distributed`` as in ``signgd.evaluate``: in a torch.distributed group each rank measures its
     shard and every rank returns the totals. Counts (samples, correct predictions, spikes) are exact;
-    the error sums equal one process's up to float64 rounding."""
+    the error sums equal one process's up to float64 rounding. ``probes`` watch the same run (the
+    report's energy count, ``report.energy.EnergyProbe``)."""
     steps = parse_steps(T)
     probe = _ReportProbe(snn, steps)
     evaluation = EvaluationReport.from_counts(*run(snn, data, steps, batch_size=batch_size, limit=limit,
                                                    progress=progress, chunk=chunk, distributed=distributed,
-                                                   probe=probe, desc="simulate"))
+                                                   probe=Probes(probe, *probes) if probes else probe,
+                                                   desc="simulate"))
     totals, n, mods = probe.reduced, evaluation.n, snn.neurons
     layers = {}
     for i, name in enumerate(mods):
