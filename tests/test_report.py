@@ -3,11 +3,9 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 import signgd
 from signgd import report
-from signgd.report import energy
 
 
 @pytest.fixture(scope="module")

@@ -122,11 +122,9 @@ class _Counter:
         if not isinstance(value, torch.Tensor) or any(not isinstance(self.changed[d], torch.Tensor) for d in deps):
             # Tuples (split, chunk, unbind, getitem of them): data moves, the pattern moves with it.
             if category != _MOVE:
-                raise ValueError(f"the literal count expects only data movement around tuples, got {node.format_node()}")
-            self.changed[node] = _call(interp, node, {d: self.changed[d].to(torch.float64) for d in deps} if
-                                       all(isinstance(self.changed[d], torch.Tensor) for d in deps) else
-                                       {d: tuple(c.to(torch.float64) for c in self.changed[d]) for d in deps})
-            self.changed[node] = _as_bool(self.changed[node])
+                raise ValueError(f"the literal count expects only data movement around tuples: {node.format_node()}")
+            patterns = {d: _as_float(self.changed[d]) for d in deps}
+            self.changed[node] = _as_bool(_call(interp, node, patterns))
             self.event[node] = event
             return
         out = torch.zeros(value.numel(), dtype=torch.float64)
@@ -166,6 +164,12 @@ class _Counter:
             jac = torch.func.jacfwd(linear)(torch.zeros_like(base))
             self.jacobians[key] = (jac.reshape(value.numel(), base.numel()) != 0).to(torch.float64)
         return self.jacobians[key]
+
+
+def _as_float(value):
+    if isinstance(value, torch.Tensor):
+        return value.to(torch.float64)
+    return tuple(_as_float(v) for v in value)
 
 
 def _as_bool(value):
