@@ -28,7 +28,7 @@ from .graph import spellings as sp
 from .graph.deps import depends_on_input
 from .neurons import SpikingNeuron
 
-__all__ = ["count_operations"]
+__all__ = ["count_operations", "EventCounter"]
 
 _WEIGHTED = "weighted"
 _ADD = "add"
@@ -81,8 +81,9 @@ def _call(interp, node: fx.Node, replace: dict):
     return fn(*args, **kwargs)
 
 
-class _Counter:
-    """The observer of ``simulate_spikes``: patterns of changed elements and the operations per node."""
+class EventCounter:
+    """The observer of ``simulate_spikes``: which elements changed (``changed``, ``event``: whether a change
+    is a spike of static size) and the operations per node and step (``ops``)."""
 
     def __init__(self, snn, T: int):
         gm = snn.graph_module
@@ -182,6 +183,6 @@ def count_operations(snn, x: torch.Tensor, T: int) -> dict[str, torch.Tensor]:
     """``{node name: [T, 2]}``: the ACs and MACs each affine node does at each step on the batch ``x``
     (summed over its samples), counted on ``signgd.event_driven``'s step-by-step simulation. Nodes
     that do nothing have rows of zeros."""
-    counter = _Counter(snn, T)
+    counter = EventCounter(snn, T)
     simulate_spikes(snn, x, T, observer=counter)
     return counter.ops
