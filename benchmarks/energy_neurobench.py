@@ -7,7 +7,7 @@ Conv/Linear module receives what changed at its input: ``-1`` where a spike arri
 spike times a static scale) and the real value of the change elsewhere (float input, adaptive gains,
 sums). NeuroBench's metric hooks those modules (its ``LayerHook``) and counts, as it does for any
 model, effective ACs (inputs in {-1, 0, 1}) and MACs (any other input) from a binary copy of each
-layer. Its totals are compared with signgd's count (``signgd.event_count`` and the report's
+layer. Its totals are compared with signgd's count (``signgd.report.event_count`` and the report's
 ``EnergyProbe``, equal by the tests) on the same modules, and the ops NeuroBench does not see
 (functional and constant matmuls, adds, means, pools) are listed beside::
 
@@ -26,7 +26,7 @@ from torch import nn  # noqa: E402
 
 import signgd  # noqa: E402
 from signgd import models  # noqa: E402
-from signgd.event_count import EventCounter, count_operations  # noqa: E402
+from signgd.report.event_count import EventCounter, count_operations  # noqa: E402
 from signgd.event_driven import simulate_spikes  # noqa: E402
 from signgd.neurons import SpikingNeuron  # noqa: E402
 from signgd.schedules import adaptive  # noqa: E402
@@ -59,7 +59,7 @@ class _HookedModules:
 
 
 class _Feeder:
-    """Follows which elements changed, as ``signgd.event_count`` does, and feeds the hooked copies."""
+    """Follows which elements changed, as ``signgd.report.event_count`` does, and feeds the hooked copies."""
 
     def __init__(self, snn, hooked, counter_state):
         self.hooked, self.state = hooked, counter_state

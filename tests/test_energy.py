@@ -8,7 +8,7 @@ from torch import nn
 
 import signgd
 from signgd import models
-from signgd.event_count import count_operations
+from signgd.report.event_count import count_operations
 from signgd.report import energy, op_costs
 from signgd.schedules import adaptive
 

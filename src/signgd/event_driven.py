@@ -73,7 +73,7 @@ def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int, observer=None)
 
     ``observer(interpreter, node, value)``, when given, sees every node of every step as it is
     computed: the change it passes on (a neuron's change of output, the input's change of encoding),
-    with ``interpreter.env`` holding the changes its inputs received (``signgd.event_count`` counts
+    with ``interpreter.env`` holding the changes its inputs received (``signgd.report.event_count`` counts
     the operations this way)."""
     if snn.settings["dynamics"] != "signgd":
         raise ValueError("the spike-propagation reference covers the signGD dynamics")

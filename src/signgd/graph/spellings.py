@@ -14,7 +14,7 @@ neuron targets              ``graph/neuronize.py`` (``match``), ``graph/check.py
                             in its message), ``snnfile.py`` (the functions a file may call)
 affine modules              ``graph/check.py``, ``graph/fold_bn.py``, ``report/synapses.py``,
                             ``snnfile.py`` (the module classes a file may hold)
-affine functions, methods   ``graph/check.py``, ``report/synapses.py``, ``event_count.py``,
+affine functions, methods   ``graph/check.py``, ``report/synapses.py``, ``report/event_count.py``,
                             ``snnfile.py``
 products and ratios         ``graph/check.py`` (scalings), ``graph/products.py`` (two
                             activations: a 2-input neuron), ``report/synapses.py``

@@ -23,10 +23,10 @@ import operator
 import torch
 import torch.fx as fx
 
-from .event_driven import simulate_spikes
-from .graph import spellings as sp
-from .graph.deps import depends_on_input
-from .neurons import SpikingNeuron
+from ..event_driven import simulate_spikes
+from ..graph import spellings as sp
+from ..graph.deps import depends_on_input
+from ..neurons import SpikingNeuron
 
 __all__ = ["count_operations", "EventCounter"]
 
