@@ -26,9 +26,9 @@ from torch import nn  # noqa: E402
 
 import signgd  # noqa: E402
 from signgd import models  # noqa: E402
-from signgd.report.event_count import EventCounter, count_operations  # noqa: E402
 from signgd.event_driven import simulate_spikes  # noqa: E402
 from signgd.neurons import SpikingNeuron  # noqa: E402
+from signgd.report.event_count import EventCounter, count_operations  # noqa: E402
 from signgd.schedules import adaptive  # noqa: E402
 
 

@@ -8,8 +8,8 @@ from torch import nn
 
 import signgd
 from signgd import models
-from signgd.report.event_count import count_operations
 from signgd.report import energy, op_costs
+from signgd.report.event_count import count_operations
 from signgd.schedules import adaptive
 
 
