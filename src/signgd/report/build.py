@@ -7,7 +7,6 @@ and data specs and the command line when a command made it, and the library vers
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import platform
 import sys
@@ -38,8 +37,9 @@ def versions() -> dict[str, str]:
 
 def build_report(snn: SpikingNetwork, stats: RunStatistics, *, energy_model=energy_mod.EnergyModel(),
                  run_settings: dict | None = None) -> dict:
-    """The report dict from measured statistics (``stats.collect`` with a ``report.energy.EnergyProbe``,
-    as ``make_report`` runs it) and the network."""
+    """The report dict from measured statistics (``stats.collect`` with its energy count) and the network."""
+    if stats.synaptic_ops is None:
+        raise ValueError("these statistics were collected without the energy count; use collect(..., energy=True)")
     ev = stats.evaluation
     steps = ev.steps
     layers = []
@@ -80,10 +80,8 @@ def make_report(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, l
     group): each rank measures its shard, every rank returns the same report of all the samples, and
     ``settings.processes`` records how many ranks shared the work."""
     steps = parse_steps(T)
-    counter = energy_mod.EnergyProbe(snn, max(steps))
     stats = collect(snn, data, steps, batch_size=batch_size, limit=limit, progress=progress,
-                    distributed=distributed, probes=(counter,))
-    stats = dataclasses.replace(stats, synaptic_ops=counter.reduced, synaptic_nodes=counter.nodes)
+                    distributed=distributed)
     settings = {"T": steps, "batch_size": batch_size, "limit": limit,
                 "processes": _dist.world_size() if _dist.active(distributed) else 1, **(run_settings or {})}
     return build_report(snn, stats, energy_model=energy_model, run_settings=settings)
