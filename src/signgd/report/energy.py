@@ -40,6 +40,8 @@ __all__ = ["EnergyModel", "EnergyProbe", "ann_costs", "neuron_work", "dense_syna
            "INPUT", "READOUT"]
 
 INPUT, READOUT = "input", "readout"
+# Dynamics whose neurons pass on their spikes times a static size (0 when silent): a change is a spike.
+_SPIKE_DYNAMICS = ("subgradient", "if")
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ def neuron_work(snn) -> dict[str, tuple[float, float]]:
     gm = _counting_copy(snn)
     x = torch.zeros((1, *snn.input_shape), dtype=torch.float64)
     inputs = _neuron_inputs(gm, x)
-    dynamics, adaptive = snn.settings["dynamics"], snn.schedule.rule is not None
+    dynamics = snn.settings["dynamics"]
+    adaptive = dynamics == "signgd" and snn.schedule.rule is not None
     out: dict[str, tuple[float, float]] = {}
     enc = oc.ENCODER_STEP[snn.settings["encoding"]]
     n_in = x.numel()
@@ -110,11 +113,12 @@ def neuron_work(snn) -> dict[str, tuple[float, float]]:
         mod = gm.get_submodule(name)
         n_out = _output_elements(gm, name, shapes)
         received = sum(_numel(s) for s in shapes)
-        if dynamics == "subgradient":
+        if dynamics in _SPIKE_DYNAMICS:
             if mod.target == "max":
                 ac, mac = oc.target_cost("max", n_out, shapes)
             else:
-                ac, mac = _add((0, 0), oc.SUBGRADIENT_STEP, n_out)
+                step = oc.IF_STEP if dynamics == "if" else oc.SUBGRADIENT_STEP
+                ac, mac = _add((0, 0), step, n_out)
                 ac, mac = _add((ac, mac), oc.RECEIVE_SUBGRADIENT, received)
         else:
             ac, mac = oc.target_cost(mod.target, n_out, shapes)
@@ -127,7 +131,7 @@ def neuron_work(snn) -> dict[str, tuple[float, float]]:
         out[name] = (ac, mac)
     with torch.no_grad():
         n_output = gm(x)[0].numel()
-    per_output = oc.DECODE_SUBGRADIENT if dynamics == "subgradient" else (
+    per_output = oc.DECODE_SUBGRADIENT if dynamics in _SPIKE_DYNAMICS else (
         oc.RECEIVE_ADAPTIVE if adaptive else oc.RECEIVE_BINARY)
     out[READOUT] = (per_output[0] * n_output, per_output[1] * n_output)
     return out
@@ -216,7 +220,7 @@ class EnergyProbe(Probe):
             self._flush()
         self.t0 = t0
         out = out.detach().to("cpu", torch.float64)
-        if self.dynamics == "subgradient":
+        if self.dynamics in _SPIKE_DYNAMICS:
             sent = out != 0
         else:
             prev = self.prev.get(name)

@@ -18,8 +18,9 @@ last one, 1 MAC to scale the gain) and multiplies its step by it (1 MAC). Each e
 neuron's input integrates what arrives: ``x += eta_t * (c - 2 * acc)`` for the binary neuron (the
 drift ``c`` of the senders that did not spike is a constant of the receiver: 1 AC, 1 MAC),
 ``x += eta_t * acc`` for adaptive senders (1 MAC). The integrate-and-fire (subgradient) neuron
-averages its input (1 AC, 1 MAC), compares (1 AC) and averages its spikes (1 AC, 1 MAC); its input
-adds the bias to what arrived (1 AC). The signGD readout integrates like a neuron's input; the
+averages its input (1 AC, 1 MAC), compares (1 AC) and averages its spikes (1 AC, 1 MAC); the classic
+IF neuron (``dynamics="if"``) integrates, compares and subtracts its threshold (3 AC); the input of
+either adds the bias to what arrived (1 AC). The signGD readout integrates like a neuron's input; the
 subgradient decoder averages (1 AC, 1 MAC). The input encoders: ``float`` moves its estimate toward
 the input (1 AC, 1 MAC per element per step), ``spike`` compares and moves (2 AC), ``stochastic``
 also draws its noise (a hash and a sigmoid: 2 AC + the sigmoid's cost), ``analog`` costs nothing.
@@ -29,7 +30,7 @@ from __future__ import annotations
 import math
 
 __all__ = ["FUNCTION_MACS", "TARGET_COSTS", "target_cost", "SIGNGD_STEP", "NORMALIZE", "ADAPTIVE_STEP",
-           "RECEIVE_BINARY", "RECEIVE_ADAPTIVE", "SUBGRADIENT_STEP", "RECEIVE_SUBGRADIENT", "DECODE_SUBGRADIENT",
+           "RECEIVE_BINARY", "RECEIVE_ADAPTIVE", "SUBGRADIENT_STEP", "IF_STEP", "RECEIVE_SUBGRADIENT", "DECODE_SUBGRADIENT",
            "ENCODER_STEP"]
 
 FUNCTION_MACS = 4
@@ -66,6 +67,7 @@ ADAPTIVE_STEP = (1, 2)  # compare the spike with the last, scale the gain, scale
 RECEIVE_BINARY = (1, 1)  # x += eta_t * (c - 2 * acc)
 RECEIVE_ADAPTIVE = (0, 1)  # x += eta_t * acc
 SUBGRADIENT_STEP = (3, 2)  # average the input, compare, average the spikes
+IF_STEP = (3, 0)  # integrate-and-fire (dynamics="if"): integrate, compare, subtract the threshold
 RECEIVE_SUBGRADIENT = (1, 0)  # the bias added to what arrived
 DECODE_SUBGRADIENT = (1, 1)  # the output's running average
 ENCODER_STEP = {"float": (1, 1), "spike": (2, 0), "stochastic": (3, 2 * _F), "analog": (0, 0)}
