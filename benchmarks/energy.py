@@ -5,7 +5,8 @@ the SNN's test accuracy and its energy per sample relative to the ANN's at each 
 of ``signgd.report.energy`` (``docs/energy.md``):
 
 - ``default``: ``convert(model, calibration)``;
-- ``convert(T=T)``: the low-latency configuration, tuned for each T;
+- ``convert(T=T)``: the low-latency configuration, tuned for each T of ``--tuned-T`` (tuning tries
+  22 schedules at that T, so it is measured at the low T it is for);
 - ``paper``: ``preset="paper"``;
 - ``subgradient``: the integrate-and-fire baseline of the paper (``dynamics="subgradient"``, ReLU nets);
 - ``spikingjelly``: SpikingJelly's IF conversion (``benchmarks/_peers.py``), its spikes counted by
@@ -47,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--T", default=",".join(map(str, DEFAULT_T)), help="comma-separated time steps")
     p.add_argument("--limit", type=int, default=1000, help="test images (a seeded random subset)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
+    p.add_argument("--tuned-T", default="4,8,16,32",
+                   help="the T at which convert(T=T) is tuned and measured (tuning runs 22 candidates at T)")
     p.add_argument("--calibration", type=int, default=1000, help="training images used for calibration")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
@@ -60,6 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown model(s) or configuration(s) {bad}")
     args.steps = sorted({int(t) for t in args.T.split(",") if t.strip()})
+    args.tuned_steps = sorted({int(t) for t in args.tuned_T.split(",") if t.strip()} & set(args.steps))
     return args
 
 
@@ -154,7 +158,7 @@ def main(argv=None) -> int:
     results = {}
     for name in args.names:
         model, _, subset, calibration = arch.prepared(name, arch.parse_args([]), train28, test28, idx_test, idx_cal)
-        ann_acc = None
+        ann_acc = results.get((name, "ann"))
         for label in args.labels:
             start = time.perf_counter()
             try:
@@ -168,15 +172,18 @@ def main(argv=None) -> int:
                     ann_energy = em.energy(sum(a for a, _ in ann.values()), sum(m for _, m in ann.values()))
                     rows = _spikingjelly_rows(model, calibration, subset, args.steps, args.batch_size, ann_energy, em)
                 else:
-                    rows = _signgd_rows(model, calibration, subset, args.steps, label, args.batch_size)
+                    steps = args.tuned_steps if label in TUNED else args.steps
+                    rows = _signgd_rows(model, calibration, subset, steps, label, args.batch_size)
                     ann_acc = next(iter(rows.values()))[2]
+                    results[name, "ann"] = ann_acc
             except Exception as exc:  # a configuration that does not apply (subgradient on a GELU net)
                 common.log(f"{name} [{label}]: skipped ({type(exc).__name__}: {str(exc)[:120]})")
                 continue
             results[name, label] = (rows, time.perf_counter() - start)
             common.log(f"{name} [{label}]: " + ", ".join(f"T={t}: {100 * a:.2f}% {r:.2f}x"
                                                          for t, (a, r, _) in rows.items()))
-        results[name, "ann"] = ann_acc
+            if args.out:  # what is measured so far, in case a long run is stopped
+                args.out.write_text(render(args, results, threads) + "\n")
     common.emit(render(args, results, threads), args.out)
     if args.plot:
         plot(args, results, args.plot)
@@ -198,8 +205,10 @@ def render(args, results, threads) -> str:
             if (name, label) not in results:
                 continue
             rows, _ = results[name, label]
-            cells = " | ".join(f"{100 * rows[t][0]:.2f}% / {rows[t][1]:.2f}x" for t in args.steps)
-            first = next((t for t in args.steps if ann is not None and rows[t][0] >= ann - 0.01), None)
+            cells = " | ".join(f"{100 * rows[t][0]:.2f}% / {rows[t][1]:.2f}x" if t in rows else "-"
+                               for t in args.steps)
+            first = next((t for t in args.steps if t in rows and ann is not None and rows[t][0] >= ann - 0.01),
+                         None)
             verdict = f"T={first}: {rows[first][1]:.2f}x the ANN's energy" if first else "not reached"
             lines.append(f"| {label} | {cells} | {verdict} |")
         lines.append("")
@@ -216,7 +225,8 @@ def plot(args, results, path: Path) -> None:
             if (name, label) not in results:
                 continue
             rows, _ = results[name, label]
-            ax.plot([rows[t][1] for t in args.steps], [100 * rows[t][0] for t in args.steps], "o-", label=label)
+            ts = [t for t in args.steps if t in rows]
+            ax.plot([rows[t][1] for t in ts], [100 * rows[t][0] for t in ts], "o-", label=label)
         ann = results.get((name, "ann"))
         if ann is not None:
             ax.axhline(100 * ann, color="black", linestyle="--", label="ANN")
