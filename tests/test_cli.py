@@ -69,7 +69,7 @@ def test_evaluate_a_saved_network_reproduces_the_report(converted, tmp_path, cap
     evaluated = json.loads(out_json.read_text())
     original = json.loads((converted / "report.json").read_text())
     assert evaluated["accuracy"] == original["accuracy"]
-    assert evaluated["energy"]["snn_sops"] == pytest.approx(original["energy"]["snn_sops"])
+    assert evaluated["energy"]["snn"]["ac"] == pytest.approx(original["energy"]["snn"]["ac"])
 
 
 def test_report_redraws_the_plots(converted, capsys):

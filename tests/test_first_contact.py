@@ -268,7 +268,7 @@ def test_the_python_report_and_the_command_print_one_table(normalized):
     python = EvaluationReport(rep["samples"], acc["ann"], dict(zip(rep["steps"], acc["snn"])),
                               dict(zip(rep["steps"], acc["agreement"]))).table().splitlines()
     command = summary(rep).splitlines()
-    assert command[0].startswith(python[0] + "; ANN:")
+    assert command[0].startswith(python[0] + "; ANN per sample:")
     for mine, theirs in zip(python[2:], command[2:2 + len(python) - 2]):
         assert theirs.startswith(mine.removesuffix("|")), (mine, theirs)
-    assert "SOPs per sample" in command[2] and "gap to ANN" in command[2]
+    assert "synaptic ACs" in command[2] and "gap to ANN" in command[2]

@@ -34,7 +34,8 @@ def run_demo(epochs: int = 30, seed: int = 0, steps=(1, 2, 4, 8, 16, 32, 64, 128
     for dynamics in ("signgd", "subgradient"):
         start = time.perf_counter()
         snn = convert(model, calibration, dynamics=dynamics, seed=seed)
-        stats = collect(snn, test_set, list(steps), batch_size=batch_size, limit=limit, progress=progress)
+        stats = collect(snn, test_set, list(steps), batch_size=batch_size, limit=limit, progress=progress,
+                        energy=out is not None)
         reports[dynamics] = stats.evaluation
         log(f"{dynamics}: converted and evaluated at T={list(steps)} in {time.perf_counter() - start:.1f} s")
         if out is not None:

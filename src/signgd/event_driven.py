@@ -23,8 +23,9 @@ from .neurons import SpikingNeuron, signgd_fire, signgd_update
 class _SpikeInterpreter(fx.Interpreter):
     """Evaluates the affine maps on the *changes* (spike deltas) of one step."""
 
-    def __init__(self, gm, zero_inputs, eta, rule=None):
+    def __init__(self, gm, zero_inputs, eta, rule=None, observer=None):
         super().__init__(gm, garbage_collect_values=True)
+        self.observer = observer
         self.rule = rule
         self.d: dict[str, torch.Tensor] = {}  # adaptive: the signed last step of each neuron
         self.zero_inputs = zero_inputs
@@ -32,6 +33,12 @@ class _SpikeInterpreter(fx.Interpreter):
         self.y: dict[str, torch.Tensor] = {}
         self.spikes: dict[str, torch.Tensor] = {}
         self.eta = eta
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        if self.observer is not None:
+            self.observer(self, n, out)
+        return out
 
     def call_module(self, target, args, kwargs):
         mod = self.submodules[target]
@@ -60,9 +67,14 @@ class _SpikeInterpreter(fx.Interpreter):
         return delta
 
 
-def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int):
+def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int, observer=None):
     """Returns ``(outputs [T, B, ...], spikes {neuron: [T, B, ...] bool}, inputs {neuron: [T, B, ...]})``
-    where ``inputs`` are the integrated input estimates of each neuron's first input."""
+    where ``inputs`` are the integrated input estimates of each neuron's first input.
+
+    ``observer(interpreter, node, value)``, when given, sees every node of every step as it is
+    computed: the change it passes on (a neuron's change of output, the input's change of encoding),
+    with ``interpreter.env`` holding the changes its inputs received (``signgd.report.event_count`` counts
+    the operations this way)."""
     if snn.settings["dynamics"] != "signgd":
         raise ValueError("the spike-propagation reference covers the signGD dynamics")
     gm = snn.graph_module
@@ -70,7 +82,7 @@ def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int):
     etas = snn.schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
     enc_state = snn.encoder.init_state(x)
     e_prev = torch.zeros_like(x)
-    interp = _SpikeInterpreter(gm, zero_inputs, None, snn.schedule.rule)
+    interp = _SpikeInterpreter(gm, zero_inputs, None, snn.schedule.rule, observer)
     readout = out0.expand(x.shape[0], *out0.shape).clone()
     outputs, spikes, inputs = [], {}, {}
     with torch.no_grad():

@@ -24,7 +24,7 @@ from . import distributed as dist
 from .network import SpikingNetwork, Steps, parse_steps
 from .simulator import SimulationResult
 
-__all__ = ["Counts", "Probe", "Samples", "run", "ann_accuracy"]
+__all__ = ["Counts", "Probe", "Probes", "Samples", "run", "ann_accuracy"]
 
 
 class Counts(NamedTuple):
@@ -42,6 +42,9 @@ class Probe:
 
     #: Whether the simulation counts spikes (``SimulationResult.spikes``) for ``after_batch``.
     stats = False
+
+    def before_batch(self, snn: SpikingNetwork, x: torch.Tensor) -> None:
+        """A batch ``x`` (on the network's device and dtype) is about to run."""
 
     def ann(self, snn: SpikingNetwork, x: torch.Tensor) -> torch.Tensor:
         """The ANN's logits on the batch ``x`` (checked, on the network's device and dtype)."""
@@ -67,6 +70,47 @@ class Probe:
         return type(self).layer is not Probe.layer
 
 
+class Probes(Probe):
+    """Several probes on one run: the first runs the ANN; each sees every layer, batch and its own totals."""
+
+    def __init__(self, *probes: Probe):
+        self.probes = probes
+        self.stats = any(p.stats for p in probes)
+        self._watching = [p for p in probes if p.watches_layers]
+
+    @property
+    def watches_layers(self) -> bool:
+        return bool(self._watching)
+
+    def before_batch(self, snn, x):
+        for p in self.probes:
+            p.before_batch(snn, x)
+
+    def ann(self, snn, x):
+        return self.probes[0].ann(snn, x)
+
+    def layer(self, name, t0, out):
+        for p in self._watching:
+            p.layer(name, t0, out)
+
+    def after_batch(self, snn, x, result):
+        for p in self.probes:
+            p.after_batch(snn, x, result)
+
+    def totals(self):
+        sums, maxima = {}, {}
+        for i, p in enumerate(self.probes):
+            s, m = p.totals()
+            sums.update({f"{i}:{k}": v for k, v in s.items()})
+            maxima.update({f"{i}:{k}": v for k, v in m.items()})
+        return sums, maxima
+
+    def finish(self, totals):
+        for i, p in enumerate(self.probes):
+            prefix = f"{i}:"
+            p.finish({k[len(prefix):]: v for k, v in totals.items() if k.startswith(prefix)})
+
+
 def run(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit: int | None = None,
         progress: bool | None = None, chunk: int | None = None, distributed: bool | None = None,
         probe: Probe | None = None, desc: str = "evaluate") -> Counts:
@@ -85,6 +129,7 @@ def run(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit: in
     with tqdm(total=samples.total, desc=desc, unit="sample", disable=not samples.show(progress)) as bar:
         for x, y in samples:
             x, y = _labelled(x, y, device, dtype)
+            probe.before_batch(snn, x)
             ann_pred = probe.ann(snn, x).argmax(-1)
             result = snn.simulate(x, steps, chunk=chunk, stats=probe.stats, probe=layer_probe)
             ann_correct += int((ann_pred == y).sum())

@@ -12,11 +12,12 @@ category                    read by
 ==========================  ====================================================================
 neuron targets              ``graph/neuronize.py`` (``match``), ``graph/check.py`` (the names
                             in its message), ``snnfile.py`` (the functions a file may call)
-affine modules              ``graph/check.py``, ``graph/fold_bn.py``, ``report/energy.py``,
+affine modules              ``graph/check.py``, ``graph/fold_bn.py``, ``report/synapses.py``,
                             ``snnfile.py`` (the module classes a file may hold)
-affine functions, methods   ``graph/check.py``, ``report/energy.py``, ``snnfile.py``
+affine functions, methods   ``graph/check.py``, ``report/synapses.py``, ``report/event_count.py``,
+                            ``snnfile.py``
 products and ratios         ``graph/check.py`` (scalings), ``graph/products.py`` (two
-                            activations: a 2-input neuron), ``report/energy.py``
+                            activations: a 2-input neuron), ``report/synapses.py``
 in-place spellings          ``graph/neuronize.py``, ``graph/products.py``, ``simulator.py``
 identities, shape checks    ``graph/simplify.py``
 pooling, norms, attention   ``graph/maxpool.py``, ``graph/norms.py``, ``graph/attention.py``
@@ -162,7 +163,7 @@ DIVIDE_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div}
 DIVIDE_METHODS = {"div", "div_"}
 MATMUL_FUNCTIONS = {operator.matmul, torch.matmul}
 MATMUL_METHODS = {"matmul"}
-BATCHED_MATMUL_FUNCTIONS = {torch.bmm}  # a scaling for the check, not yet counted by the energy count
+BATCHED_MATMUL_FUNCTIONS = {torch.bmm}  # a scaling by a constant for the check and the energy count
 SCALING_FUNCTIONS = MULTIPLY_FUNCTIONS | DIVIDE_FUNCTIONS | MATMUL_FUNCTIONS | BATCHED_MATMUL_FUNCTIONS
 SCALING_METHODS = MULTIPLY_METHODS | DIVIDE_METHODS | MATMUL_METHODS
 DIVISIONS = DIVIDE_FUNCTIONS | DIVIDE_METHODS

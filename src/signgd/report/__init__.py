@@ -5,10 +5,11 @@ writes ``report.json`` and the PNG plots, ``read_report(dir)`` and ``draw_plots(
 them, ``summary(report)`` prints the tables.
 """
 from .build import build_report, make_report, versions
-from .energy import EnergyModel, ann_macs, fan_out
+from .energy import EnergyModel, EnergyProbe, ann_costs, dense_synaptic_ops, neuron_work
 from .files import ReportError, read_report, summary, write_json, write_report
 from .plots import PLOTS, draw_plots
 from .stats import RunStatistics, collect
 
 __all__ = ["make_report", "build_report", "write_report", "read_report", "draw_plots", "summary", "versions",
-           "EnergyModel", "ann_macs", "fan_out", "collect", "RunStatistics", "ReportError", "PLOTS", "write_json"]
+           "EnergyModel", "EnergyProbe", "ann_costs", "dense_synaptic_ops", "neuron_work", "collect",
+           "RunStatistics", "ReportError", "PLOTS", "write_json"]

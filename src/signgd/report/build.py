@@ -22,7 +22,7 @@ from .stats import RunStatistics, collect
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "make_report", "build_report", "versions"]
 
 REPORT_FORMAT = "signgd.report"
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: the energy section counted node by node on the events sent
 
 
 def versions() -> dict[str, str]:
@@ -37,24 +37,22 @@ def versions() -> dict[str, str]:
 
 def build_report(snn: SpikingNetwork, stats: RunStatistics, *, energy_model=energy_mod.EnergyModel(),
                  run_settings: dict | None = None) -> dict:
-    """The report dict from measured statistics (``stats.collect``) and the network."""
+    """The report dict from measured statistics (``stats.collect`` with its energy count) and the network."""
+    if stats.synaptic_ops is None:
+        raise ValueError("these statistics were collected without the energy count; use collect(..., energy=True)")
     ev = stats.evaluation
     steps = ev.steps
-    fanout = energy_mod.fan_out(snn)
-    macs = energy_mod.ann_macs(snn)
-    input_macs = energy_mod.first_layer_macs(snn, fanout)
-    spikes = {name: layer.spikes_per_step for name, layer in stats.layers.items()}
-    energy = energy_mod.energy_table(steps, spikes, fanout, macs, input_macs, snn.settings["encoding"],
-                                     stats.input_spikes_per_step, energy_model)
     layers = []
     for name, layer in stats.layers.items():
         layers.append({
-            "name": name, "target": layer.target, "neurons": layer.neurons, "fan_out": fanout[name],
+            "name": name, "target": layer.target, "neurons": layer.neurons,
             "spikes_per_sample": [layer.spikes_per_sample(t) for t in steps],
             "firing_rate": [layer.firing_rate(t) for t in steps],
             "relative_error": [layer.relative_error[t] for t in steps],
             "mean_abs_error": [layer.mean_abs_error[t] for t in steps],
         })
+    energy = energy_mod.energy_section(snn, steps, stats.synaptic_ops, stats.synaptic_nodes, ev.n,
+                                       [ev.snn_accuracy[t] for t in steps], ev.ann_accuracy, model=energy_model)
     return {
         "format": REPORT_FORMAT, "version": REPORT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -69,18 +67,7 @@ def build_report(snn: SpikingNetwork, stats: RunStatistics, *, energy_model=ener
         "accuracy": {"ann": ev.ann_accuracy, "snn": [ev.snn_accuracy[t] for t in steps],
                      "agreement": [ev.agreement[t] for t in steps]},
         "layers": layers,
-        "energy": {
-            "rules": "ANN: MACs of conv/linear/unfolded BN. SNN: spikes x fan-out (synapses driven per neuron) "
-                     "accumulates, plus the first layer's MACs every step for the float encoding (once for "
-                     "analog); energy = SOPs x pJ/AC + MACs x pJ/MAC (signgd.report.energy).",
-            "ann_macs": energy["ann_macs"], "ann_energy_pj": energy["ann_energy_pj"],
-            "pj_per_ac": energy["pj_per_ac"], "pj_per_mac": energy["pj_per_mac"],
-            "input_fan_out": fanout[energy_mod.INPUT], "input_macs_per_step": input_macs,
-            "snn_sops": [energy["snn"][t]["sops"] for t in steps],
-            "snn_input_macs": [energy["snn"][t]["input_macs"] for t in steps],
-            "snn_energy_pj": [energy["snn"][t]["energy_pj"] for t in steps],
-            "energy_ratio_to_ann": [energy["snn"][t]["energy_ratio_to_ann"] for t in steps],
-        },
+        "energy": energy,
     }
 
 

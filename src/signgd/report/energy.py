@@ -1,25 +1,27 @@
-"""Synaptic operations of the SNN against multiply-accumulates of the ANN, and an energy estimate.
+"""The SNN's operations and energy, counted on the events it sends, against the ANN's by the same rules.
 
-Counting rules (per sample):
+The cost model (``docs/energy.md`` has it with examples):
 
-- **ANN MACs**: every weighted affine op of the converted graph (the same graph the SNN runs):
-  a convolution costs ``output elements x (in_channels / groups) x kernel area``, a linear layer or
-  a matmul by a constant ``output elements x in_features``, an unfolded BatchNorm one per element.
-  Nonlinearities, pooling and additions are not counted (as usual in the SNN literature).
-- **SNN synaptic operations (SOPs)**: a spike of a neuron costs one accumulate at every synapse it
-  drives: every element of a downstream neuron's input (or of the network output) that depends on it
-  through the affine ops in between. A neuron layer's *fan-out* is the number of those synapses
-  per neuron, averaged over the layer; it is counted on the graph itself by running the affine ops
-  with every weight replaced by ``1[w != 0]``, means and average pools by sums, and subtractions by
-  additions (so each path counts once), on a one of the layer's outputs: ``L_bin(1) - L_bin(0)``.
-  SOPs up to step T = sum over layers of (spikes per sample up to T) x (fan-out). The signGD
-  neuron's signed update ``x_t = x_{t-1} - eta_t L(2 s_t - 1) = x_{t-1} + eta_t L(1) - 2 eta_t L(s_t)``
-  needs accumulates only for the neurons that spike (the ``L(1)`` term is one constant per step).
-- **Input layer**: with the ``float`` encoding the first layer sees a real-valued input that changes
-  every step, so it costs its MACs at every step; with ``analog`` its input never changes, so it costs
-  its MACs once; with ``spike``/``stochastic`` encodings input spikes cost their fan-out in SOPs.
-- **Energy**: ``SOPs x E_AC + MACs x E_MAC`` with the 45 nm figures of Horowitz (ISSCC 2014) usually
-  quoted: ``E_AC = 0.9 pJ``, ``E_MAC = 4.6 pJ``; both are arguments. Memory traffic is not counted.
+- **Synaptic work, node by node** (``report/synapses.py``): in the event-driven execution every affine
+  node receives the change of its input at each step; for every element that changed it does one
+  operation per output it reaches through a non-zero weight. Neurons send a change only when they
+  spike (the binary signGD neuron: its "down" steps; its "up" drift is a constant the receiver adds,
+  priced below), at every step when their step size is adaptive (each receiver multiplies by the
+  sender's gain), the integrate-and-fire neuron when it fires. The input sends its change: every
+  element at every step for the ``float`` encoding, once for ``analog``, its spikes for ``spike``
+  and ``stochastic``.
+- **Accumulate or multiply**: an event (a spike times a static scale) costs an AC per synapse, a
+  real-valued change (float input, adaptive gains, anything a sum produced) a MAC; additions are ACs.
+- **Neuron work** (``report/op_costs.py``): per neuron per step, evaluating its target, comparing,
+  moving its estimate, normalizing, the adaptive gain, and each input element's integration (the
+  receiver's per-step scaling by ``eta_t``); the encoder's and the readout's work per element.
+- **The ANN**: the same graph and rules on dense, real values: weighted ops are MACs, sums, biases
+  and comparisons ACs, each nonlinearity priced from the same table.
+- **Energy**: ``ACs x E_AC + MACs x E_MAC``, 0.9 pJ and 4.6 pJ by default (45 nm, Horowitz 2014;
+  both are ``EnergyModel`` fields). Memory traffic is not counted, on either side.
+
+``EnergyProbe`` counts on a ``runner.run``: it reads each neuron layer's output sequence, recovers
+which neurons sent a change at each step, and runs ``SynapseCounter`` once per step.
 """
 from __future__ import annotations
 
@@ -28,235 +30,298 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 
-from ..graph import spellings as sp
-from ..graph.deps import depends_on_input
 from ..neurons import SpikingNeuron
+from ..runner import Probe
+from . import op_costs as oc
+from .synapses import EVENT, REAL, SynapseCounter
 
-__all__ = ["EnergyModel", "fan_out", "ann_macs", "first_layer_macs", "energy_table", "INPUT"]
+__all__ = ["EnergyModel", "EnergyProbe", "ann_costs", "neuron_work", "dense_synaptic_ops", "energy_section",
+           "INPUT", "READOUT"]
 
-INPUT = "input"  # the name of the input "layer" in fan-out tables
-
-# What the counts replay with 1[w != 0] (``graph/spellings.py``'s lists; ``torch.bmm`` by a constant
-# is not among the scalings counted yet).
-_SCALE_FUNCTIONS = sp.MULTIPLY_FUNCTIONS | sp.DIVIDE_FUNCTIONS | sp.MATMUL_FUNCTIONS
+INPUT, READOUT = "input", "readout"
+# Dynamics whose neurons pass on their spikes times a static size (0 when silent): a change is a spike.
+_SPIKE_DYNAMICS = ("subgradient", "if")
 
 
 @dataclass(frozen=True)
 class EnergyModel:
-    """Energy per operation in picojoules (45 nm CMOS, Horowitz 2014): accumulate and multiply-accumulate."""
+    """Energy per operation in picojoules (45 nm CMOS, Horowitz 2014): a 32-bit float add (AC) and
+    multiply-add (MAC)."""
 
     pj_per_ac: float = 0.9
     pj_per_mac: float = 4.6
 
-
-def _nonzero(w: torch.Tensor) -> torch.Tensor:
-    return (w != 0).to(torch.float64)
-
-
-class _Counter(fx.Interpreter):
-    """The graph's affine part as path counts: neuron layers emit ones (the chosen source) or zeros,
-    weights become 1[w != 0], means become sums, subtractions additions. The input of every neuron
-    and the output are recorded: their sums are the synapses the source drives."""
-
-    def __init__(self, gm: fx.GraphModule, source: str, dependent: set[fx.Node]):
-        super().__init__(gm)
-        self.source, self.dependent = source, dependent
-        self.received = 0.0
-        self.source_size = 0
-        self._node: fx.Node | None = None
-
-    def run_node(self, n: fx.Node):
-        self._node = n
-        return super().run_node(n)
-
-    def placeholder(self, target, args, kwargs):
-        x = super().placeholder(target, args, kwargs)
-        if not isinstance(x, torch.Tensor):  # a forward option fixed at its default (is_causal=False)
-            return x
-        out = torch.ones_like(x) if self.source == INPUT else torch.zeros_like(x)
-        if self.source == INPUT:
-            self.source_size = out[0].numel()
-        return out
-
-    def output(self, target, args, kwargs):
-        out = args[0]
-        self.received += float(out.sum())
-        return out
-
-    def call_module(self, target, args, kwargs):
-        mod = self.submodules[target]
-        if isinstance(mod, SpikingNeuron):
-            self.received += sum(float(a.sum()) for a in args if isinstance(a, torch.Tensor))
-            like = mod(*args)
-            if target == self.source:
-                self.source_size = like[0].numel()
-                return torch.ones_like(like)
-            return torch.zeros_like(like)
-        x = args[0]
-        if isinstance(mod, sp.CONV_MODULES):
-            return mod._conv_forward(x, _nonzero(mod.weight), None)
-        if isinstance(mod, sp.LINEAR_MODULES):
-            return F.linear(x, _nonzero(mod.weight))
-        if isinstance(mod, sp.ANY_BATCH_NORM):
-            return x
-        if isinstance(mod, sp.AVG_POOL_MODULES):
-            k = mod.kernel_size if isinstance(mod.kernel_size, tuple) else (mod.kernel_size,) * (x.dim() - 2)
-            return mod(x) * float(torch.tensor(k).prod())
-        if isinstance(mod, sp.ADAPTIVE_AVG_POOL_MODULES):
-            out = mod(x)
-            return out * (x[0].numel() / out[0].numel())
-        return mod(x, *args[1:], **kwargs)  # reshapes and constant pads: structure only
-
-    def call_function(self, target, args, kwargs):
-        node = self._node
-        if target in sp.CONV_FUNCTIONS or target in sp.LINEAR_FUNCTIONS:
-            args = list(args)
-            kw = dict(kwargs)
-            if "weight" in kw:
-                kw["weight"] = _nonzero(kw["weight"])
-            else:
-                args[1] = _nonzero(args[1])
-            kw.pop("bias", None)
-            if len(args) > 2:
-                args[2] = None
-            return target(*args, **kw)
-        if target in sp.SUBTRACT_FUNCTIONS:
-            return self._dependent_sum(node, args)
-        if target in sp.NEGATE_FUNCTIONS:
-            return args[0]
-        if target in _SCALE_FUNCTIONS:
-            return self._scaled(node, target, args)
-        if target in sp.MEAN_FUNCTIONS:
-            out = target(*args, **kwargs)
-            return out * (args[0].numel() / max(out.numel(), 1))
-        if target in sp.AVG_POOL_FUNCTIONS or target in sp.ADAPTIVE_AVG_POOL_FUNCTIONS:
-            out = target(*args, **kwargs)
-            return out * (args[0][0].numel() / out[0].numel())
-        return super().call_function(target, args, kwargs)
-
-    def call_method(self, target, args, kwargs):
-        node = self._node
-        if target in sp.SUBTRACT_METHODS:
-            return self._dependent_sum(node, args)
-        if target in sp.NEGATE_METHODS:
-            return args[0]
-        if target in sp.SCALING_METHOD_FUNCTIONS:
-            return self._scaled(node, sp.SCALING_METHOD_FUNCTIONS[target], args)
-        if target in sp.MEAN_METHODS:
-            out = super().call_method(target, args, kwargs)
-            return out * (args[0].numel() / max(out.numel(), 1))
-        return super().call_method(target, args, kwargs)
-
-    def _dependent_sum(self, node, args):
-        """``a - b`` counts the paths of both operands; a constant operand adds nothing."""
-        parts = [a for a, n in zip(args, node.args) if isinstance(a, torch.Tensor) and n in self.dependent]
-        if not parts:
-            return args[0]
-        out = parts[0]
-        for p in parts[1:]:
-            out = out + p
-        return out
-
-    def _scaled(self, node, fn, args):
-        """Scaling or a matmul by a constant: the constant becomes 1[c != 0]."""
-        a, b = args[0], args[1]
-        na, nb = node.args[0], node.args[1]
-        if nb not in self.dependent and na in self.dependent:
-            c = _nonzero(b) if isinstance(b, torch.Tensor) else float(b != 0)
-            return a * c if fn in sp.DIVIDE_FUNCTIONS else fn(a, c)
-        if na not in self.dependent and nb in self.dependent:
-            c = _nonzero(a) if isinstance(a, torch.Tensor) else float(a != 0)
-            return fn(c, b)
-        return fn(a, b)
+    def energy(self, ac: float, mac: float) -> float:
+        return ac * self.pj_per_ac + mac * self.pj_per_mac
 
 
-def _source_size(gm: fx.GraphModule, source: str, sample: torch.Tensor) -> tuple[float, int]:
-    dependent = depends_on_input(gm)
-    ones = _Counter(gm, source, dependent)
-    zeros = _Counter(gm, "\0none", dependent)
+def _counting_copy(snn) -> fx.GraphModule:
+    """The graph on the CPU in float64 (exact integer counts up to 2**53), the user's network untouched."""
+    return copy.deepcopy(snn.graph_module).to("cpu").double()
+
+
+def _kinds(snn) -> tuple[str, str]:
+    """The kind of change the input and the neurons send (``report/synapses.py``)."""
+    input_kind = EVENT if snn.settings["encoding"] in ("spike", "stochastic") else REAL
+    adaptive = snn.settings["dynamics"] == "signgd" and snn.schedule.rule is not None
+    return input_kind, REAL if adaptive else EVENT
+
+
+def ann_costs(snn) -> dict[str, tuple[float, float]]:
+    """``{node: (ACs, MACs)}`` of one ANN forward pass per sample: affine nodes by the synapse rules on
+    dense values, each neuron layer by its target's cost."""
+    gm = _counting_copy(snn)
+    counter = SynapseCounter(gm, ann=True)
     with torch.no_grad():
-        ones.run(sample)
-        zeros.run(sample)
-    return ones.received - zeros.received, ones.source_size
-
-
-def fan_out(snn) -> dict[str, float]:
-    """Average synapses driven per neuron, for the input and every neuron layer (in float64)."""
-    gm = _float64_copy(snn.graph_module)
-    sample = torch.zeros((1, *snn.input_shape), dtype=torch.float64)
-    out = {}
-    for source in [INPUT, *snn.neurons]:
-        total, size = _source_size(gm, source, sample)
-        out[source] = total / max(size, 1)
+        counter.run(torch.ones((1, *snn.input_shape), dtype=torch.float64))
+    out = {name: (ac, mac) for name, (ac, mac) in counter.ops.items()}
+    for name, shapes in counter.neuron_inputs.items():
+        n_out = _output_elements(gm, name, shapes)
+        out[_node_of(gm, name)] = oc.target_cost(gm.get_submodule(name).target, n_out, shapes)
     return out
 
 
-def _float64_copy(gm: fx.GraphModule) -> fx.GraphModule:
-    """Counts in float64 on the CPU: exact integers up to 2**53, and the user's network untouched."""
-    return copy.deepcopy(gm).to("cpu").double()
+def dense_synaptic_ops(snn) -> float:
+    """Synaptic operations per sample of one step where every input element and every neuron sends a
+    change: the network's synapse count. No step of the SNN can do more."""
+    gm = _counting_copy(snn)
+    input_kind, neuron_kind = _kinds(snn)
+    counter = SynapseCounter(gm, input_kind=input_kind)
+    x = torch.ones((1, *snn.input_shape), dtype=torch.float64)
+    shapes = _neuron_shapes(gm, x)
+    counter.neuron_patterns = {n: torch.ones((1, *s), dtype=torch.float64) for n, s in shapes.items()}
+    counter.neuron_kinds = dict.fromkeys(shapes, neuron_kind)
+    with torch.no_grad():
+        counter.run(x)
+    return sum(ac + mac for ac, mac in counter.ops.values())
 
 
-class _MacCounter(fx.Interpreter):
+def neuron_work(snn) -> dict[str, tuple[float, float]]:
+    """``{layer: (ACs, MACs)}`` per sample per step of the SNN's neurons, encoder (``INPUT``) and
+    readout (``READOUT``), from ``report/op_costs.py``."""
+    gm = _counting_copy(snn)
+    x = torch.zeros((1, *snn.input_shape), dtype=torch.float64)
+    inputs = _neuron_inputs(gm, x)
+    dynamics = snn.settings["dynamics"]
+    adaptive = dynamics == "signgd" and snn.schedule.rule is not None
+    out: dict[str, tuple[float, float]] = {}
+    enc = oc.ENCODER_STEP[snn.settings["encoding"]]
+    n_in = x.numel()
+    out[INPUT] = (enc[0] * n_in, enc[1] * n_in)
+    for name, shapes in inputs.items():
+        mod = gm.get_submodule(name)
+        n_out = _output_elements(gm, name, shapes)
+        received = sum(_numel(s) for s in shapes)
+        if dynamics in _SPIKE_DYNAMICS:
+            if mod.target == "max":
+                ac, mac = oc.target_cost("max", n_out, shapes)
+            else:
+                step = oc.IF_STEP if dynamics == "if" else oc.SUBGRADIENT_STEP
+                ac, mac = _add((0, 0), step, n_out)
+                ac, mac = _add((ac, mac), oc.RECEIVE_SUBGRADIENT, received)
+        else:
+            ac, mac = oc.target_cost(mod.target, n_out, shapes)
+            ac, mac = _add((ac, mac), oc.SIGNGD_STEP, n_out)
+            if mod.normalized:
+                ac, mac = _add((ac, mac), oc.NORMALIZE, n_out)
+            if adaptive:
+                ac, mac = _add((ac, mac), oc.ADAPTIVE_STEP, n_out)
+            ac, mac = _add((ac, mac), oc.RECEIVE_ADAPTIVE if adaptive else oc.RECEIVE_BINARY, received)
+        out[name] = (ac, mac)
+    with torch.no_grad():
+        n_output = gm(x)[0].numel()
+    per_output = oc.DECODE_SUBGRADIENT if dynamics in _SPIKE_DYNAMICS else (
+        oc.RECEIVE_ADAPTIVE if adaptive else oc.RECEIVE_BINARY)
+    out[READOUT] = (per_output[0] * n_output, per_output[1] * n_output)
+    return out
+
+
+def _add(total, per, n):
+    return total[0] + per[0] * n, total[1] + per[1] * n
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _output_elements(gm, name, shapes) -> int:
+    mod = gm.get_submodule(name)
+    with torch.no_grad():
+        return mod(*(torch.ones((1, *s), dtype=torch.float64) for s in shapes))[0].numel()
+
+
+def _node_of(gm, target: str) -> str:
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target == target:
+            return node.name
+    return target
+
+
+class _Shapes(fx.Interpreter):
     def __init__(self, gm):
         super().__init__(gm)
-        self.macs = 0
+        self.inputs: dict[str, list[tuple[int, ...]]] = {}
+        self.outputs: dict[str, tuple[int, ...]] = {}
 
     def call_module(self, target, args, kwargs):
         out = super().call_module(target, args, kwargs)
-        mod = self.submodules[target]
-        if isinstance(mod, sp.CONV_MODULES):
-            self.macs += out[0].numel() * mod.weight[0].numel()
-        elif isinstance(mod, sp.LINEAR_MODULES):
-            self.macs += out[0].numel() * mod.in_features
-        elif isinstance(mod, sp.ANY_BATCH_NORM):
-            self.macs += out[0].numel()
-        return out
-
-    def call_function(self, target, args, kwargs):
-        out = super().call_function(target, args, kwargs)
-        if target in sp.CONV_FUNCTIONS:
-            w = kwargs.get("weight", args[1] if len(args) > 1 else None)
-            self.macs += out[0].numel() * w[0].numel()
-        elif target in sp.LINEAR_FUNCTIONS:
-            w = kwargs.get("weight", args[1] if len(args) > 1 else None)
-            self.macs += out[0].numel() * w.shape[-1]
+        if isinstance(self.submodules[target], SpikingNeuron):
+            self.inputs[target] = [tuple(a.shape[1:]) for a in args]
+            self.outputs[target] = tuple(out.shape[1:])
         return out
 
 
-def ann_macs(snn) -> int:
-    """Multiply-accumulates of one ANN forward pass of the converted graph (per sample)."""
-    device, dtype = snn.placement
-    counter = _MacCounter(snn.graph_module)
-    with torch.inference_mode():
-        counter.run(torch.zeros((1, *snn.input_shape), dtype=dtype, device=device))
-    return int(counter.macs)
+def _neuron_inputs(gm, x) -> dict[str, list[tuple[int, ...]]]:
+    probe = _Shapes(gm)
+    with torch.no_grad():
+        probe.run(x)
+    return probe.inputs
 
 
-def first_layer_macs(snn, fanout: dict[str, float]) -> int:
-    """MACs of the ops that read the input directly (the real-valued part of the SNN's first layer):
-    the input's synapses, ``fan-out x input elements`` per sample."""
-    return int(round(fanout[INPUT] * torch.Size(snn.input_shape).numel()))
+def _neuron_shapes(gm, x) -> dict[str, tuple[int, ...]]:
+    probe = _Shapes(gm)
+    with torch.no_grad():
+        probe.run(x)
+    return probe.outputs
 
 
-def energy_table(steps: list[int], spikes_per_step: dict[str, list[float]], fanout: dict[str, float],
-                 macs: int, input_macs: int, encoding: str, input_spikes_per_step: list[float] | None,
-                 model: EnergyModel = EnergyModel()) -> dict:
-    """SOPs, input MACs and energy of the SNN per sample at each T, beside the ANN's."""
-    rows = {}
-    for T in steps:
-        sops = sum(sum(spikes_per_step[name][:T]) * fanout[name] for name in spikes_per_step)
-        if encoding in ("spike", "stochastic") and input_spikes_per_step is not None:
-            sops += sum(input_spikes_per_step[:T]) * fanout[INPUT]
-            in_macs = 0
+class EnergyProbe(Probe):
+    """Synaptic ACs and MACs per affine node and step, summed over the samples, from what each neuron
+    layer passes downstream: a change is sent where the output moved down (binary signGD: a spike),
+    moved at all (adaptive steps) or is non-zero (integrate-and-fire: the scaled spike)."""
+
+    def __init__(self, snn, T: int):
+        self.T = T
+        self.gm = _counting_copy(snn)
+        self.input_kind, self.neuron_kind = _kinds(snn)
+        self.dynamics = snn.settings["dynamics"]
+        self.counter = SynapseCounter(self.gm, input_kind=self.input_kind)
+        self.counter.neuron_kinds = dict.fromkeys(snn.neurons, self.neuron_kind)
+        self.nodes = [n.name for n in self.gm.graph.nodes]
+        self.ops = torch.zeros(len(self.nodes), T, 2, dtype=torch.float64)
+        self._index = {name: i for i, name in enumerate(self.nodes)}
+        self.encoder, self.schedule = snn.encoder, snn.schedule
+
+    def before_batch(self, snn, x):
+        self.x = x.detach().to("cpu", torch.float64)
+        self.enc_state = self.encoder.init_state(self.x)
+        self.etas = self.schedule.etas(1, self.T + 1, dtype=torch.float64, device="cpu")
+        self.prev_input = torch.zeros_like(self.x)
+        self.prev: dict[str, torch.Tensor] = {}
+        self.pending: dict[str, torch.Tensor] = {}
+        self.t0 = None
+
+    def layer(self, name, t0, out):
+        if self.t0 is not None and t0 != self.t0:
+            self._flush()
+        self.t0 = t0
+        out = out.detach().to("cpu", torch.float64)
+        if self.dynamics in _SPIKE_DYNAMICS:
+            sent = out != 0
         else:
-            in_macs = input_macs * (T if encoding == "float" else 1)
-        energy = sops * model.pj_per_ac + in_macs * model.pj_per_mac
-        rows[T] = {"sops": sops, "input_macs": in_macs, "energy_pj": energy}
-    ann_energy = macs * model.pj_per_mac
-    for row in rows.values():
-        row["energy_ratio_to_ann"] = row["energy_pj"] / ann_energy if ann_energy else float("nan")
-    return {"ann_macs": macs, "ann_energy_pj": ann_energy, "pj_per_ac": model.pj_per_ac,
-            "pj_per_mac": model.pj_per_mac, "fan_out": dict(fanout), "input_macs_per_step": input_macs,
-            "snn": rows}
+            prev = self.prev.get(name)
+            if prev is None:
+                prev = torch.zeros_like(out[0])
+            before = torch.cat([prev.unsqueeze(0), out[:-1]])
+            sent = out != before if self.neuron_kind == REAL else out < before
+            self.prev[name] = out[-1].clone()
+        self.pending[name] = sent
+
+    def after_batch(self, snn, x, result):
+        if self.pending:
+            self._flush()
+
+    def _flush(self):
+        steps = next(iter(self.pending.values())).shape[0]
+        t0 = self.t0
+        e = self.encoder.run(self.enc_state, self.x, self.etas[t0 - 1:t0 - 1 + steps], t0)
+        before = torch.cat([self.prev_input.unsqueeze(0), e[:-1]])
+        sent_input = e < before if self.input_kind == EVENT else e != before
+        self.prev_input = e[-1].clone()
+        with torch.no_grad():
+            for k in range(steps):
+                self.counter.neuron_patterns = {n: s[k].to(torch.float64) for n, s in self.pending.items()}
+                self.counter.run(sent_input[k].to(torch.float64))
+                for node, (ac, mac) in self.counter.ops.items():
+                    row = self.ops[self._index[node], t0 - 1 + k]
+                    row[0] += ac
+                    row[1] += mac
+        self.pending = {}
+        self.t0 = None
+
+    def totals(self):
+        return {"synaptic_ops": self.ops}, {}
+
+    def finish(self, totals):
+        self.reduced = totals["synaptic_ops"]
+
+
+def energy_section(snn, steps: list[int], synaptic: torch.Tensor, nodes: list[str], samples: int,
+                   snn_accuracy: list[float], ann_accuracy: float, labels: dict[str, str] | None = None,
+                   model: EnergyModel = EnergyModel()) -> dict:
+    """The report's ``energy`` section: per T and per sample the SNN's synaptic ACs and MACs, its
+    neuron operations and energy, the ANN's by the same rules, the split per layer, and the headline
+    (the smallest T within 1 point of the ANN's accuracy and the energy ratio there)."""
+    labels = labels or {}
+    per_sample = synaptic / max(samples, 1)  # [nodes, T, 2]
+    cumulative = per_sample.cumsum(1)
+    work = neuron_work(snn)
+    ann = ann_costs(snn)
+    gm = snn.graph_module
+    modules = {n.name: n.target for n in gm.graph.nodes if n.op == "call_module"}
+    layers = []
+    neuron_nodes = {_node_of(gm, n) for n in snn.neurons}
+    for i, node in enumerate(nodes):
+        if node in neuron_nodes or (float(cumulative[i, -1].sum()) == 0 and node not in ann):
+            continue
+        layers.append({"name": node, "label": labels.get(modules.get(node, node), modules.get(node, node)),
+                       "kind": "synapses", "ac": [float(cumulative[i, t - 1, 0]) for t in steps],
+                       "mac": [float(cumulative[i, t - 1, 1]) for t in steps],
+                       "ann_ac": ann.get(node, (0.0, 0.0))[0], "ann_mac": ann.get(node, (0.0, 0.0))[1]})
+    for name, (ac, mac) in work.items():
+        node = _node_of(gm, name) if name not in (INPUT, READOUT) else name
+        first = 1 if (name == INPUT and snn.settings["encoding"] == "analog") else None
+        layers.append({"name": node, "label": labels.get(name, name),
+                       "kind": "neurons" if name not in (INPUT, READOUT) else name,
+                       "ac": [ac * (first or t) for t in steps], "mac": [mac * (first or t) for t in steps],
+                       "ann_ac": ann.get(node, (0.0, 0.0))[0] if name not in (INPUT, READOUT) else 0.0,
+                       "ann_mac": ann.get(node, (0.0, 0.0))[1] if name not in (INPUT, READOUT) else 0.0})
+    syn_ac = [float(cumulative[:, t - 1, 0].sum()) for t in steps]
+    syn_mac = [float(cumulative[:, t - 1, 1].sum()) for t in steps]
+    n_ac = [sum(row["ac"][j] for row in layers if row["kind"] != "synapses") for j in range(len(steps))]
+    n_mac = [sum(row["mac"][j] for row in layers if row["kind"] != "synapses") for j in range(len(steps))]
+    ann_syn_ac = sum(ac for node, (ac, _) in ann.items() if node not in neuron_nodes)
+    ann_syn_mac = sum(mac for node, (_, mac) in ann.items() if node not in neuron_nodes)
+    ann_n_ac = sum(ac for node, (ac, _) in ann.items() if node in neuron_nodes)
+    ann_n_mac = sum(mac for node, (_, mac) in ann.items() if node in neuron_nodes)
+    ann_energy = model.energy(ann_syn_ac + ann_n_ac, ann_syn_mac + ann_n_mac)
+    energy = [model.energy(a + na, m + nm) for a, m, na, nm in zip(syn_ac, syn_mac, n_ac, n_mac)]
+    ratio = [e / ann_energy if ann_energy else None for e in energy]
+    per_step = (per_sample[:, :, 0] + per_sample[:, :, 1]).sum(0)
+    headline = None
+    for j, t in enumerate(steps):
+        if snn_accuracy[j] >= ann_accuracy - 0.01:
+            headline = {"T": t, "snn_accuracy": snn_accuracy[j], "energy_ratio_to_ann": ratio[j]}
+            break
+    return {
+        "rules": "signgd.report.energy (docs/energy.md): synaptic ops node by node on the changes sent "
+                 "(events: AC per synapse; real-valued changes: MAC), neuron work per step from "
+                 "signgd.report.op_costs, the ANN by the same rules; energy = ACs x pJ/AC + MACs x pJ/MAC; "
+                 "memory traffic not counted.",
+        "pj_per_ac": model.pj_per_ac, "pj_per_mac": model.pj_per_mac,
+        "ann": {"ac": ann_syn_ac, "mac": ann_syn_mac, "neuron_ac": ann_n_ac, "neuron_mac": ann_n_mac,
+                "neuron_ops": ann_n_ac + ann_n_mac},
+        "ann_energy_pj": ann_energy,
+        "snn": {"ac": syn_ac, "mac": syn_mac, "neuron_ac": n_ac, "neuron_mac": n_mac,
+                "neuron_ops": [a + m for a, m in zip(n_ac, n_mac)]},
+        "energy_pj": energy,
+        "energy_ratio_to_ann": ratio,
+        "dense_synaptic_ops_per_step": dense_synaptic_ops(snn),
+        "max_synaptic_ops_per_step": float(per_step.max()) if per_step.numel() else 0.0,
+        "headline": headline,
+        "layers": layers,
+    }

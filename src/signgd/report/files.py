@@ -59,6 +59,9 @@ def read_report(where: str | os.PathLike) -> dict:
         raise ReportError(f"{path}: not valid JSON ({exc}); the report is damaged, write it again") from None
     if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
         raise ReportError(f"{path}: not a signgd report (no {REPORT_FORMAT!r} header)")
+    if report.get("version") == 1:
+        raise ReportError(f"{path}: written by an older signgd whose energy figures overcounted synapses; "
+                          f"run `signgd report` again to measure it with the current cost model")
     if not isinstance(report.get("version"), int) or report["version"] > REPORT_VERSION:
         raise ReportError(f"{path}: report format version {report.get('version')!r} is newer than this signgd "
                           f"reads ({REPORT_VERSION}); upgrade signgd")
@@ -68,9 +71,12 @@ def read_report(where: str | os.PathLike) -> dict:
 def summary(report: dict) -> str:
     """The report as Markdown tables: accuracy and energy per T, then the layers at the largest T."""
     steps, acc, en = report["steps"], report["accuracy"], report["energy"]
-    energy = {"SOPs per sample": [f"{v:.4g}" for v in en["snn_sops"]],
+    snn, ann = en["snn"], en["ann"]
+    energy = {"synaptic ACs": [f"{v:.3g}" for v in snn["ac"]], "synaptic MACs": [f"{v:.3g}" for v in snn["mac"]],
+              "neuron ops": [f"{v:.3g}" for v in snn["neuron_ops"]],
               "SNN energy / ANN": ["n/a" if r is None else f"{r:.3f}" for r in en["energy_ratio_to_ann"]]}
-    note = f"; ANN: {en['ann_macs'] / 1e6:.3g} M MACs = {en['ann_energy_pj'] / 1e6:.3g} uJ per sample"
+    note = (f"; ANN per sample: {ann['mac']:.3g} MACs, {ann['ac']:.3g} ACs, {ann['neuron_ops']:.3g} neuron ops "
+            f"= {en['ann_energy_pj'] / 1e6:.3g} uJ")
     lines = [accuracy_table(report["samples"], acc["ann"], steps, acc["snn"], acc["agreement"], energy, note)]
     lines += ["", f"Layers at T={steps[-1]}:", "",
               "| layer | target | neurons | firing rate | spikes per sample | relative error |",
@@ -78,4 +84,9 @@ def summary(report: dict) -> str:
     for layer in report["layers"]:
         lines.append(f"| {layer['name']} | {layer['target']} | {layer['neurons']} | {layer['firing_rate'][-1]:.3f} | "
                      f"{layer['spikes_per_sample'][-1]:.4g} | {layer['relative_error'][-1]:.3g} |")
+    head = en.get("headline")
+    lines += ["", "Energy: " + (f"the SNN is within 1 point of the ANN from T={head['T']}, at "
+                                f"{head['energy_ratio_to_ann']:.3g}x the ANN's energy" if head else
+                                "the SNN is not within 1 point of the ANN at any T measured")
+              + " (counts per sample; cost model: docs/energy.md)."]
     return "\n".join(lines)

@@ -119,18 +119,29 @@ def _firing_rate(plt, report, path):
 
 
 def _energy(plt, report, path):
+    """Stacked bars per T: the SNN's energy split into synaptic ACs, synaptic MACs and neuron work,
+    beside the ANN's (dashed)."""
     steps, en = report["steps"], report["energy"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, [e / 1e6 for e in en["snn_energy_pj"]], "o-", label="SNN (SOPs x E_AC + input MACs x E_MAC)")
-    ax.axhline(en["ann_energy_pj"] / 1e6, color="black", linestyle="--", label="ANN (MACs x E_MAC)")
-    _log2_axis(ax, steps)
-    ax.set_yscale("log")
+    snn, e_ac, e_mac = en["snn"], en["pj_per_ac"], en["pj_per_mac"]
+    parts = [("synaptic ACs", [a * e_ac for a in snn["ac"]]), ("synaptic MACs", [m * e_mac for m in snn["mac"]]),
+             ("neuron work", [a * e_ac + m * e_mac for a, m in zip(snn["neuron_ac"], snn["neuron_mac"])])]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    x = list(range(len(steps)))
+    bottom = [0.0] * len(steps)
+    for (label, values), color in zip(parts, ("#4c72b0", "#dd8452", "#55a868")):
+        ax.bar(x, [v / 1e6 for v in values], bottom=bottom, color=color, label=label, width=0.7)
+        bottom = [b + v / 1e6 for b, v in zip(bottom, values)]
+    ax.axhline(en["ann_energy_pj"] / 1e6, color="black", linestyle="--", label="ANN (same rules)")
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(t) for t in steps])
     ax.set_xlabel("time steps T")
     ax.set_ylabel("energy per sample (uJ)")
-    ax.set_title(f"Estimated energy, E_AC = {en['pj_per_ac']} pJ, E_MAC = {en['pj_per_mac']} pJ\n"
-                 f"{_title(report)}", fontsize=10)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper left")
+    head = en.get("headline")
+    note = (f"within 1 pt of the ANN from T={head['T']}: {head['energy_ratio_to_ann']:.2g}x its energy" if head
+            else "never within 1 pt of the ANN")
+    ax.set_title(f"Energy, E_AC = {e_ac} pJ, E_MAC = {e_mac} pJ; {note}\n{_title(report)}", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -22,7 +22,8 @@ import torch.fx as fx
 from ..evaluate import EvaluationReport
 from ..network import SpikingNetwork, Steps, parse_steps
 from ..neurons import SpikingNeuron
-from ..runner import Probe, run
+from ..runner import Probe, Probes, run
+from .energy import EnergyProbe
 
 __all__ = ["LayerStatistics", "RunStatistics", "collect"]
 
@@ -51,6 +52,10 @@ class RunStatistics:
     evaluation: EvaluationReport
     layers: dict[str, LayerStatistics]
     input_spikes_per_step: list[float] | None  # spike/stochastic encodings: input spikes per sample per step
+    # The energy count (``report.energy.EnergyProbe``): synaptic [ACs, MACs] per graph node and step,
+    # summed over the samples, and the node names of its rows.
+    synaptic_ops: torch.Tensor | None = None
+    synaptic_nodes: list[str] | None = None
 
 
 class _AnnProbe(fx.Interpreter):
@@ -189,20 +194,23 @@ class _ReportProbe(Probe):
 
 
 def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit: int | None = None,
-            progress: bool | None = None, chunk: int | None = None, distributed: bool | None = None
-            ) -> RunStatistics:
+            progress: bool | None = None, chunk: int | None = None, distributed: bool | None = None,
+            energy: bool = True) -> RunStatistics:
     """Accuracy, agreement, spikes and per-layer error at each T in one pass over ``data``
     (a Dataset, DataLoader, iterable of ``(x, y)`` batches or a pair of tensors): ``signgd.runner.run``
     with a probe.
 
     ``distributed`` as in ``signgd.evaluate``: in a torch.distributed group each rank measures its
     shard and every rank returns the totals. Counts (samples, correct predictions, spikes) are exact;
-    the error sums equal one process's up to float64 rounding."""
+    the error sums equal one process's up to float64 rounding. ``energy``: also count the synaptic
+    operations on the same run (``report.energy.EnergyProbe``; the report's energy section needs them)."""
     steps = parse_steps(T)
     probe = _ReportProbe(snn, steps)
+    counter = EnergyProbe(snn, max(steps)) if energy else None
     evaluation = EvaluationReport.from_counts(*run(snn, data, steps, batch_size=batch_size, limit=limit,
                                                    progress=progress, chunk=chunk, distributed=distributed,
-                                                   probe=probe, desc="simulate"))
+                                                   probe=Probes(probe, counter) if counter else probe,
+                                                   desc="simulate"))
     totals, n, mods = probe.reduced, evaluation.n, snn.neurons
     layers = {}
     for i, name in enumerate(mods):
@@ -216,4 +224,5 @@ def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit
             relative_error={t: float(e) ** 0.5 / ref_norm for t, e in zip(steps, totals["sq_err"][i])},
             mean_abs_error={t: float(e) / elements for t, e in zip(steps, totals["abs_err"][i])})
     binary = probe.binary_input
-    return RunStatistics(evaluation, layers, (totals["input_spikes"] / n).tolist() if binary else None)
+    return RunStatistics(evaluation, layers, (totals["input_spikes"] / n).tolist() if binary else None,
+                         counter.reduced if counter else None, counter.nodes if counter else None)

@@ -1,0 +1,188 @@
+"""The literal operation count: the event-driven simulation run step by step, counting what each affine
+node receives. It checks the report's fast count (``signgd.report.energy``), which follows the same
+changes through the graph on 0/1 patterns: both must give the same integers.
+
+Nothing here reuses the fast count's per-op rules for fan-out. For each affine node and each of its
+input-dependent operands the Jacobian of the node (its linear part, ``f(v) - f(0)`` with the other
+operands at 0) is computed once with ``torch.func.jacfwd``; an input element's synapses are the non-zero
+entries of its column. At each step the elements that changed are read off the event-driven
+simulation itself (``signgd.event_driven``): the neurons whose output moved down (binary signGD: the
+spike) or moved at all (adaptive steps), the input elements whose encoding changed (moved down for
+the binary encodings), and downstream of them every output element that a changed input reaches.
+
+Pricing follows the cost model of ``docs/energy.md``: a weighted op costs an AC per synapse on an event
+(a spike times a static scale, possibly reshaped or scaled by a constant) and a MAC on a real-valued
+change; additions are ACs; a mean or average pool adds a MAC per output element that changed; a
+scaling by a constant is free on events and a MAC per changed element otherwise; moving data is free.
+Slow (a Jacobian per node): for checking small networks.
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+
+from ..event_driven import simulate_spikes
+from ..graph import spellings as sp
+from ..graph.deps import depends_on_input
+from ..neurons import SpikingNeuron
+
+__all__ = ["count_operations", "EventCounter"]
+
+_WEIGHTED = "weighted"
+_ADD = "add"
+_SCALE = "scale"
+_SUM = "sum"
+_AVERAGE = "average"
+_MOVE = "move"
+
+
+def _category(node: fx.Node, modules: dict, dependent: set) -> str:
+    """What an affine node does with its input changes (``docs/energy.md``'s rules)."""
+    t = node.target
+    if node.op == "call_module":
+        mod = modules[t]
+        if isinstance(mod, sp.CONV_MODULES + sp.LINEAR_MODULES):
+            return _WEIGHTED
+        if isinstance(mod, sp.ANY_BATCH_NORM):
+            return _SCALE
+        if isinstance(mod, sp.AVG_POOL_MODULES + sp.ADAPTIVE_AVG_POOL_MODULES):
+            return _AVERAGE
+        return _MOVE
+    n_dep = sum(1 for a in node.all_input_nodes if a in dependent)
+    if t in sp.CONV_FUNCTIONS or t in sp.LINEAR_FUNCTIONS or t in sp.MATMUL_FUNCTIONS | sp.MATMUL_METHODS \
+            or t in sp.BATCHED_MATMUL_FUNCTIONS:
+        return _WEIGHTED
+    if t in sp.ADD_FUNCTIONS | sp.SUBTRACT_FUNCTIONS | sp.ADD_METHODS | sp.SUBTRACT_METHODS:
+        return _ADD if n_dep > 1 else _MOVE
+    if t in sp.MULTIPLY_FUNCTIONS | sp.DIVIDE_FUNCTIONS | sp.NEGATE_FUNCTIONS | sp.MULTIPLY_METHODS \
+            | sp.DIVIDE_METHODS | sp.NEGATE_METHODS | {operator.pos}:
+        return _SCALE
+    if t in sp.MEAN_FUNCTIONS | sp.MEAN_METHODS or t in sp.AVG_POOL_FUNCTIONS | sp.ADAPTIVE_AVG_POOL_FUNCTIONS:
+        return _AVERAGE
+    if t in sp.SUM_FUNCTIONS | sp.SUM_METHODS:
+        return _SUM
+    return _MOVE
+
+
+def _call(interp, node: fx.Node, replace: dict):
+    """The node's op on its inputs from the interpreter's env, with ``replace[input node]`` instead."""
+    args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: replace.get(n, interp.env.get(n)))
+    if node.op == "call_module":
+        return interp.submodules[node.target](*args, **kwargs)
+    if node.op == "call_method":
+        name = node.target
+        if sp.is_inplace(name):
+            name = name[:-1]
+        return getattr(args[0], name)(*args[1:], **kwargs)
+    fn = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+          operator.itruediv: operator.truediv}.get(node.target, node.target)
+    return fn(*args, **kwargs)
+
+
+class EventCounter:
+    """The observer of ``simulate_spikes``: which elements changed (``changed``, ``event``: whether a change
+    is a spike of static size) and the operations per node and step (``ops``)."""
+
+    def __init__(self, snn, T: int):
+        gm = snn.graph_module
+        self.dependent = depends_on_input(gm)
+        self.modules = dict(gm.named_modules())
+        self.input_event = snn.settings["encoding"] in ("spike", "stochastic")
+        self.adaptive = snn.schedule.rule is not None
+        self.names = [n.name for n in gm.graph.nodes]
+        self.ops = {name: torch.zeros(T, 2, dtype=torch.float64) for name in self.names}
+        self.changed: dict[fx.Node, object] = {}
+        self.event: dict[fx.Node, bool] = {}
+        self.jacobians: dict[tuple[fx.Node, fx.Node], torch.Tensor] = {}
+        self.prev_input = None
+        self.t = 0
+
+    def __call__(self, interp, node: fx.Node, value) -> None:
+        if node.op == "placeholder":
+            if not isinstance(value, torch.Tensor):  # a forward option fixed at its default
+                return
+            self.t += 1
+            delta = value
+            self.changed[node] = (delta < 0) if self.input_event else (delta != 0)
+            self.event[node] = self.input_event
+            return
+        if node.op in ("output", "get_attr") or node not in self.dependent:
+            return
+        if node.op == "call_module" and isinstance(self.modules[node.target], SpikingNeuron):
+            self.changed[node] = (value != 0) if self.adaptive else (value < 0)
+            self.event[node] = not self.adaptive
+            return
+        self._affine(interp, node, value)
+
+    def _affine(self, interp, node, value) -> None:
+        deps = list(dict.fromkeys(a for a in node.all_input_nodes if a in self.dependent))
+        category = _category(node, self.modules, self.dependent)
+        event = all(self.event[d] for d in deps)
+        if not isinstance(value, torch.Tensor) or any(not isinstance(self.changed[d], torch.Tensor) for d in deps):
+            # Tuples (split, chunk, unbind, getitem of them): data moves, the pattern moves with it.
+            if category != _MOVE:
+                raise ValueError(f"the literal count expects only data movement around tuples: {node.format_node()}")
+            patterns = {d: _as_float(self.changed[d]) for d in deps}
+            self.changed[node] = _as_bool(_call(interp, node, patterns))
+            self.event[node] = event
+            return
+        out = torch.zeros(value.numel(), dtype=torch.float64)
+        synapses = 0.0
+        for d in deps:
+            jac = self._jacobian(interp, node, d, value)  # [out elements, in elements], 0/1
+            changed = self.changed[d].reshape(-1).to(torch.float64)
+            synapses += float(jac.sum(0) @ changed)
+            out += jac @ changed
+        changed_out = (out > 0).reshape(value.shape)
+        self.changed[node] = changed_out
+        n_out = float(changed_out.sum())
+        ac = mac = 0.0
+        if category == _WEIGHTED:
+            ac, mac = (synapses, 0.0) if event else (0.0, synapses)
+        elif category in (_ADD, _SUM):
+            ac = synapses
+        elif category == _AVERAGE:
+            ac, mac = synapses, n_out
+        elif category == _SCALE and not event:
+            mac = n_out
+        self.event[node] = event and category in (_SCALE, _MOVE)
+        row = self.ops[node.name][self.t - 1]
+        row[0] += ac
+        row[1] += mac
+
+    def _jacobian(self, interp, node, d, value) -> torch.Tensor:
+        key = (node, d)
+        if key not in self.jacobians:
+            others = {a: torch.zeros_like(interp.env[a]) for a in node.all_input_nodes
+                      if a in self.dependent and a is not d}
+            base = interp.env[d]
+
+            def linear(v):
+                return _call(interp, node, {**others, d: v}) - _call(interp, node, {**others, d: torch.zeros_like(v)})
+
+            jac = torch.func.jacfwd(linear)(torch.zeros_like(base))
+            self.jacobians[key] = (jac.reshape(value.numel(), base.numel()) != 0).to(torch.float64)
+        return self.jacobians[key]
+
+
+def _as_float(value):
+    if isinstance(value, torch.Tensor):
+        return value.to(torch.float64)
+    return tuple(_as_float(v) for v in value)
+
+
+def _as_bool(value):
+    if isinstance(value, torch.Tensor):
+        return value != 0
+    return tuple(_as_bool(v) for v in value)
+
+
+def count_operations(snn, x: torch.Tensor, T: int) -> dict[str, torch.Tensor]:
+    """``{node name: [T, 2]}``: the ACs and MACs each affine node does at each step on the batch ``x``
+    (summed over its samples), counted on ``signgd.event_driven``'s step-by-step simulation. Nodes
+    that do nothing have rows of zeros."""
+    counter = EventCounter(snn, T)
+    simulate_spikes(snn, x, T, observer=counter)
+    return counter.ops

@@ -1,0 +1,89 @@
+"""What each neuron costs to compute: one table, used for the SNN's neurons and the ANN's nonlinearities.
+
+Two kinds of operation are counted, as in the 45 nm figures the energy uses:
+
+- an **AC** (accumulate): one floating-point addition, subtraction, comparison or max;
+- a **MAC** (multiply-accumulate): one multiplication, with or without the addition after it.
+
+A transcendental function (exp, log, erf, tanh, a reciprocal, a reciprocal square root) counts as
+``FUNCTION_MACS`` MACs: a range-reduced polynomial or a few Newton steps, as a digital core computes
+it. The table gives the cost of evaluating a target once per output element, ``(ACs, MACs)``; the
+2-input targets whose cost depends on shapes (``matmul``: K MACs per output, ``divide_sqrt``: the
+reciprocal square root once per element of its variance input) are priced by ``target_cost``.
+
+On top of evaluating its target, a signGD neuron works at every step (``SIGNGD_STEP``): it compares its
+estimate with the target (1 AC) and moves it (1 AC); a normalized neuron multiplies its target by
+``1 / scale`` (1 MAC); an adaptive neuron also updates its gain (1 AC to compare its spike with the
+last one, 1 MAC to scale the gain) and multiplies its step by it (1 MAC). Each element of a
+neuron's input integrates what arrives: ``x += eta_t * (c - 2 * acc)`` for the binary neuron (the
+drift ``c`` of the senders that did not spike is a constant of the receiver: 1 AC, 1 MAC),
+``x += eta_t * acc`` for adaptive senders (1 MAC). The integrate-and-fire (subgradient) neuron
+averages its input (1 AC, 1 MAC), compares (1 AC) and averages its spikes (1 AC, 1 MAC); the classic
+IF neuron (``dynamics="if"``) integrates, compares and subtracts its threshold (3 AC); the input of
+either adds the bias to what arrived (1 AC). The signGD readout integrates like a neuron's input; the
+subgradient decoder averages (1 AC, 1 MAC). The input encoders: ``float`` moves its estimate toward
+the input (1 AC, 1 MAC per element per step), ``spike`` compares and moves (2 AC), ``stochastic``
+also draws its noise (a hash and a sigmoid: 2 AC + the sigmoid's cost), ``analog`` costs nothing.
+"""
+from __future__ import annotations
+
+import math
+
+__all__ = ["FUNCTION_MACS", "TARGET_COSTS", "target_cost", "SIGNGD_STEP", "NORMALIZE", "ADAPTIVE_STEP",
+           "RECEIVE_BINARY", "RECEIVE_ADAPTIVE", "SUBGRADIENT_STEP", "IF_STEP", "RECEIVE_SUBGRADIENT",
+           "DECODE_SUBGRADIENT",
+           "ENCODER_STEP"]
+
+FUNCTION_MACS = 4
+_F = FUNCTION_MACS
+
+# target -> (ACs, MACs) per output element, and why.
+TARGET_COSTS: dict[str, tuple[int, int, str]] = {
+    "relu": (1, 0, "max(x, 0): one comparison"),
+    "abs": (1, 0, "one comparison (sign)"),
+    "max": (1, 0, "max(a, b): one comparison"),
+    "hardtanh": (2, 0, "clamp: two comparisons"),
+    "leaky_relu": (1, 1, "a comparison and a multiply by the slope"),
+    "square": (0, 1, "x * x"),
+    "mul": (0, 1, "a * b"),
+    "exp": (0, _F, "a function"),
+    "tanh": (0, _F, "a function"),
+    "sigmoid": (1, 2 * _F, "exp, an add, a reciprocal"),
+    "gelu": (1, _F + 3, "x/sqrt(2), erf (a function), an add, two multiplies"),
+    "silu": (1, 2 * _F + 1, "sigmoid, a multiply"),
+    "hardswish": (3, 2, "an add, a clamp (two comparisons), two multiplies"),
+    "hardsigmoid": (3, 1, "an add, a clamp (two comparisons), a multiply"),
+    "elu": (2, _F + 1, "a comparison, exp, a subtraction, a multiply by alpha"),
+    "softplus": (1, 2 * _F + 2, "exp, an add, log, two multiplies by beta"),
+    "mish": (1, 3 * _F + 3, "softplus, tanh, a multiply"),
+    "divide": (0, _F + 1, "a reciprocal and a multiply"),
+    "divide_sqrt": (0, 1, "c * r: a multiply per output, plus per variance element a floor (1 AC) "
+                          "and a reciprocal square root (a function)"),
+    "matmul": (0, 1, "K multiply-accumulates per output element (K: the inner dimension)"),
+}
+
+SIGNGD_STEP = (2, 0)  # compare the estimate with the target, move it
+NORMALIZE = (0, 1)  # multiply the target by 1 / scale
+ADAPTIVE_STEP = (1, 2)  # compare the spike with the last, scale the gain, scale the step by it
+RECEIVE_BINARY = (1, 1)  # x += eta_t * (c - 2 * acc)
+RECEIVE_ADAPTIVE = (0, 1)  # x += eta_t * acc
+SUBGRADIENT_STEP = (3, 2)  # average the input, compare, average the spikes
+IF_STEP = (3, 0)  # integrate-and-fire (dynamics="if"): integrate, compare, subtract the threshold
+RECEIVE_SUBGRADIENT = (1, 0)  # the bias added to what arrived
+DECODE_SUBGRADIENT = (1, 1)  # the output's running average
+ENCODER_STEP = {"float": (1, 1), "spike": (2, 0), "stochastic": (3, 2 * _F), "analog": (0, 0)}
+
+
+def target_cost(target: str, output_elements: int, input_shapes: list[tuple[int, ...]]) -> tuple[int, int]:
+    """``(ACs, MACs)`` of evaluating ``target`` once on one sample: ``output_elements`` outputs from
+    inputs of the given per-sample shapes."""
+    if target not in TARGET_COSTS:
+        raise KeyError(f"no cost for the neuron target {target!r}; add it to signgd.report.op_costs.TARGET_COSTS")
+    ac, mac, _ = TARGET_COSTS[target]
+    if target == "matmul":
+        k = input_shapes[0][-1] if input_shapes and input_shapes[0] else 1
+        return 0, output_elements * k
+    if target == "divide_sqrt":
+        variance = math.prod(input_shapes[1]) if len(input_shapes) > 1 else output_elements
+        return variance, output_elements + variance * FUNCTION_MACS
+    return ac * output_elements, mac * output_elements
