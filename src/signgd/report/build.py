@@ -49,7 +49,8 @@ def build_report(snn: SpikingNetwork, stats: RunStatistics, *, energy_model=ener
     layers = []
     for name, layer in stats.layers.items():
         layers.append({
-            "name": name, "target": layer.target, "neurons": layer.neurons, "fan_out": fanout[name],
+            "name": name, "label": layer.label, "target": layer.target, "neurons": layer.neurons,
+            "fan_out": fanout[name],
             "spikes_per_sample": [layer.spikes_per_sample(t) for t in steps],
             "firing_rate": [layer.firing_rate(t) for t in steps],
             "relative_error": [layer.relative_error[t] for t in steps],

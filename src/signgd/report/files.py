@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import ReportError
 from ..evaluate import accuracy_table
 from .build import REPORT_FORMAT, REPORT_VERSION
+from .names import layer_label
 from .plots import draw_plots
 
 __all__ = ["ReportError", "write_json", "write_report", "read_report", "summary"]
@@ -76,6 +77,7 @@ def summary(report: dict) -> str:
               "| layer | target | neurons | firing rate | spikes per sample | relative error |",
               "|---|---|---:|---:|---:|---:|"]
     for layer in report["layers"]:
-        lines.append(f"| {layer['name']} | {layer['target']} | {layer['neurons']} | {layer['firing_rate'][-1]:.3f} | "
-                     f"{layer['spikes_per_sample'][-1]:.4g} | {layer['relative_error'][-1]:.3g} |")
+        lines.append(f"| {layer_label(layer)} | {layer['target']} | {layer['neurons']} | "
+                     f"{layer['firing_rate'][-1]:.3f} | {layer['spikes_per_sample'][-1]:.4g} | "
+                     f"{layer['relative_error'][-1]:.3g} |")
     return "\n".join(lines)
