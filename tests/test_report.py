@@ -12,7 +12,7 @@ from signgd.report import energy
 
 @pytest.fixture(scope="module")
 def snn(trained_digits_cnn, digits_train):
-    return signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200])
+    return signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200], schedule="exponential")
 
 
 def test_statistics_agree_with_evaluate_and_the_simulator(snn, digits_test):
@@ -71,7 +71,7 @@ def test_subgradient_estimates_are_running_spike_rates(trained_digits_cnn, digit
 def test_fan_out_and_macs_of_an_mlp_by_hand(digits_train):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
-    snn = signgd.convert(model, digits_train.tensors[0][:50])
+    snn = signgd.convert(model, digits_train.tensors[0][:50], schedule="exponential")
     fo = energy.fan_out(snn)
     (relu,) = snn.neurons
     assert fo == {energy.INPUT: 16.0, relu: 10.0}
@@ -95,7 +95,7 @@ class _Residual(nn.Module):
 
 
 def test_fan_out_counts_every_path_once(digits_train):
-    snn = signgd.convert(_Residual().eval(), digits_train.tensors[0][:50])
+    snn = signgd.convert(_Residual().eval(), digits_train.tensors[0][:50], schedule="exponential")
     fo = energy.fan_out(snn)
     (relu,) = snn.neurons
     # Input: each of the 36 outputs of 4 channels reads 9 pixels -> 4 * 36 * 9 synapses over 64 pixels.
@@ -165,7 +165,7 @@ def test_a_report_of_a_timm_vit_counts_its_fan_out():
     torch.manual_seed(0)
     vit = models.tiny_vit(image_size=8).eval()
     x = torch.randn(6, 1, 8, 8)
-    snn = signgd.convert(vit, x)
+    snn = signgd.convert(vit, x, schedule="exponential")
     fo = energy.fan_out(snn)
     assert fo[energy.INPUT] > 0 and all(v >= 0 for v in fo.values()) and len(fo) == len(snn.neurons) + 1
     rep = report.make_report(snn, (x, torch.arange(6) % 10), [2])
