@@ -2,9 +2,10 @@
 neurons -> products -> max trees -> check -> calibrate.
 
 Each step is a pass in ``signgd.graph`` that logs what it changed (``logging.getLogger("signgd")``).
-The defaults are the paper's preset (signGD dynamics, ``eta_t = 0.15 * 0.95**(t-1)``, ``float`` input
-encoding) with one change the benchmarks justify: every neuron, not only the ReLUs, is normalized by
-its per-element calibration maximum (``normalize="relu"`` is the paper's choice).
+The defaults are the best general configuration the benchmarks found (docs/defaults.md): every
+neuron, not only the ReLUs, normalized by its per-element calibration maximum, ``analog`` input, and
+one schedule tuned across T in {8, 16, 32, 64} (``signgd.tuning``). ``preset="paper"`` is the paper's
+(``normalize="relu"``, ``float`` input, ``eta_t = 0.15 * 0.95**(t-1)``, nothing tuned).
 """
 from __future__ import annotations
 
