@@ -24,11 +24,11 @@ def _summary(capsys) -> re.Match:
 
 
 def test_convert_prints_one_summary_line_of_what_it_chose(trained_digits_cnn, digits_train, capsys):
-    x = digits_train.tensors[0][:120]
-    snn = signgd.convert(trained_digits_cnn, x, T=4)  # stderr is not a terminal here: no bars, the line
+    x = digits_train.tensors[0][:48]
+    snn = signgd.convert(trained_digits_cnn, x, T=2)  # stderr is not a terminal here: no bars, the line
     m = _summary(capsys)
-    assert m.group(1) == "120 samples" and m.group(3) == repr(snn.schedule) and m.group(4) == "4"
-    assert (m.group(5), m.group(6)) == ("120", "analog")
+    assert m.group(1) == "48 samples" and m.group(3) == repr(snn.schedule) and m.group(4) == "2"
+    assert (m.group(5), m.group(6)) == ("48", "analog")
     signgd.convert(trained_digits_cnn, x, preset="paper")
     m = _summary(capsys)
     assert m.group(2) is None and m.group(6) == "float"  # nothing tuned
@@ -54,5 +54,5 @@ def test_the_command_uses_the_same_default_and_prints_the_summary(weights, tmp_p
     args = build_parser().parse_args(["convert", "signgd:digits_cnn", "--data", "digits"])
     assert args.calibration == CALIBRATION_SAMPLES
     assert main(["convert", "signgd:digits_cnn", "--weights", str(weights), "--data", "digits", "--preset", "paper",
-                 "--T", "4", "--limit", "20", "--out", str(tmp_path / "r")]) == 0
-    assert _summary(capsys).group(1) == f"{CALIBRATION_SAMPLES} samples"  # the command draws the subset itself
+                 "--calibration", "64", "--T", "2", "--limit", "10", "--out", str(tmp_path / "r")]) == 0
+    assert _summary(capsys).group(1) == "64 samples"  # the command draws the subset itself, as convert() would

@@ -60,7 +60,7 @@ def test_the_report_table_and_plots_use_the_labels(trained_digits_cnn, digits_tr
     assert [layer["label"] for layer in rep["layers"]] == [labels[layer["name"]] for layer in rep["layers"]]
     text = report.summary(rep)
     model = models.digits_cnn()
-    first_relu = next(f"{i} (relu)" for i, m in enumerate(model) if isinstance(m, nn.ReLU))
+    first_relu = next(f"model[{i}] (relu)" for i, m in enumerate(model) if isinstance(m, nn.ReLU))
     assert f"| {first_relu} | relu |" in text and "neurons." not in text
     paths = report.draw_plots(rep, tmp_path)
     assert all(p.stat().st_size > 0 for p in paths)

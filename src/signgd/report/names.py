@@ -9,6 +9,7 @@ cannot map back to the model. Conversion records where each neuron came from
 - ``blocks.0.norm1 (square, LayerNorm)``, ``blocks.0.attn (exp, attention softmax)``: the neurons a
   decomposition made;
 - ``after fc (relu)``: a function called in the model's own ``forward``, after module ``fc``;
+- ``model[2] (relu)``: the child ``2`` of a model that is an ``nn.Sequential``;
 - a label that would repeat (a module called twice, a max tree of several levels) is numbered in
   graph order: ``layer1.0.relu (relu) #1``, ``#2``.
 
@@ -21,12 +22,18 @@ from ..network import SpikingNetwork
 __all__ = ["layer_names", "layer_label"]
 
 
+def _readable(path: str) -> str:
+    """A module path as a reader finds it: a top-level ``nn.Sequential``'s child ``"6"`` is ``model[6]``."""
+    head, dot, rest = path.partition(".")
+    return f"model[{head}]{dot}{rest}" if head.isdigit() else path
+
+
 def _base(node, target: str) -> str:
     origin = node.meta.get("signgd_origin")
     if not isinstance(origin, dict):
         return f"{node.target.removeprefix('neurons.')} ({target})"
     module, after, part = origin.get("module", ""), origin.get("after", ""), origin.get("part", "")
-    where = module or (f"after {after}" if after else "forward")
+    where = _readable(module) if module else (f"after {_readable(after)}" if after else "forward")
     return f"{where} ({target}{', ' + part if part else ''})"
 
 
