@@ -4,7 +4,8 @@ For each model (``benchmarks/architectures.py``: vgg, resnet, mixer, vit, ...) a
 the SNN's test accuracy and its energy per sample relative to the ANN's at each T, by the cost model
 of ``signgd.report.energy`` (``docs/energy.md``):
 
-- ``default``: ``convert(model, calibration)``;
+- ``default``: ``convert(model, calibration)`` (one schedule tuned across T = 8..64);
+- ``exponential, float``: the default before it was tuned (``schedule="exponential", encoding="float"``);
 - ``convert(T=T)``: the low-latency configuration, tuned for each T of ``--tuned-T`` (tuning tries
   22 schedules at that T, so it is measured at the low T it is for);
 - ``paper``: ``preset="paper"``;
@@ -36,7 +37,8 @@ from signgd.report.energy import EnergyModel, ann_costs  # noqa: E402
 from signgd.tuning import tune_schedule  # noqa: E402
 
 DEFAULT_T = (4, 8, 16, 32, 64, 128)
-CONFIGS = {"default": {}, "convert(T=T)": {"encoding": "analog"}, "paper": {"preset": "paper"},
+CONFIGS = {"default": {}, "exponential, float": {"schedule": "exponential", "encoding": "float"},
+           "convert(T=T)": {"encoding": "analog"}, "paper": {"preset": "paper"},
            "subgradient": {"preset": "paper", "dynamics": "subgradient"}, "spikingjelly": None}
 TUNED = {"convert(T=T)"}
 
@@ -166,7 +168,7 @@ def main(argv=None) -> int:
                     why = peers.unavailable()
                     if why:
                         raise RuntimeError(why)
-                    ref = signgd.convert(model, calibration[:64])
+                    ref = signgd.convert(model, calibration[:64], schedule="exponential")
                     ann = ann_costs(ref)
                     em = EnergyModel()
                     ann_energy = em.energy(sum(a for a, _ in ann.values()), sum(m for _, m in ann.values()))

@@ -83,7 +83,7 @@ def check(net: str, encoding: str, adaptive_steps: bool, T: int = 6):
     torch.manual_seed(0)
     model = NETS[net]().eval().double()
     x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
-    snn = signgd.convert(model, x, encoding=encoding, **({"schedule": adaptive()} if adaptive_steps else {}))
+    snn = signgd.convert(model, x, encoding=encoding, schedule=adaptive() if adaptive_steps else "exponential")
     ours = count_operations(snn, x, T)
     hooked = _HookedModules(snn)
     state = EventCounter(snn, T)  # which elements changed, to feed NeuroBench

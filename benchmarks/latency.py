@@ -5,7 +5,10 @@ For the Fashion-MNIST VGG of ``benchmarks/accuracy.py`` and the models of
 and SNN accuracy at T = 4, 8, 16, 32, 64 for these configurations of ``signgd.convert``:
 
 - ``paper``: ``preset="paper"`` (ReLUs normalized only, float encoding, exponential(0.15, 0.95));
-- ``default``: ``convert(model, calibration)`` (every neuron normalized, float encoding);
+- ``default``: ``convert(model, calibration)`` (every neuron normalized, analog encoding, one schedule
+  tuned across T in {8, 16, 32, 64} on the first 256 calibration samples);
+- ``untuned default``: the default before it was tuned (every neuron normalized, float encoding, the
+  paper's schedule), ``convert(..., schedule="exponential", encoding="float")``;
 - the remedies alone, each added to the paper preset: ``normalize="all"``; ``encoding="analog"``;
   the schedule tuned for each T (``signgd.tuning``);
 - ``convert(T=T)``: the low-latency configuration (every neuron normalized, analog encoding, the
@@ -40,6 +43,8 @@ DEFAULT_T = (4, 8, 16, 32, 64)
 CONFIGS = {
     "paper": ({"preset": "paper"}, False, False),
     "default": ({}, False, False),
+    # the default before issue 17: every neuron normalized, float input, the paper's schedule untuned
+    "untuned default": ({"schedule": "exponential", "encoding": "float"}, False, False),
     "paper + normalize all": ({"preset": "paper", "normalize": "all"}, False, True),
     "paper + analog": ({"preset": "paper", "encoding": "analog"}, False, True),
     "paper + tuned schedule": ({"preset": "paper"}, True, True),
@@ -47,7 +52,7 @@ CONFIGS = {
     # would a fixed adaptive schedule make a better default (no T given)?
     "default + adaptive": ({"schedule": "adaptive:lr=0.2,grow=1.1,shrink=0.6"}, False, False),
 }
-MAIN = ("paper", "default", "convert(T=T)")
+MAIN = ("paper", "untuned default", "default", "convert(T=T)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

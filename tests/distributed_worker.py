@@ -30,7 +30,7 @@ def main(weights: str, out: str) -> None:
             for p in model.parameters():
                 p.add_(0.05 * torch.randn_like(p))
     train, test = data.digits("train"), data.digits("test")
-    snn = signgd.convert(model, train.tensors[0][:200])
+    snn = signgd.convert(model, train.tensors[0][:200], schedule="exponential")
     state = {k: v.double().sum().item() for k, v in snn.graph_module.state_dict().items()}
     evaluated = signgd.evaluate(snn, test, T=[4, 32], limit=LIMIT)
     tuned = signgd.convert(model, train.tensors[0][:200], T=4).settings["schedule"]  # rank 0's choice everywhere

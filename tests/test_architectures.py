@@ -26,7 +26,7 @@ def _converges(model: nn.Module, x: torch.Tensor, expected_targets: set[str], fi
     model = _redraw_zero_heads(model)
     with torch.no_grad():
         ann = model(x)
-    snn = signgd.convert(model, x, encoding="analog", normalize="all")
+    snn = signgd.convert(model, x, encoding="analog", normalize="all", schedule="exponential")
     assert torch.allclose(snn.ann(x), ann, atol=1e-4 * float(ann.abs().max()))
     outs = snn(x, T=[32, 256])
     err = {t: float((outs[t] - ann).norm() / ann.norm()) for t in outs}

@@ -40,7 +40,8 @@ def test_help_lists_the_commands(capsys):
 def converted(weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("convert")
     rc = main(["convert", "signgd:digits_cnn", "--weights", str(weights), "--data", "digits", "--T", "4,32",
-               "--limit", "90", "--calibration", "200", "--out", str(out), "--seed", "3", "--quiet"])
+               "--limit", "90", "--calibration", "200", "--out", str(out), "--seed", "3", "--schedule", "exponential",
+               "--quiet"])
     assert rc == 0
     return out
 

@@ -66,7 +66,7 @@ def test_tricky_but_convertible_models_keep_their_numbers(fn):
     x = torch.randn(5, 6)
     with torch.no_grad():
         expected = model(x.clone())
-    snn = signgd.convert(model, x)
+    snn = signgd.convert(model, x, schedule="exponential")
     assert torch.allclose(snn.ann(x), expected, atol=1e-6)
     assert any(m.target == "relu" for m in snn.neurons.values())
 
@@ -81,16 +81,16 @@ def test_tricky_but_convertible_models_keep_their_numbers(fn):
 ])
 def test_nonlinear_ops_in_disguise_are_refused(fn, match):
     with pytest.raises(signgd.UnsupportedOperationError, match=match):
-        signgd.convert(_Fn(fn).eval(), torch.randn(4, 6))
+        signgd.convert(_Fn(fn).eval(), torch.randn(4, 6), schedule="exponential")
 
 
 def test_batch_coupled_models_are_refused():
     model = _Fn(lambda m, x: m.head(torch.relu(m.fc(x) - m.fc(x).mean()))).eval()
     with pytest.raises(signgd.ConversionError, match="depends on the other samples"):
-        signgd.convert(model, torch.randn(4, 6))
+        signgd.convert(model, torch.randn(4, 6), schedule="exponential")
     bn = nn.Sequential(nn.Linear(6, 6), nn.BatchNorm1d(6, track_running_stats=False), nn.ReLU(), nn.Linear(6, 3))
     with pytest.raises(signgd.UnsupportedOperationError, match="without running statistics"):
-        signgd.convert(bn.eval(), torch.randn(4, 6))
+        signgd.convert(bn.eval(), torch.randn(4, 6), schedule="exponential")
 
 
 def test_shared_conv_is_not_folded_into_one_of_its_batchnorms():
@@ -110,7 +110,7 @@ def test_shared_conv_is_not_folded_into_one_of_its_batchnorms():
     x = torch.randn(3, 2, 4, 4)
     with torch.no_grad():
         expected = model(x)
-    assert torch.allclose(signgd.convert(model, x).ann(x), expected, atol=1e-5)
+    assert torch.allclose(signgd.convert(model, x, schedule="exponential").ann(x), expected, atol=1e-5)
 
 
 def test_linear_batchnorm1d_on_sequences_is_not_folded_wrongly():
@@ -121,7 +121,7 @@ def test_linear_batchnorm1d_on_sequences_is_not_folded_wrongly():
     x = torch.randn(4, 5, 5)  # (N, C, L) with C == L: BN normalizes dim 1, the Linear acts on dim 2
     with torch.no_grad():
         expected = model(x)
-    assert torch.allclose(signgd.convert(model, x).ann(x), expected, atol=1e-5)
+    assert torch.allclose(signgd.convert(model, x, schedule="exponential").ann(x), expected, atol=1e-5)
 
 
 def test_inplace_op_on_the_input_never_reaches_the_callers_tensor():
@@ -136,7 +136,7 @@ def test_inplace_op_on_the_input_never_reaches_the_callers_tensor():
 
     torch.manual_seed(0)
     x = torch.rand(3, 4)
-    snn = signgd.convert(Net().eval(), x, encoding="analog")
+    snn = signgd.convert(Net().eval(), x, encoding="analog", schedule="exponential")
     before = x.clone()
     one = snn(x, T=6, chunk=1)
     assert torch.equal(x, before)
@@ -149,12 +149,12 @@ def test_padding_value_reached_by_the_data_warns():
         model[0].weight.fill_(1000.0)
     x = -torch.rand(2, 1, 4, 4) - 0.5  # inputs of -500 and below: the padding (-200) would win
     with pytest.warns(UserWarning, match="padding value"), pytest.raises(signgd.ConversionError):
-        signgd.convert(model, x)
-    assert torch.allclose(signgd.convert(model, x, pad_value=-1e9).ann(x), model(x).detach())
+        signgd.convert(model, x, schedule="exponential")
+    assert torch.allclose(signgd.convert(model, x, pad_value=-1e9, schedule="exponential").ann(x), model(x).detach())
 
 
 def test_a_converted_network_stays_in_eval_mode():
-    snn = signgd.convert(_Fn(_relu_keyword_input).eval(), torch.randn(4, 6))
+    snn = signgd.convert(_Fn(_relu_keyword_input).eval(), torch.randn(4, 6), schedule="exponential")
     with pytest.raises(RuntimeError, match="eval mode only"):
         snn.train()
     assert snn.eval() is snn and not snn.training
@@ -164,7 +164,7 @@ def test_evaluate_accepts_column_labels_and_refuses_float_labels():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
     x = torch.randn(20, 6)
-    snn = signgd.convert(model, x)
+    snn = signgd.convert(model, x, schedule="exponential")
     y = model(x).argmax(-1)
     report = signgd.evaluate(snn, (x, y.unsqueeze(1)), T=[64])
     assert report.ann_accuracy == 1.0
@@ -175,7 +175,7 @@ def test_evaluate_accepts_column_labels_and_refuses_float_labels():
 
 
 def test_numpy_and_tensor_step_counts_are_accepted():
-    snn = signgd.convert(_Fn(_relu_keyword_input).eval(), torch.randn(4, 6))
+    snn = signgd.convert(_Fn(_relu_keyword_input).eval(), torch.randn(4, 6), schedule="exponential")
     x = torch.randn(2, 6)
     assert torch.equal(snn(x, T=np.int64(8)), snn(x, T=8))
     assert sorted(snn(x, T=torch.tensor([4, 8]))) == [4, 8]
@@ -202,7 +202,7 @@ class _Overflow(nn.Module):
 def test_nan_or_inf_appearing_inside_the_model_names_the_node(then_zero):
     torch.manual_seed(0)
     with pytest.raises(signgd.CalibrationError) as info:
-        signgd.convert(_Overflow(then_zero).eval(), torch.rand(5, 4) + 0.5)
+        signgd.convert(_Overflow(then_zero).eval(), torch.rand(5, 4) + 0.5, schedule="exponential")
     message = str(info.value)
     assert "gives NaN or Inf on the calibration data; the first one appears at node 'mul_1' (mul)" in message
     assert "\n" not in message and "Fix the model" in message
@@ -213,13 +213,14 @@ def test_nan_in_a_later_calibration_batch_is_one_clear_line():
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     batches = [torch.rand(3, 4), torch.rand(3, 4) * 1e38 * 10]  # the second overflows: 1e39 is Inf in float32
     with pytest.raises(signgd.CalibrationError, match="calibration batch 1 contains NaN or Inf") as info:
-        signgd.convert(model, batches)
+        signgd.convert(model, batches, schedule="exponential")
     assert "\n" not in str(info.value)
     big = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     with torch.no_grad():
         big[0].weight.fill_(1e38)
     with pytest.raises(signgd.CalibrationError, match=r"neuron 'neurons._1' produced NaN or Inf") as info:
-        signgd.convert(big, [torch.rand(3, 4) * 1e-38, torch.rand(3, 4) + 1])  # finite first batch, Inf later
+        signgd.convert(big, [torch.rand(3, 4) * 1e-38, torch.rand(3, 4) + 1],
+                       schedule="exponential")  # finite first batch, Inf later
     assert "\n" not in str(info.value) and "While executing" not in str(info.value)
 
 
@@ -232,5 +233,5 @@ def test_nan_in_a_later_calibration_batch_is_one_clear_line():
 def test_calibration_of_the_wrong_shape_or_dtype_is_one_clear_line(calibration, match):
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3)).eval()
     with pytest.raises(signgd.CalibrationError, match=match) as info:
-        signgd.convert(model, calibration)
+        signgd.convert(model, calibration, schedule="exponential")
     assert "\n" not in str(info.value)

@@ -22,8 +22,10 @@ def _model():
                                                ("subgradient", "analog")])
 def test_cuda_simulation_matches_cpu(dynamics, encoding):
     x = torch.rand(10, 1, 8, 8, dtype=torch.float64)
-    cpu = signgd.convert(_model().double(), x, dynamics=dynamics, encoding=encoding)
-    gpu = signgd.convert(copy.deepcopy(_model()).double().cuda(), x.cuda(), dynamics=dynamics, encoding=encoding)
+    cpu = signgd.convert(_model().double(), x, dynamics=dynamics, encoding=encoding,
+        schedule=None if dynamics == "subgradient" else "exponential")
+    gpu = signgd.convert(copy.deepcopy(_model()).double().cuda(), x.cuda(), dynamics=dynamics, encoding=encoding,
+        schedule=None if dynamics == "subgradient" else "exponential")
     out_cpu = cpu(x, T=[8, 32])
     out_gpu = gpu(x.cuda(), T=[8, 32], chunk=5)
     for t in (8, 32):
@@ -36,7 +38,7 @@ def test_cuda_simulation_matches_cpu(dynamics, encoding):
 @cuda
 def test_moving_a_converted_network_to_cuda():
     x = torch.rand(4, 1, 8, 8)
-    snn = signgd.convert(_model(), x)
+    snn = signgd.convert(_model(), x, schedule="exponential")
     ref = snn(x, T=16)
     snn.cuda()
     assert torch.allclose(snn(x.cuda(), T=16).cpu(), ref, atol=1e-5)
@@ -49,7 +51,8 @@ def test_float16_on_cuda_reaches_its_documented_accuracy():
     """float16 works on CUDA (docs/reliability.md); its 5-bit exponent makes overflow the risk."""
     torch.manual_seed(1)
     x = torch.rand(10, 1, 8, 8)
-    snn = signgd.convert(_model().half().cuda(), x.half(), encoding="analog")  # calibration moved to the model
+    snn = signgd.convert(_model().half().cuda(), x.half(), encoding="analog",
+                         schedule="exponential")  # calibration moved to the model
     with torch.no_grad():
         ann = _model().double()(x.double())
     outs = snn(x.half().cuda(), T=[16, 256])

@@ -78,7 +78,7 @@ def test_distributed_true_without_a_process_group_says_how_to_start(digits_test,
     with pytest.raises(DistributedError, match="torchrun"):
         signgd.evaluate(object(), digits_test, T=4, distributed=True)
     with pytest.raises(DistributedError, match="init_process_group"):
-        signgd.convert(trained_digits_cnn, digits_test.tensors[0][:8], distributed=True)
+        signgd.convert(trained_digits_cnn, digits_test.tensors[0][:8], distributed=True, schedule="exponential")
     with pytest.raises(TypeError):
         signgd.evaluate(object(), digits_test, T=4, distributed="yes")
 
@@ -89,7 +89,8 @@ def converted(weights, tmp_path_factory):
     """`signgd convert` run twice on 101 test samples: in this process (one/), and unchanged under
     torchrun with 2 processes (two/); the second run's stdout."""
     tmp = tmp_path_factory.mktemp("dist-convert")
-    convert = ["convert", "signgd:digits_cnn", "--weights", str(weights), "--calibration", "200", *ARGS]
+    convert = ["convert", "signgd:digits_cnn", "--weights", str(weights), "--calibration", "200",
+               "--schedule", "exponential", *ARGS]
     assert main([*convert, "--out", str(tmp / "one")]) == 0
     run = _torchrun(["-m", "signgd", *convert, "--out", str(tmp / "two")], tmp)
     return tmp, run.stdout
@@ -137,7 +138,7 @@ def test_python_api_under_torchrun_equals_one_process(weights, trained_digits_cn
     assert r0["alone_n"] == r1["alone_n"] == 9  # distributed=False: each process evaluates all its data
     assert "different data or steps" in r0["mismatch"] and "different data or steps" in r1["mismatch"]
 
-    snn = signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200])
+    snn = signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200], schedule="exponential")
     one = signgd.evaluate(snn, digits_test, T=[4, 32], limit=101)
     loader = DataLoader(torch.utils.data.Subset(digits_test, range(101)), batch_size=16, drop_last=True)
     dropped = signgd.evaluate(snn, loader, T=[4, 32])

@@ -43,8 +43,8 @@ def test_fast_count_equals_the_literal_event_driven_count(net, encoding, adaptiv
     torch.manual_seed(0)
     model = _NETS[net]().eval().double()
     x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
-    kwargs = {"schedule": adaptive()} if adaptive_steps else {}
-    snn = signgd.convert(model, x, encoding=encoding, **kwargs)
+    schedule = adaptive() if adaptive_steps else "exponential"
+    snn = signgd.convert(model, x, encoding=encoding, schedule=schedule)
     T = 6
     literal, fast = count_operations(snn, x, T), _fast_count(snn, x, T)
     assert set(literal) == set(fast)
@@ -61,7 +61,7 @@ def test_an_mlp_by_hand(digits_train):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
     x = digits_train.tensors[0][:20]
-    snn = signgd.convert(model, x)
+    snn = signgd.convert(model, x, schedule="exponential", encoding="float")
     ann = energy.ann_costs(snn)
     assert sum(mac for _, mac in ann.values()) == 64 * 16 + 16 * 10
     assert sum(ac for ac, _ in ann.values()) == 16 + 10 + 16
@@ -94,7 +94,7 @@ def test_adds_means_and_scalings_by_hand(digits_train):
     """Node by node: ``0.5 * h`` of spikes is folded (free), the subtraction adds each changed element of
     both operands (ACs), the mean adds each changed input (ACs) and scales each changed output (MACs)."""
     x = digits_train.tensors[0][:4].double()
-    snn = signgd.convert(_SubtractAndMean().eval().double(), x, encoding="spike")
+    snn = signgd.convert(_SubtractAndMean().eval().double(), x, encoding="spike", schedule="exponential")
     counts = _fast_count(snn, x, 4)
     scaled, sub, mean, neg = "mul", "sub", "mean", "neg"  # the graph's node names
     assert counts[scaled].sum() == 0
@@ -119,8 +119,8 @@ def test_no_step_exceeds_the_dense_synapse_count(seed):
     model = nn.Sequential(*layers)
     x = torch.rand(3, 1, 8, 8)
     model(x)
-    kwargs = {"schedule": adaptive()} if pick(2) else {}
-    snn = signgd.convert(model.eval(), x, encoding=["float", "spike", "analog"][pick(3)], **kwargs)
+    schedule = adaptive() if pick(2) else "exponential"
+    snn = signgd.convert(model.eval(), x, encoding=["float", "spike", "analog"][pick(3)], schedule=schedule)
     counts = _fast_count(snn, x, 8)
     per_step = sum(v.sum(1) for v in counts.values()) / x.shape[0]
     dense = energy.dense_synaptic_ops(snn)
@@ -138,7 +138,7 @@ class _ResidualConv(nn.Module):
 
 def test_the_headline_is_the_smallest_T_within_one_point(trained_digits_cnn, digits_train, digits_test):
     from signgd import report
-    snn = signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200])
+    snn = signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200], schedule="exponential")
     rep = report.make_report(snn, digits_test, [2, 16, 64], limit=100)
     acc, head = rep["accuracy"], rep["energy"]["headline"]
     within = [t for t, a in zip(rep["steps"], acc["snn"]) if a >= acc["ann"] - 0.01]

@@ -23,7 +23,7 @@ from signgd import launch, preprocessing
 from signgd.cli import main
 from signgd.snnfile import to_payload
 
-FAST = ["--T", "4,16", "--limit", "60", "--calibration", "100", "--quiet"]
+FAST = ["--T", "4,16", "--limit", "60", "--calibration", "100", "--schedule", "exponential", "--quiet"]
 
 
 def _error(capsys, argv):
@@ -85,15 +85,16 @@ def test_python_convert_records_torchvision_transforms(trained_digits_cnn, digit
     from torchvision import transforms
     from torchvision.transforms import v2
     v1_data = _Transformed(digits_train, transforms.Compose([transforms.Normalize([0.3], [0.4])]))
-    snn = signgd.convert(trained_digits_cnn, DataLoader(v1_data, batch_size=100))
+    snn = signgd.convert(trained_digits_cnn, DataLoader(v1_data, batch_size=100), schedule="exponential")
     assert snn.settings["preprocessing"] == {"resize": None, "crop": None, "mean": [0.3], "std": [0.4]}
     loaded = signgd.load(snn.save(tmp_path / "snn.pt"))
     assert loaded.settings["preprocessing"] == snn.settings["preprocessing"]
     v2_data = _Transformed(digits_train, v2.Normalize([0.3], [0.4]))
-    assert signgd.convert(trained_digits_cnn, v2_data).settings["preprocessing"]["std"] == [0.4]
+    assert signgd.convert(trained_digits_cnn, v2_data, schedule="exponential").settings["preprocessing"]["std"] == [0.4]
     other = _Transformed(digits_train, transforms.Lambda(lambda x: x * 2))
-    assert signgd.convert(trained_digits_cnn, other).settings["preprocessing"] is None
-    assert signgd.convert(trained_digits_cnn, digits_train.tensors[0][:100]).settings["preprocessing"] is None
+    assert signgd.convert(trained_digits_cnn, other, schedule="exponential").settings["preprocessing"] is None
+    assert signgd.convert(trained_digits_cnn, digits_train.tensors[0][:100],
+                          schedule="exponential").settings["preprocessing"] is None
 
 
 def test_which_torchvision_steps_are_recorded():
@@ -110,7 +111,8 @@ def test_which_torchvision_steps_are_recorded():
 
 
 def test_a_file_saved_before_preprocessing_was_recorded_still_loads(trained_digits_cnn, digits_train, tmp_path):
-    snn = signgd.convert(trained_digits_cnn, digits_train.tensors[0][:100], preprocessing={"mean": [0.3]})
+    snn = signgd.convert(trained_digits_cnn, digits_train.tensors[0][:100], preprocessing={"mean": [0.3]},
+                         schedule="exponential")
     assert snn.settings["preprocessing"] == {"resize": None, "crop": None, "mean": [0.3], "std": None}
     payload = to_payload(snn)
     del payload["settings"]["$dict"]["preprocessing"]
@@ -142,7 +144,8 @@ def test_the_ann_accuracy_is_printed_before_the_simulation(weights, tmp_path):
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # a width for the bars
     proc = subprocess.Popen([sys.executable, "-m", "signgd", "convert", "signgd:digits_cnn", "--weights",
                              str(weights), "--data", "digits", "--T", "4", "--limit", "40", "--calibration", "50",
-                             "--out", str(tmp_path)], stdout=follower, stderr=follower, stdin=subprocess.DEVNULL)
+                             "--schedule", "exponential", "--out", str(tmp_path)],
+                            stdout=follower, stderr=follower, stdin=subprocess.DEVNULL)
     os.close(follower)
     chunks = []
 
@@ -253,7 +256,7 @@ def test_many_unsupported_nodes_are_grouped_by_op():
             return torch.floor(h)
 
     with pytest.raises(signgd.UnsupportedOperationError) as info:
-        signgd.convert(Signs().eval(), torch.randn(4, 6))
+        signgd.convert(Signs().eval(), torch.randn(4, 6), schedule="exponential")
     assert len(info.value.nodes) == 8
     assert "7 x torch.sign: sign, sign_1, sign_2, ... (4 more); 1 x torch.floor: floor." in str(info.value)
 

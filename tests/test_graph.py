@@ -11,6 +11,8 @@ from signgd.neurons import SpikingNeuron
 
 
 def _convert(model, x, **kw):
+    if kw.get("dynamics", "signgd") == "signgd" and not {"preset", "T", "schedule"} & set(kw):
+        kw["schedule"] = "exponential"  # the paper's schedule, untuned: these tests are about the graph
     return signgd.convert(model, x, **kw)
 
 

@@ -36,19 +36,20 @@ ENCODINGS = ["float", "spike", "stochastic", "analog"]
 def test_calls_are_bit_identical_whatever_came_before(x, encoding):
     """Repeated calls, calls after other inputs, other T or statistics: bit for bit the same (the
     stochastic encoding included: its noise is a hash of seed, step and element)."""
-    snn = signgd.convert(_net(), x, encoding=encoding, seed=7)
+    snn = signgd.convert(_net(), x, encoding=encoding, seed=7, schedule="exponential")
     first = snn(x, T=[3, 20])
     snn(torch.rand(5, 1, 8, 8), T=50)
     snn.simulate(x[:2], 9, stats=True)
     again = snn(x, T=[3, 20])
-    fresh = signgd.convert(_net(), x, encoding=encoding, seed=7)(x, T=[3, 20])  # no earlier call at all
+    fresh = signgd.convert(_net(), x, encoding=encoding, seed=7,
+                           schedule="exponential")(x, T=[3, 20])  # no earlier call at all
     for t in (3, 20):
         assert torch.equal(first[t], again[t]) and torch.equal(first[t], fresh[t])
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_a_sample_does_not_depend_on_its_batch_mates_or_the_batch_size(x, encoding):
-    snn = signgd.convert(_net().double(), x.double(), encoding=encoding, seed=7)
+    snn = signgd.convert(_net().double(), x.double(), encoding=encoding, seed=7, schedule="exponential")
     xd = x.double()
     whole = snn(xd, T=24)
     others = torch.rand(30, 1, 8, 8, dtype=torch.float64)
@@ -63,7 +64,7 @@ def test_a_sample_does_not_depend_on_its_batch_mates_or_the_batch_size(x, encodi
 def test_threads_sharing_one_network_get_what_sequential_calls_get(x):
     """All state of a run belongs to the call: two threads running the same network at once get the
     results of running one after the other (statistics included)."""
-    snn = signgd.convert(_net(), x, encoding="stochastic")
+    snn = signgd.convert(_net(), x, encoding="stochastic", schedule="exponential")
     jobs = [(x, 64), (x[3:9], 33), (torch.rand(7, 1, 8, 8), 40), (x[:1], 80)]
     expected = [snn.simulate(xi, T, stats=True) for xi, T in jobs]
     results: dict[int, list] = {i: [] for i in range(len(jobs))}
@@ -125,7 +126,7 @@ def _wide_mlp():
 
 def _memory_does_not_grow_with_T(short: int, long: int):
     x = torch.rand(8, 16)
-    snn = signgd.convert(_wide_mlp(), x)
+    snn = signgd.convert(_wide_mlp(), x, schedule="exponential")
     # Each step's output is 8 x 2000 floats (62.5 KiB): a run that kept one per step would need
     # (long - short) x 62.5 KiB more at T=long. The time-major path keeps none of them.
     grow = {T: _peak_growth_kib(lambda: snn(x, T=T, chunk=1)) for T in (short, long)}
@@ -166,7 +167,7 @@ DTYPE_BOUNDS = {torch.float64: 1e-3, torch.float32: 1e-3, torch.float16: 5e-3, t
 @pytest.mark.parametrize("dtype", list(DTYPE_BOUNDS), ids=str)
 def test_each_cpu_dtype_converts_and_reaches_its_documented_accuracy(x, dtype):
     model = copy.deepcopy(_net())
-    snn = signgd.convert(model.to(dtype), x.to(dtype), encoding="analog")
+    snn = signgd.convert(model.to(dtype), x.to(dtype), encoding="analog", schedule="exponential")
     with torch.no_grad():
         ann = _net().double()(x.double())
     outs = snn(x.to(dtype), T=[16, 256])
@@ -177,7 +178,7 @@ def test_each_cpu_dtype_converts_and_reaches_its_documented_accuracy(x, dtype):
 
 
 def test_input_on_another_device_or_dtype_is_refused_with_the_fix(x):
-    snn = signgd.convert(_net(), x)
+    snn = signgd.convert(_net(), x, schedule="exponential")
     with pytest.raises(signgd.InputError, match=r"the input is on meta but the network is on cpu; move one"):
         snn(x.to("meta"), T=4)
     with pytest.raises(signgd.InputError, match=r"dtype torch.bfloat16 but the network has torch.float32"):
@@ -189,6 +190,6 @@ def test_input_on_another_device_or_dtype_is_refused_with_the_fix(x):
 def test_calibration_in_another_float_dtype_is_cast_and_never_written(x):
     calibration = x.double()
     before = calibration.clone()
-    snn = signgd.convert(_net(), calibration)  # a float32 model
+    snn = signgd.convert(_net(), calibration, schedule="exponential")  # a float32 model
     assert torch.equal(calibration, before) and snn.placement[1] == torch.float32
-    assert torch.equal(snn(x, T=8), signgd.convert(_net(), x)(x, T=8))
+    assert torch.equal(snn(x, T=8), signgd.convert(_net(), x, schedule="exponential")(x, T=8))

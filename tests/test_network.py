@@ -26,7 +26,8 @@ def x():
 @pytest.mark.parametrize("encoding", ["float", "spike", "stochastic", "analog"])
 @pytest.mark.parametrize("dynamics", ["signgd", "subgradient"])
 def test_layer_major_equals_time_major(x, dynamics, encoding):
-    snn = signgd.convert(_net(), x, dynamics=dynamics, encoding=encoding)
+    snn = signgd.convert(_net(), x, dynamics=dynamics, encoding=encoding,
+        schedule=None if dynamics == "subgradient" else "exponential")
     time_major = snn(x, T=[5, 24], chunk=1)
     layer_major = snn(x, T=[5, 24], chunk=24)
     mixed = snn(x, T=[5, 24], chunk=7)
@@ -37,7 +38,7 @@ def test_layer_major_equals_time_major(x, dynamics, encoding):
 
 
 def test_outputs_at_several_T_come_from_one_run_and_equal_separate_runs(x):
-    snn = signgd.convert(_net(), x)
+    snn = signgd.convert(_net(), x, schedule="exponential")
     outs = snn(x, T=[64, 8, 16, 8])
     assert sorted(outs) == [8, 16, 64]
     for t in (8, 16, 64):
@@ -45,7 +46,7 @@ def test_outputs_at_several_T_come_from_one_run_and_equal_separate_runs(x):
 
 
 def test_state_resets_and_samples_do_not_depend_on_batch_mates(x):
-    snn = signgd.convert(_net().double(), x.double())
+    snn = signgd.convert(_net().double(), x.double(), schedule="exponential")
     xd = x.double()
     first = snn(xd, T=32)
     assert torch.equal(first, snn(xd, T=32))  # no state leaks from call to call
@@ -61,7 +62,7 @@ def test_spike_propagation_view_equals_estimate_propagation(x, arch):
     # has residual adds, where one neuron integrates the spikes of two upstream layers.
     torch.manual_seed(3)
     model = _net() if arch == "cnn" else models.SmallResNet(widths=(4, 6, 8)).eval()
-    snn = signgd.convert(model.double(), x.double(), normalize="all")
+    snn = signgd.convert(model.double(), x.double(), normalize="all", schedule="exponential")
     xd = x.double()
     T = 40
     ref_out, ref_spikes, _ = simulate_spikes(snn, xd, T)
@@ -76,7 +77,7 @@ def test_spike_propagation_view_equals_estimate_propagation(x, arch):
 
 def test_snn_output_approaches_the_ann_as_T_grows(x):
     model = _net()
-    snn = signgd.convert(model, x, encoding="analog", normalize="all")
+    snn = signgd.convert(model, x, encoding="analog", normalize="all", schedule="exponential")
     with torch.no_grad():
         ann = model(x)
     outs = snn(x, T=[8, 32, 128])
@@ -86,8 +87,8 @@ def test_snn_output_approaches_the_ann_as_T_grows(x):
 
 def test_float64_and_float32_agree(x):
     model = _net()
-    s32 = signgd.convert(model, x)
-    s64 = signgd.convert(copy_double(model), x.double())
+    s32 = signgd.convert(model, x, schedule="exponential")
+    s64 = signgd.convert(copy_double(model), x.double(), schedule="exponential")
     assert torch.allclose(s32(x, T=16).double(), s64(x.double(), T=16), atol=1e-4)
 
 
@@ -100,7 +101,7 @@ def test_residual_network_converts_and_tracks_the_ann():
     torch.manual_seed(0)
     model = models.SmallResNet(widths=(4, 8, 8)).eval()
     x = torch.rand(6, 1, 8, 8)
-    snn = signgd.convert(model, x, encoding="analog", normalize="all")
+    snn = signgd.convert(model, x, encoding="analog", normalize="all", schedule="exponential")
     assert torch.allclose(snn.ann(x), model(x), atol=1e-5)
     with torch.no_grad():
         ann = model(x)
@@ -109,7 +110,7 @@ def test_residual_network_converts_and_tracks_the_ann():
 
 
 def test_statistics_are_recorded_only_when_asked(x):
-    snn = signgd.convert(_net(), x)
+    snn = signgd.convert(_net(), x, schedule="exponential")
     plain = snn.simulate(x, 10)
     assert plain.spikes == {}
     stats = snn.simulate(x, 10, stats=True)
@@ -120,7 +121,7 @@ def test_statistics_are_recorded_only_when_asked(x):
 
 
 def test_snn_is_a_module_that_moves_with_to(x):
-    snn = signgd.convert(_net(), x)
+    snn = signgd.convert(_net(), x, schedule="exponential")
     assert isinstance(snn, nn.Module)
     snn64 = snn.to(torch.float64)
     assert all(m.scale.dtype == torch.float64 for m in snn64.neurons.values() if m.normalized)
@@ -135,7 +136,7 @@ def test_snn_is_a_module_that_moves_with_to(x):
     (lambda x: x[:0], "empty"),
 ])
 def test_bad_inputs_raise_clear_errors(x, bad, match):
-    snn = signgd.convert(_net(), x)
+    snn = signgd.convert(_net(), x, schedule="exponential")
     with pytest.raises(signgd.InputError, match=match):
         snn(bad(x), T=4)
 
@@ -145,7 +146,7 @@ def test_bad_inputs_raise_clear_errors(x, bad, match):
                                      (float("nan"), "integer"), (float("inf"), "integer"), (None, "positive int"),
                                      ("8", "integer"), ([8, 0], "at least 1"), (torch.tensor([[4]]), "integer")])
 def test_bad_T_raises_clear_errors(x, T, match):
-    snn = signgd.convert(_net(), x)
+    snn = signgd.convert(_net(), x, schedule="exponential")
     with pytest.raises(signgd.InputError, match=match):
         snn(x, T=T)
 
@@ -161,15 +162,15 @@ def test_bad_T_raises_clear_errors(x, T, match):
 ])
 def test_bad_calibration_raises_clear_errors(calibration, match):
     with pytest.raises(signgd.CalibrationError, match=match):
-        signgd.convert(_net(), calibration)
+        signgd.convert(_net(), calibration, schedule="exponential")
 
 
 def test_calibration_accepts_datasets_loaders_and_labelled_batches(x):
     y = torch.zeros(len(x), dtype=torch.long)
     ds = torch.utils.data.TensorDataset(x, y)
-    reference = signgd.convert(_net(), x)(x, T=8)
+    reference = signgd.convert(_net(), x, schedule="exponential")(x, T=8)
     for calib in [ds, torch.utils.data.DataLoader(ds, batch_size=5), [(x[:6], y[:6]), (x[6:], y[6:])]]:
-        assert torch.allclose(signgd.convert(_net(), calib)(x, T=8), reference)
+        assert torch.allclose(signgd.convert(_net(), calib, schedule="exponential")(x, T=8), reference)
 
 
 def test_bad_settings_are_refused(x):
@@ -186,7 +187,7 @@ def _mlp():
 
 def test_signgd_network_follows_the_paper_equations_by_hand():
     model, z = _mlp(), torch.rand(6, 4, dtype=torch.float64)
-    snn = signgd.convert(model, z)  # paper preset: float encoding, ReLU max-normalization
+    snn = signgd.convert(model, z, schedule="exponential")  # paper preset: float encoding, ReLU max-normalization
     lin1, lin2 = model[0], model[2]
     scale = torch.relu(lin1(z)).amax(0)
     scale = torch.where(scale <= 1e-5, torch.ones_like(scale), scale)

@@ -4,7 +4,7 @@ import signgd
 
 def test_digits_cnn_snn_matches_the_ann_at_T64(trained_digits_cnn, digits_train, digits_test):
     calibration = digits_train.tensors[0][:400]
-    snn = signgd.convert(trained_digits_cnn, calibration)  # the paper's preset
+    snn = signgd.convert(trained_digits_cnn, calibration, schedule="exponential")  # the paper's preset
     report = signgd.evaluate(snn, digits_test, T=[8, 16, 32, 64])
     assert report.ann_accuracy > 0.97
     assert report.snn_accuracy[64] >= report.ann_accuracy - 0.01

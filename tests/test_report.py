@@ -10,7 +10,7 @@ from signgd import report
 
 @pytest.fixture(scope="module")
 def snn(trained_digits_cnn, digits_train):
-    return signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200])
+    return signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200], schedule="exponential")
 
 
 def test_statistics_agree_with_evaluate_and_the_simulator(snn, digits_test):
@@ -115,7 +115,7 @@ def test_a_report_of_a_timm_vit_counts_its_energy():
     torch.manual_seed(0)
     vit = models.tiny_vit(image_size=8).eval()
     x = torch.randn(6, 1, 8, 8)
-    snn = signgd.convert(vit, x)
+    snn = signgd.convert(vit, x, schedule="exponential")
     rep = report.make_report(snn, (x, torch.arange(6) % 10), [2])
     assert rep["energy"]["energy_pj"][0] > 0
     assert rep["energy"]["max_synaptic_ops_per_step"] <= rep["energy"]["dense_synaptic_ops_per_step"]

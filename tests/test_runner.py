@@ -12,7 +12,7 @@ from signgd.errors import CalibrationError
 
 @pytest.fixture(scope="module")
 def snn(trained_digits_cnn, digits_train):
-    return signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200])
+    return signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200], schedule="exponential")
 
 
 class _Recorder(runner.Probe):

@@ -56,7 +56,8 @@ def _assert_round_trip(snn, x, tmp_path):
 
 @pytest.mark.parametrize("dynamics", ["signgd", "subgradient"])
 def test_digits_cnn_round_trip_is_bit_identical(trained_digits_cnn, digits_train, digits_test, dynamics, tmp_path):
-    snn = signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200], dynamics=dynamics)
+    snn = signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200], dynamics=dynamics,
+        schedule=None if dynamics == "subgradient" else "exponential")
     _assert_round_trip(snn, digits_test.tensors[0][:64], tmp_path)
 
 
@@ -73,7 +74,7 @@ def test_resnet_with_residual_adds_and_max_pooling_round_trip(trained_resnet, di
 
 @pytest.fixture(scope="module")
 def saved(trained_digits_cnn, digits_train, tmp_path_factory):
-    snn = signgd.convert(trained_digits_cnn, digits_train.tensors[0][:100])
+    snn = signgd.convert(trained_digits_cnn, digits_train.tensors[0][:100], schedule="exponential")
     return snn, snn.save(tmp_path_factory.mktemp("saved") / "snn.pt")
 
 
@@ -260,7 +261,7 @@ def test_a_model_with_names_fx_cannot_write_safely_is_refused_at_save_time(tmp_p
     model.add_module("layer one", nn.Linear(4, 4))  # torch allows spaces in module names
     model.add_module("act", nn.ReLU())
     model.add_module("head", nn.Linear(4, 2))
-    snn = signgd.convert(model.eval(), torch.randn(5, 4))
+    snn = signgd.convert(model.eval(), torch.randn(5, 4), schedule="exponential")
     with pytest.raises(SnnFileError, match="cannot save.*'layer one'.*rename"):
         snn.save(tmp_path / "snn.pt")
     assert not (tmp_path / "snn.pt").exists()

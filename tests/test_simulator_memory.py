@@ -51,7 +51,8 @@ def _close(a, b, rel=1e-5):
 @pytest.mark.parametrize("dynamics", ["signgd", "subgradient"])
 @pytest.mark.parametrize("make", [_net, _resnet])
 def test_batch_slices_equal_the_whole_batch(x, make, dynamics, encoding):
-    snn = signgd.convert(make(), x, dynamics=dynamics, encoding=encoding)
+    snn = signgd.convert(make(), x, dynamics=dynamics, encoding=encoding,
+        schedule=None if dynamics == "subgradient" else "exponential")
     whole = snn.simulate(x, [5, 12], chunk=1, stats=True)
     for bc, chunk in [(5, 7), (1, 12), (7, None), (None, None)]:
         got = snn.simulate(x, [5, 12], chunk=chunk, batch_chunk=bc, stats=True)
@@ -64,7 +65,7 @@ def test_batch_slices_equal_the_whole_batch(x, make, dynamics, encoding):
 
 def test_spike_counts_of_slices_add_up_exactly(x):
     # float64: no rounding differences between batch shapes can flip a spike
-    snn = signgd.convert(_resnet().double(), x.double())
+    snn = signgd.convert(_resnet().double(), x.double(), schedule="exponential")
     whole = snn.simulate(x.double(), 20, chunk=1, stats=True)
     sliced = snn.simulate(x.double(), 20, chunk=4, batch_chunk=5, stats=True)
     for name in whole.spikes:
@@ -89,7 +90,7 @@ def _spy_ownership(monkeypatch):
 
 @pytest.mark.parametrize("make", [_net, _resnet, _Reuse])
 def test_overwriting_inputs_changes_nothing(x, make, monkeypatch):
-    snn = signgd.convert(make().eval(), x, normalize="all")
+    snn = signgd.convert(make().eval(), x, normalize="all", schedule="exponential")
     decisions = _spy_ownership(monkeypatch)
     fast = snn(x, T=[3, 16], chunk=4)
     if make is not _Reuse:
@@ -101,7 +102,7 @@ def test_overwriting_inputs_changes_nothing(x, make, monkeypatch):
 
 
 def test_an_input_read_later_is_not_overwritten(x, monkeypatch):
-    snn = signgd.convert(_Reuse().eval(), x)
+    snn = signgd.convert(_Reuse().eval(), x, schedule="exponential")
     decisions = _spy_ownership(monkeypatch)
     snn(x, T=4, chunk=2)
     assert decisions and not any(owned for _, owned in decisions)
@@ -110,7 +111,7 @@ def test_an_input_read_later_is_not_overwritten(x, monkeypatch):
 def test_the_caller_input_is_never_written(x):
     for encoding in ("float", "analog", "spike"):
         snn = signgd.convert(nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)).eval(), x - 0.5,
-                             encoding=encoding)
+                             encoding=encoding, schedule="exponential")
         xin = x - 0.5
         before = xin.clone()
         snn(xin, T=8, chunk=4, batch_chunk=5)
@@ -118,7 +119,7 @@ def test_the_caller_input_is_never_written(x):
 
 
 def test_plan_folds_steps_into_slices_of_the_batch(x):
-    snn = signgd.convert(_net(), x)
+    snn = signgd.convert(_net(), x, schedule="exponential")
     big = torch.zeros(256, 1, 8, 8)
     assert snn.plan(big, 64) == (8, 16)        # 128 inputs per call: 8 samples x 16 steps
     assert snn.plan(big[:1], 64) == (1, 64)    # one sample: every step at once
@@ -126,7 +127,7 @@ def test_plan_folds_steps_into_slices_of_the_batch(x):
     assert snn.plan(big, 4) == (32, 4)         # few steps: more samples per call
     assert snn.plan(big, 64, batch_chunk=64) == (64, 2)
     # a memory budget below 128 inputs' activations shrinks the calls
-    tight = signgd.convert(_net(), x, memory_budget=snn.values_per_sample * 4 * 32)
+    tight = signgd.convert(_net(), x, memory_budget=snn.values_per_sample * 4 * 32, schedule="exponential")
     bc, chunk = tight.plan(big, 64)
     assert bc * chunk <= 32 and chunk >= 1
     # the planned run and the whole-batch time-major run agree
@@ -156,7 +157,7 @@ class _TokenMixer(nn.Module):
 @pytest.mark.parametrize("make", [_TokenMixer, _resnet])
 def test_element_wise_ops_in_place_change_nothing(x, make, monkeypatch):
     torch.manual_seed(0)
-    snn = signgd.convert(make().eval(), x)
+    snn = signgd.convert(make().eval(), x, schedule="exponential")
     calls = []
     real = simulator._fits_in_place
 
@@ -199,7 +200,7 @@ class _PostNormMixer(nn.Module):
 
 def test_post_norm_mixer_fast_paths_change_nothing(x, monkeypatch):
     torch.manual_seed(0)
-    snn = signgd.convert(_PostNormMixer().eval(), x)
+    snn = signgd.convert(_PostNormMixer().eval(), x, schedule="exponential")
     strided = []
     real = simulator._contiguous_result
 
@@ -248,7 +249,7 @@ def test_an_element_wise_input_read_later_is_not_overwritten(x, monkeypatch):
             g = h * 2.0               # h is read again below: not in place
             return torch.relu(g + 1.0) + h   # g + 1.0: in place (g is not read again)
 
-    snn = signgd.convert(Twice().eval(), x)
+    snn = signgd.convert(Twice().eval(), x, schedule="exponential")
     decisions = []
     real = simulator._ChunkInterpreter._owned
 

@@ -52,7 +52,7 @@ def test_unary_neuron_tracks_its_target_within_the_last_step(name, params, grid)
 
 def _converted_target(module: nn.Module):
     model = nn.Sequential(nn.Linear(3, 3), module, nn.Linear(3, 2)).eval()
-    snn = signgd.convert(model, torch.randn(6, 3))
+    snn = signgd.convert(model, torch.randn(6, 3), schedule="exponential")
     (neuron,) = snn.neurons.values()
     return neuron.target, neuron.params
 
@@ -103,7 +103,7 @@ def test_nonlinearity_of_constants_is_not_a_neuron():
 
     model = Gate().eval()
     x = torch.randn(5, 3)
-    snn = signgd.convert(model, x)
+    snn = signgd.convert(model, x, schedule="exponential")
     assert [n.target for n in snn.neurons.values()] == ["relu"]
     assert torch.allclose(snn.ann(x), model(x), atol=1e-6)
 

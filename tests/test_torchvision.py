@@ -11,7 +11,7 @@ def test_torchvision_models_convert_and_track_the_ann(name):
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(weights=None, num_classes=10).eval()
     x = torch.rand(2, 3, 32, 32)
-    snn = signgd.convert(model, x, encoding="analog", normalize="all")
+    snn = signgd.convert(model, x, encoding="analog", normalize="all", schedule="exponential")
     with torch.no_grad():
         ann = model(x)
     assert torch.allclose(snn.ann(x), ann, atol=1e-4 * ann.abs().max())

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import signgd
-from signgd.tuning import PAPER, tune_schedule
+from signgd.tuning import DEFAULT_STEPS, PAPER, tune_schedule
 
 
 @pytest.fixture(scope="module")
@@ -12,7 +12,7 @@ def calibration(digits_train):
 
 
 def test_tuning_scores_every_candidate_and_beats_the_paper_schedule(trained_digits_cnn, calibration):
-    snn = signgd.convert(trained_digits_cnn, calibration, encoding="analog")
+    snn = signgd.convert(trained_digits_cnn, calibration, encoding="analog", schedule="exponential")
     before = snn.schedule
     result = tune_schedule(snn, calibration[:128], T=6)
     assert snn.schedule is before  # tuning leaves the network as it was
@@ -30,8 +30,9 @@ def test_tuning_scores_every_candidate_and_beats_the_paper_schedule(trained_digi
     assert "agreement" in result.table()
 
 
-def test_convert_for_T_is_more_accurate_at_that_T_than_the_default(trained_digits_cnn, calibration, digits_test):
-    default = signgd.convert(trained_digits_cnn, calibration)
+def test_convert_for_T_is_more_accurate_at_that_T_than_the_untuned_schedule(trained_digits_cnn, calibration,
+                                                                           digits_test):
+    default = signgd.convert(trained_digits_cnn, calibration, schedule="exponential", encoding="float")
     tuned = signgd.convert(trained_digits_cnn, calibration, T=6)
     assert tuned.settings["tuned_for"] == 6 and tuned.settings["encoding"] == "analog"
     assert tuned.settings["schedule"] == tuned.schedule.spec()
@@ -41,6 +42,28 @@ def test_convert_for_T_is_more_accurate_at_that_T_than_the_default(trained_digit
     ann = signgd.evaluate(tuned, digits_test, T=[6], progress=False).ann_accuracy
     assert acc["tuned"] > acc["default"] + 0.05
     assert acc["tuned"] > ann - 0.05
+
+
+def test_the_default_is_one_schedule_tuned_across_T(trained_digits_cnn, calibration):
+    """No T: tuned across DEFAULT_STEPS (docs/defaults.md), never worse than the paper's schedule on
+    the tuning samples; the paper preset and an explicit schedule tune nothing."""
+    default = signgd.convert(trained_digits_cnn, calibration[:40])
+    assert default.settings["tuned_for"] == list(DEFAULT_STEPS) and default.settings["encoding"] == "analog"
+    assert default.tuning.T == DEFAULT_STEPS and default.tuning.best.agreement >= default.tuning.paper.agreement
+    assert any("tuned the schedule for T={8, 16, 32, 64} on 40" in line for line in default.conversion_log)
+    assert not hasattr(signgd.convert(trained_digits_cnn, calibration, preset="paper"), "tuning")
+    assert not hasattr(signgd.convert(trained_digits_cnn, calibration, schedule="exponential"), "tuning")
+
+
+@pytest.mark.slow
+def test_the_default_is_at_least_as_accurate_as_the_untuned_schedule(trained_digits_cnn, calibration, digits_test):
+    default = signgd.convert(trained_digits_cnn, calibration)
+    untuned = signgd.convert(trained_digits_cnn, calibration, schedule="exponential", encoding="float")
+    assert "tuned_for" not in untuned.settings and untuned.settings["encoding"] == "float"
+    got = signgd.evaluate(default, digits_test, T=list(DEFAULT_STEPS), progress=False)
+    before = signgd.evaluate(untuned, digits_test, T=list(DEFAULT_STEPS), progress=False)
+    for t in DEFAULT_STEPS:
+        assert got.snn_accuracy[t] >= before.snn_accuracy[t] - 0.01 and got.snn_accuracy[t] > got.ann_accuracy - 0.02
 
 
 def test_explicit_settings_win_over_T_and_preset(trained_digits_cnn, calibration):
@@ -66,6 +89,7 @@ def test_tuned_network_saves_and_loads_with_its_schedule(trained_digits_cnn, cal
     ({"T": 0}, "positive integer"),
     ({"T": 2.5}, "positive integer"),
     ({"T": True}, "positive integer"),
+    ({"T": [8, 0]}, "positive integer"),
     ({"T": 8, "dynamics": "subgradient"}, "signGD"),
     ({"preset": "fast"}, "unknown preset"),
 ])

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-__all__ = ["is_tensor_pair", "items", "labelled", "take", "count"]
+__all__ = ["is_tensor_pair", "items", "labelled", "take", "count", "samples", "sample_dataset"]
 
 
 def is_tensor_pair(data) -> bool:
@@ -85,3 +85,30 @@ def count(data, limit: int | None) -> int | None:
     except TypeError:
         return limit
     return min(n, limit) if limit is not None else n
+
+
+def samples(data) -> int | None:
+    """How many samples unlabelled ``data`` holds (a tensor, a Dataset, a DataLoader); None when it
+    cannot say (a generator, a list of batches)."""
+    try:
+        if isinstance(data, torch.Tensor):
+            return len(data)
+        if isinstance(data, DataLoader):
+            return len(data.dataset)
+        if isinstance(data, Dataset):
+            return len(data)
+    except TypeError:
+        pass
+    return None
+
+
+def sample_dataset(data, n: int | None, seed: int):
+    """``(data, None)``, or for a map-style Dataset longer than ``n``: ``(a seeded random subset of n
+    of its samples, its length)``. Tensors and iterables are the caller's choice of samples: left whole."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"calibration_samples must be a positive number of samples or None, got {n!r}")
+    total = samples(data) if isinstance(data, Dataset) else None
+    if n is None or total is None or total <= n:
+        return data, None
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
+    return Subset(data, order.tolist()), total

@@ -2,14 +2,16 @@
 neurons -> products -> max trees -> check -> calibrate.
 
 Each step is a pass in ``signgd.graph`` that logs what it changed (``logging.getLogger("signgd")``).
-The defaults are the paper's preset (signGD dynamics, ``eta_t = 0.15 * 0.95**(t-1)``, ``float`` input
-encoding) with one change the benchmarks justify: every neuron, not only the ReLUs, is normalized by
-its per-element calibration maximum (``normalize="relu"`` is the paper's choice).
+The defaults are the best general configuration the benchmarks found (docs/defaults.md): every
+neuron, not only the ReLUs, normalized by its per-element calibration maximum, ``analog`` input, and
+one schedule tuned across T in {8, 16, 32, 64} (``signgd.tuning``). ``preset="paper"`` is the paper's
+(``normalize="relu"``, ``float`` input, ``eta_t = 0.15 * 0.95**(t-1)``, nothing tuned).
 """
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 from typing import Iterable
 
 import torch
@@ -21,6 +23,7 @@ from . import distributed as _dist
 from . import schedules as sched
 from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
+from .feedback import bar, say, seconds
 from .graph.attention import decompose_attention, decompose_softmax
 from .graph.calibrate import activation_ranges, zero_response
 from .graph.check import check_supported
@@ -29,13 +32,14 @@ from .graph.maxpool import decompose_maxpool
 from .graph.neuronize import replace_nonlinearities
 from .graph.norms import decompose_norms
 from .graph.products import replace_products
+from .graph.provenance import record_origins
 from .graph.simplify import remove_assertions, remove_identities
 from .graph.trace import trace
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
 from .preprocessing import checked, from_data
 from .schedules import check_dynamics
-from .tuning import check_steps, tune_schedule
+from .tuning import DEFAULT_STEPS, check_steps, steps_text, tune_schedule
 from .validation import check_finite_output
 
 log = logging.getLogger("signgd")
@@ -43,8 +47,10 @@ log = logging.getLogger("signgd")
 DYNAMICS = ("signgd", "subgradient")
 NORMALIZATIONS = ("relu", "all", "none")
 PRESETS = ("paper",)
-#: Calibration samples the schedule is tuned on when ``convert`` is given ``T``.
+#: Calibration samples the schedule is tuned on (the first ones).
 TUNING_SAMPLES = 256
+#: Samples of a calibration Dataset used by default (a seeded random subset; the command's --calibration).
+CALIBRATION_SAMPLES = 500
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
 
@@ -53,13 +59,16 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             preset: str | None = None, seed: int = 0,
             pad_value: float = -200.0, leaf_modules: Iterable[type] = (),
             memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int = 256,
-            distributed: bool | None = None, preprocessing="auto") -> SpikingNetwork:
+            distributed: bool | None = None, preprocessing="auto",
+            calibration_samples: int | None = CALIBRATION_SAMPLES, progress: bool | None = None) -> SpikingNetwork:
     """Convert a trained model into a SpikingNetwork.
 
     Args:
         model: a torch.nn.Module (left untouched: conversion works on a deep copy, in eval mode).
         calibration: a tensor of inputs ``[N, ...]``, a Dataset, or an iterable of ``x`` or
-            ``(x, y, ...)`` calib. Used for normalization scales and the input shape.
+            ``(x, y, ...)`` batches. Used for normalization scales, the input shape and tuning. A
+            Dataset longer than ``calibration_samples`` is sampled (see there); a tensor or an
+            iterable is used whole.
         dynamics: ``"signgd"`` (the paper's neuron) or ``"subgradient"`` (integrate-and-fire).
         schedule: step sizes; a Schedule, a name (``"exponential"``, ``"inverse"``, ``"constant"``,
             ``"polynomial"``, ``"adaptive"``: per-neuron steps, signGD only; optionally
@@ -73,13 +82,17 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             preset: ReLUs only, every other neuron in raw units) or ``"none"``. Default: ``"all"`` for
             signGD (benchmarks/architectures.py: the paper preset leaves transformers and mixers far
             below their ANN, and max pooling short of it), ``"relu"`` for subgradient.
-        T: the number of time steps the network will run. When given (signGD), the schedule is tuned
+        T: the number of time steps the network will run, or a list of them. The schedule is tuned
             for it on the first ``TUNING_SAMPLES`` calibration samples (``signgd.tuning``: the
-            exponential or adaptive schedule whose output agrees best with the ANN after T steps)
-            and the encoding defaults to ``"analog"``: the low-latency configuration of benchmarks/latency.py.
-            An explicit ``schedule`` or ``encoding`` wins. The network still runs any number of steps.
+            exponential or adaptive schedule whose output agrees best with the ANN after T steps, on
+            average over a list) and the encoding defaults to ``"analog"``. Default (signGD, no
+            ``schedule``, no ``preset``): tuned across T in ``signgd.tuning.DEFAULT_STEPS`` (8, 16, 32,
+            64), the best general configuration of benchmarks/latency.py (docs/defaults.md). An
+            explicit ``schedule`` or ``encoding`` wins (no tuning with an explicit schedule). The
+            network still runs any number of steps.
         preset: ``"paper"`` fixes the paper's settings (normalize ``"relu"``, encoding ``"float"``,
-            ``exponential(0.15, 0.95)``) so results compare with the paper; explicit arguments win.
+            ``exponential(0.15, 0.95)``, no tuning) so results compare with the paper; explicit
+            arguments win.
         pad_value: the constant that pads max pooling windows (never wins a max).
         leaf_modules: module classes torch.fx should not trace into.
         memory_budget: bytes of activations one chunk of simulated steps may use.
@@ -94,7 +107,14 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             it): ``"auto"`` (the default) reads it from the calibration data's torchvision
             ``transform`` (``Resize``/``CenterCrop``/``Normalize``) and records None when the data
             carries none or another transform; a dict ``{"resize", "crop", "mean", "std"}``; None.
+        calibration_samples: a calibration Dataset longer than this is calibrated on this many of
+            its samples, drawn at random without replacement (seeded by ``seed``; the command's
+            ``--calibration`` has the same default, 500); None: all of it.
+        progress: tqdm bars for calibration and tuning (default: when stderr is a terminal), and one
+            summary line on stderr at the end (what was chosen, how long it took) unless False
+            (``signgd.feedback``).
     """
+    start = time.perf_counter()
     if dynamics not in DYNAMICS:
         raise ValueError(f"unknown dynamics {dynamics!r}; choose one of {list(DYNAMICS)}")
     if preset is not None and preset not in PRESETS:
@@ -106,7 +126,10 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         if dynamics != "signgd":
             raise ValueError("tuning the schedule for T covers the signGD dynamics; leave T out for "
                              "dynamics='subgradient'")
-        check_steps(T)
+        T = check_steps(T)
+    elif dynamics == "signgd" and preset is None and schedule is None:
+        T = DEFAULT_STEPS  # the default: one schedule tuned across the range of T users evaluate at
+    if T is not None:
         encoding = encoding or "analog"
     normalize = normalize or ("all" if dynamics == "signgd" else "relu")
     if normalize not in NORMALIZATIONS:
@@ -124,7 +147,9 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     ref = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None else torch.get_default_dtype()
-    calib = _CalibrationBatches(calibration, batch_size, device, dtype, keep=TUNING_SAMPLES if tune else 0)
+    calibration, of = batches.sample_dataset(calibration, calibration_samples, seed)
+    calib = _CalibrationBatches(calibration, batch_size, device, dtype, keep=TUNING_SAMPLES if tune else 0,
+                                progress=progress)
     sample = calib.peek()[:8]
 
     gm = trace(model, leaf_modules)
@@ -148,14 +173,18 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     notes.append(f"decomposed max pooling into {len(decompose_maxpool(gm, pad_value))} layers of 2-input max neurons")
     _propagate_shapes(gm, sample)
     check_supported(gm)
+    record_origins(gm)  # what each neuron was in the model, for the reports' layer names
+    calib_start = time.perf_counter()
     ranges, values_per_sample = activation_ranges(gm, calib, pad_value)
+    calib_time = seconds(calib_start)
     _verify(gm, sample, expected)
 
     neurons = {name: m for name, m in gm.named_modules() if isinstance(m, SpikingNeuron)}
     for name, neuron in neurons.items():
         if normalize == "all" or (normalize == "relu" and neuron.preset_normalized):
             neuron.set_scale(torch.where(ranges[name] <= 1e-5, torch.ones_like(ranges[name]), ranges[name]))
-    notes.append(f"calibrated on {calib.count} samples; normalized "
+    used = f"{calib.count} samples" + (f" (a random subset of the Dataset's {of})" if of else "")
+    notes.append(f"calibrated on {used}; normalized "
                  f"{sum(n.normalized for n in neurons.values())} of {len(neurons)} neuron layers ({normalize})")
     if dynamics == "subgradient":
         for name, a0 in zero_response(gm, sample)[0].items():
@@ -165,25 +194,32 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
                     normalize=normalize, pad_value=float(pad_value), memory_budget=int(memory_budget),
                     preprocessing=preprocessing)
     if T is not None:
-        settings["tuned_for"] = int(T)
+        settings["tuned_for"] = list(T) if isinstance(T, tuple) else int(T)
     snn = SpikingNetwork(gm, settings, calib.input_shape, values_per_sample, schedule=schedule)
     if share:
         _dist.broadcast_network(snn)
         notes.append(f"took rank 0's weights and scales on all {_dist.world_size()} ranks")
+    tuned = ""
     if tune:
-        result = tune_schedule(snn, calib.kept(), T)
+        tune_start = time.perf_counter()
+        result = tune_schedule(snn, calib.kept(), T, progress=progress)
         chosen = result.schedule.spec()
         if share:  # every rank tunes the same network; rank 0's choice is the one kept
             chosen = _dist.broadcast_object(chosen)
         snn.schedule = sched.make_schedule(chosen)
         snn.settings["schedule"] = chosen
         snn.tuning = result
-        notes.append(f"tuned the schedule for T={T} on {result.samples} calibration samples: {snn.schedule!r} "
+        notes.append(f"tuned the schedule for T={steps_text(T)} on {result.samples} calibration samples: "
+                     f"{snn.schedule!r} "
                      f"({100 * result.best.agreement:.1f}% agreement with the ANN; the paper's schedule: "
                      f"{100 * result.paper.agreement:.1f}%)")
+        tuned = (f"; schedule {snn.schedule!r} tuned for T={steps_text(T)} on {result.samples} samples "
+                 f"({seconds(tune_start)})")
     for note in notes:
         log.info(note)
     snn.conversion_log = notes
+    say(f"signgd: converted {type(model).__name__} in {seconds(start)}: {len(neurons)} neuron layers, "
+        f"calibrated on {used} ({calib_time}){tuned}, {encoding} input", progress)
     return snn
 
 
@@ -240,8 +276,9 @@ class _CalibrationBatches:
     still works: the conversion passes look at the first batch, calibration then reads them all.
     """
 
-    def __init__(self, data, batch_size: int, device, dtype, keep: int = 0):
+    def __init__(self, data, batch_size: int, device, dtype, keep: int = 0, progress: bool | None = None):
         self.data, self.batch_size, self.device, self.dtype = data, batch_size, device, dtype
+        self.progress = progress
         self.keep = keep  # the first ``keep`` samples are kept for tuning the schedule
         self._kept: list[torch.Tensor] = []
         self.count = 0
@@ -260,12 +297,17 @@ class _CalibrationBatches:
 
     def __iter__(self):
         first = self.peek()
-        self._kept, held = [], 0
-        for x in itertools.chain([first], self._it):
-            if held < self.keep:
-                self._kept.append(x[:self.keep - held])
-                held += self._kept[-1].shape[0]
-            yield x
+        self._kept = []
+        with bar(None, self.progress, desc="calibrate", unit="sample", total=batches.samples(self.data)) as shown:
+            for x in itertools.chain([first], self._it):
+                shown.update(x.shape[0])
+                yield self._keep(x)
+
+    def _keep(self, x: torch.Tensor) -> torch.Tensor:
+        held = sum(k.shape[0] for k in self._kept)
+        if held < self.keep:
+            self._kept.append(x[:self.keep - held])
+        return x
 
     def kept(self) -> torch.Tensor:
         """The first ``keep`` calibration samples (after a full iteration)."""

@@ -144,6 +144,9 @@ def _build_graph(records: list) -> fx.Graph:
         if op == "call_method" and not (args and isinstance(args[0], fx.Node)):
             raise SnnFileError(f"{where}: a method must be called on a node")
         nodes[name] = graph.create_node(op, target, args, kwargs, name=name)
+        origin = rec.get("origin")  # labels for reports, never compiled into code; files before it: none
+        if isinstance(origin, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in origin.items()):
+            nodes[name].meta["signgd_origin"] = dict(origin)
     return graph
 
 

@@ -238,8 +238,12 @@ def _node_record(node: fx.Node, gm: fx.GraphModule) -> dict:
         check_node_names(node.op, node.name, node.target, node.kwargs, where)
     except SnnFileError as exc:
         raise SnnFileError(f"cannot save: {exc}; rename the module or argument in the model") from None
-    return {"name": node.name, "op": node.op, "target": target,
-            "args": _encode(node.args, where), "kwargs": _encode(dict(node.kwargs), where)}
+    record = {"name": node.name, "op": node.op, "target": target,
+              "args": _encode(node.args, where), "kwargs": _encode(dict(node.kwargs), where)}
+    origin = node.meta.get("signgd_origin")  # where a neuron came from (graph/provenance.py): strings only
+    if isinstance(origin, dict):
+        record["origin"] = {str(k): str(v) for k, v in origin.items()}
+    return record
 
 
 def _attribute_record(gm: fx.GraphModule, target: str) -> dict:

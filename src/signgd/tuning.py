@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import schedules as sched
+from .feedback import bar
 
 #: The grid of exponential schedules ``lr * decay**(t-1)``, plus the paper's (0.15, 0.95).
 LEARNING_RATES = (0.05, 0.1, 0.2, 0.35)
@@ -30,6 +31,9 @@ PAPER = (0.15, 0.95)
 #: Adaptive candidates ``(lr, grow, shrink)``: Rprop's classic (1.2, 0.5) at three start steps, and a
 #: gentler (1.1, 0.6) for targets that keep moving.
 ADAPTIVE = ((0.1, 1.2, 0.5), (0.2, 1.2, 0.5), (0.35, 1.2, 0.5), (0.2, 1.1, 0.6), (0.35, 1.1, 0.6))
+#: The steps ``convert`` tunes for when it is given no ``T``: one schedule that does well over the
+#: range users evaluate at (its score is the mean over these T).
+DEFAULT_STEPS = (8, 16, 32, 64)
 
 
 @dataclass
@@ -47,7 +51,7 @@ class Candidate:
 class TuningResult:
     """The chosen schedule and every candidate's score (best first)."""
 
-    T: int
+    T: int | tuple[int, ...]  # a tuple when tuned across several T (the score is the mean over them)
     samples: int
     candidates: list[Candidate] = field(default_factory=list)
 
@@ -66,30 +70,42 @@ class TuningResult:
                     and (c.schedule.params["lr"], c.schedule.params["decay"]) == PAPER)
 
     def table(self) -> str:
-        rows = [f"schedule tuned for T={self.T} on {self.samples} calibration samples",
+        rows = [f"schedule tuned for T={steps_text(self.T)} on {self.samples} calibration samples",
                 "| schedule | agreement (%) | relative error |", "|---|---:|---:|"]
         rows += [f"| {c.schedule!r} | {100 * c.agreement:.2f} | {c.error:.4f} |" for c in self.candidates]
         return "\n".join(rows)
 
 
-def check_steps(T) -> int:
-    """``T`` as the positive integer number of steps a schedule is tuned for (a clear error otherwise)."""
+def check_steps(T) -> int | tuple[int, ...]:
+    """``T`` as the positive integer number of steps a schedule is tuned for, or a tuple of them
+    (sorted, without repeats) to tune one schedule across several; a clear error otherwise."""
+    if isinstance(T, (list, tuple)) and T:
+        return tuple(sorted({check_steps(t) for t in T}))
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ValueError(f"T must be a positive integer number of time steps to tune for, got {T!r}")
+        raise ValueError(f"T must be a positive integer number of time steps to tune for (or a list of them), "
+                         f"got {T!r}")
     return T
 
 
+def steps_text(T) -> str:
+    """``16`` or ``{8, 16, 32, 64}``: T as a summary names it."""
+    return "{" + ", ".join(map(str, T)) + "}" if isinstance(T, tuple) else str(T)
+
+
 def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES, decays=DECAYS,
-                  adaptive=ADAPTIVE) -> TuningResult:
-    """Pick the schedule that agrees best with the ANN after ``T`` steps on inputs ``x``: the
+                  adaptive=ADAPTIVE, progress: bool | None = None) -> TuningResult:
+    """Pick the schedule that agrees best with the ANN after ``T`` steps on inputs ``x`` (``T`` a
+    list: best on average over those steps, from one simulation of ``max(T)`` steps each): the
     exponential grid ``learning_rates`` x ``decays`` plus the paper's, and the ``adaptive``
     ``(lr, grow, shrink)`` candidates (``()`` for none).
 
     ``snn`` keeps its own schedule (each candidate runs through ``snn.simulate(..., schedule=)``);
     set ``snn.schedule = result.schedule`` to use the winner (``convert`` does this when given
-    ``T``). Cost: one T-step simulation of ``x`` per candidate (22 by default).
+    ``T``). Cost: one T-step simulation of ``x`` per candidate (22 by default). ``progress``: a tqdm
+    bar over the candidates (``signgd.feedback``; default: when stderr is a terminal).
     """
-    check_steps(T)
+    T = check_steps(T)
+    steps = list(T) if isinstance(T, tuple) else [T]
     if x.shape[0] == 0:
         raise ValueError("tuning the schedule needs at least one calibration sample")
     with torch.inference_mode():
@@ -98,9 +114,11 @@ def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES
     schedules = [sched.exponential(lr, decay) for lr, decay in grid]
     schedules += [sched.adaptive(*params) for params in dict.fromkeys(adaptive)]
     candidates = []
-    for schedule in schedules:
-        out = snn.simulate(x, [T], schedule=schedule).outputs[T]
-        candidates.append(Candidate(schedule, *_agreement_and_error(out, ann_out)))
+    for schedule in bar(schedules, progress, desc=f"tune for T={steps_text(T)}", unit="schedule"):
+        outputs = snn.simulate(x, steps, schedule=schedule).outputs
+        scores = [_agreement_and_error(outputs[t], ann_out) for t in steps]
+        candidates.append(Candidate(schedule, sum(a for a, _ in scores) / len(steps),
+                                    sum(e for _, e in scores) / len(steps)))
     return TuningResult(T, int(x.shape[0]), sorted(candidates, key=lambda c: c.key))
 
 

@@ -5,8 +5,6 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from .. import distributed as _dist
 from .. import schedules
@@ -100,11 +98,10 @@ def run_convert(args, argv: list[str], log=print) -> int:
         _warn("convert", f"no --weights given: {args.model} keeps its random initial weights (a chance-level "
                          f"network); pass --weights FILE, a state_dict saved with torch.save(model.state_dict(), FILE)")
     progress = _progress(args)
-    batches = tqdm(DataLoader(calibration, batch_size=args.batch_size), desc="calibrate", unit="batch",
-                   disable=not progress)
-    snn = convert(model, batches, dynamics=args.dynamics, schedule=args.schedule, encoding=args.encoding,
+    snn = convert(model, calibration, dynamics=args.dynamics, schedule=args.schedule, encoding=args.encoding,
                   normalize=args.normalize, T=args.tune_for, preset=args.preset, seed=args.seed,
-                  preprocessing=opts.settings())
+                  preprocessing=opts.settings(), batch_size=args.batch_size, calibration_samples=None,
+                  progress=False if args.quiet else None)
     out = Path(args.out)
     snn_path = out / "snn.pt"
     if _dist.is_main():  # under torchrun every rank holds rank 0's network; rank 0 writes it

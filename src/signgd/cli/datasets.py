@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from .. import data as signgd_data
+from ..batches import sample_dataset
 from ..preprocessing import KEYS
 from .usage import UsageError
 
@@ -206,7 +207,4 @@ def calibration_subset(dataset: Dataset, n: int, seed: int) -> Dataset:
     """``n`` samples drawn without replacement (seeded), or all of them when there are fewer."""
     if n < 1:
         raise UsageError(f"--calibration must be a positive number of samples, got {n}")
-    if n >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
-    return Subset(dataset, order.tolist())
+    return sample_dataset(dataset, n, seed)[0]

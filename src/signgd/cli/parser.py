@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..codecs import ENCODINGS
-from ..convert import DYNAMICS, NORMALIZATIONS, PRESETS
+from ..convert import CALIBRATION_SAMPLES, DYNAMICS, NORMALIZATIONS, PRESETS
 from ..errors import InputError
 from ..network import parse_steps
 from .usage import OneLineParser
@@ -108,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--weights", default=None, metavar="FILE", help="a state_dict saved with torch.save")
     _data(conv)
     g = conv.add_argument_group("conversion")
-    g.add_argument("--calibration", type=_positive, default=500, metavar="N",
-                   help="training samples for normalization (default 500)")
+    g.add_argument("--calibration", type=_positive, default=CALIBRATION_SAMPLES, metavar="N",
+                   help=f"training samples for normalization and tuning, a seeded random subset (default "
+                        f"{CALIBRATION_SAMPLES}, as convert() takes of a Dataset)")
     g.add_argument("--dynamics", choices=DYNAMICS, default="signgd")
     g.add_argument("--encoding", choices=ENCODINGS, default=None,
                    help="input encoding (default float for signgd, analog for subgradient)")
@@ -121,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neurons normalized by their calibration range (default all for signgd, relu for "
                         "subgradient; relu is the paper's preset)")
     g.add_argument("--tune-for", type=_positive, default=None, metavar="T",
-                   help="tune the schedule for T time steps on the calibration data (and encode analog): the "
-                        "low-latency configuration; the network still runs any T")
+                   help="tune the schedule for T time steps on the calibration data (and encode analog); "
+                        "default: one schedule tuned across T in 8,16,32,64; the network still runs any T")
     g.add_argument("--preset", choices=PRESETS, default=None,
                    help="paper: the paper's settings (normalize relu, float encoding, exponential:lr=0.15,decay=0.95)")
     conv.add_argument("--out", default="signgd-report", help="output folder for snn.pt and the report "

@@ -25,6 +25,7 @@ from . import spellings
 from .deps import depends_on_input
 from .nodes import node_arg
 from .ops import attention_bias
+from .provenance import inserting_for
 
 log = logging.getLogger("signgd.graph")
 
@@ -56,7 +57,7 @@ def decompose_softmax(gm: fx.GraphModule) -> int:
                 f"node {node.name!r}: softmax without a constant dim (got {dim!r}); pass dim=... explicitly",
                 [(node.name, node.op, "softmax")])
         g = gm.graph
-        with g.inserting_before(node):
+        with inserting_for(node, "softmax"):
             e = g.call_function(torch.exp, (x,))
             s = g.call_method("sum", (e, dim), {"keepdim": True})
             p = g.call_function(operator.truediv, (e, s))
@@ -92,7 +93,7 @@ def decompose_attention(gm: fx.GraphModule) -> int:
         k_meta = a["key"].meta.get("tensor_meta")
         scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(q_meta.shape[-1])
         g = gm.graph
-        with g.inserting_before(node):
+        with inserting_for(node, "attention"):
             k_t = g.call_method("transpose", (a["key"], -2, -1))
             scores = g.call_function(operator.matmul, (a["query"], k_t))
             scores = g.call_function(operator.mul, (scores, float(scale)))

@@ -18,6 +18,7 @@ from ..errors import UnsupportedOperationError
 from ..neurons import SpikingNeuron
 from . import ops, spellings
 from .nodes import plain_module
+from .provenance import inserting_for
 
 log = logging.getLogger("signgd.graph")
 
@@ -64,11 +65,11 @@ def decompose_maxpool(gm: fx.GraphModule, pad_value: float = -200.0) -> list[str
                 f"use return_indices=False", [(node.name, node.op, str(node.target))])
         graph = gm.graph
         before = len(created)
-        with graph.inserting_before(node):
-            x = node.args[0]
-            # Rows first (height, dim -2), then columns (width, dim -1); 1-D pooling: width only.
-            for i in range(nd):  # index into the (h, w) or (w,) parameter tuples
-                dim = i - nd  # -2 (height) or -1 (width)
+        x = node.args[0]
+        # Rows first (height, dim -2), then columns (width, dim -1); 1-D pooling: width only.
+        for i in range(nd):  # index into the (h, w) or (w,) parameter tuples
+            dim = i - nd  # -2 (height) or -1 (width)
+            with inserting_for(node, "" if nd == 1 else "rows" if dim == -2 else "columns"):
                 u = graph.call_function(ops.pool_windows, (x, dim, p["kernel"][i], p["stride"][i],
                                                            p["padding"][i], p["dilation"][i],
                                                            p["ceil_mode"], pad_value))

@@ -26,6 +26,7 @@ from ..targets import divide_sqrt
 from . import spellings
 from .deps import depends_on_input
 from .nodes import node_arg, plain_module
+from .provenance import inserting_for, what
 
 log = logging.getLogger("signgd.graph")
 
@@ -77,7 +78,7 @@ def decompose_norms(gm: fx.GraphModule) -> int:
                 torch.finfo(torch.get_default_dtype()).eps
         dims = tuple(range(-len(shape), 0))
         g = gm.graph
-        with g.inserting_before(node):
+        with inserting_for(node, what(node, modules)):
             c = x
             if centered:
                 m = g.call_method("mean", (x, dims), {"keepdim": True})

@@ -7,9 +7,11 @@ them, ``summary(report)`` prints the tables.
 from .build import build_report, make_report, versions
 from .energy import EnergyModel, EnergyProbe, ann_costs, dense_synaptic_ops, neuron_work
 from .files import ReportError, read_report, summary, write_json, write_report
+from .names import layer_names
 from .plots import PLOTS, draw_plots
 from .stats import RunStatistics, collect
 
 __all__ = ["make_report", "build_report", "write_report", "read_report", "draw_plots", "summary", "versions",
            "EnergyModel", "EnergyProbe", "ann_costs", "dense_synaptic_ops", "neuron_work", "collect",
-           "RunStatistics", "ReportError", "PLOTS", "write_json"]
+           "RunStatistics", "ReportError", "PLOTS", "write_json",
+           "layer_names"]

@@ -17,6 +17,7 @@ from .. import distributed as _dist
 from ..network import SpikingNetwork, Steps, parse_steps
 from ..version import __version__
 from . import energy as energy_mod
+from .names import layer_names
 from .stats import RunStatistics, collect
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "make_report", "build_report", "versions"]
@@ -45,14 +46,15 @@ def build_report(snn: SpikingNetwork, stats: RunStatistics, *, energy_model=ener
     layers = []
     for name, layer in stats.layers.items():
         layers.append({
-            "name": name, "target": layer.target, "neurons": layer.neurons,
+            "name": name, "label": layer.label, "target": layer.target, "neurons": layer.neurons,
             "spikes_per_sample": [layer.spikes_per_sample(t) for t in steps],
             "firing_rate": [layer.firing_rate(t) for t in steps],
             "relative_error": [layer.relative_error[t] for t in steps],
             "mean_abs_error": [layer.mean_abs_error[t] for t in steps],
         })
     energy = energy_mod.energy_section(snn, steps, stats.synaptic_ops, stats.synaptic_nodes, ev.n,
-                                       [ev.snn_accuracy[t] for t in steps], ev.ann_accuracy, model=energy_model)
+                                       [ev.snn_accuracy[t] for t in steps], ev.ann_accuracy,
+                                       labels=layer_names(snn), model=energy_model)
     return {
         "format": REPORT_FORMAT, "version": REPORT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

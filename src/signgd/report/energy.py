@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
+from ..graph.provenance import module_path
 from ..neurons import SpikingNeuron
 from ..runner import Probe
 from . import op_costs as oc
@@ -135,6 +136,18 @@ def neuron_work(snn) -> dict[str, tuple[float, float]]:
         oc.RECEIVE_ADAPTIVE if adaptive else oc.RECEIVE_BINARY)
     out[READOUT] = (per_output[0] * n_output, per_output[1] * n_output)
     return out
+
+
+def _synapse_label(node: fx.Node, gm: fx.GraphModule) -> str:
+    """An affine node as the model names it: ``features.0 (Conv2d)``, ``blocks.0.norm1 (mean)``."""
+    if node.op == "call_module":
+        path = node.target
+        what = type(gm.get_submodule(path)).__name__
+    else:
+        path = module_path(node)
+        what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.name)
+    path = f"model[{path.partition('.')[0]}]{path[len(path.partition('.')[0]):]}" if path[:1].isdigit() else path
+    return f"{path or 'forward'} ({what})"
 
 
 def _add(total, per, n):
@@ -272,13 +285,13 @@ def energy_section(snn, steps: list[int], synaptic: torch.Tensor, nodes: list[st
     work = neuron_work(snn)
     ann = ann_costs(snn)
     gm = snn.graph_module
-    modules = {n.name: n.target for n in gm.graph.nodes if n.op == "call_module"}
+    graph_nodes = {n.name: n for n in gm.graph.nodes}
     layers = []
     neuron_nodes = {_node_of(gm, n) for n in snn.neurons}
     for i, node in enumerate(nodes):
         if node in neuron_nodes or (float(cumulative[i, -1].sum()) == 0 and node not in ann):
             continue
-        layers.append({"name": node, "label": labels.get(modules.get(node, node), modules.get(node, node)),
+        layers.append({"name": node, "label": _synapse_label(graph_nodes[node], gm),
                        "kind": "synapses", "ac": [float(cumulative[i, t - 1, 0]) for t in steps],
                        "mac": [float(cumulative[i, t - 1, 1]) for t in steps],
                        "ann_ac": ann.get(node, (0.0, 0.0))[0], "ann_mac": ann.get(node, (0.0, 0.0))[1]})

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import ReportError
 from ..evaluate import accuracy_table
 from .build import REPORT_FORMAT, REPORT_VERSION
+from .names import layer_label
 from .plots import draw_plots
 
 __all__ = ["ReportError", "write_json", "write_report", "read_report", "summary"]
@@ -82,8 +83,9 @@ def summary(report: dict) -> str:
               "| layer | target | neurons | firing rate | spikes per sample | relative error |",
               "|---|---|---:|---:|---:|---:|"]
     for layer in report["layers"]:
-        lines.append(f"| {layer['name']} | {layer['target']} | {layer['neurons']} | {layer['firing_rate'][-1]:.3f} | "
-                     f"{layer['spikes_per_sample'][-1]:.4g} | {layer['relative_error'][-1]:.3g} |")
+        lines.append(f"| {layer_label(layer)} | {layer['target']} | {layer['neurons']} | "
+                     f"{layer['firing_rate'][-1]:.3f} | {layer['spikes_per_sample'][-1]:.4g} | "
+                     f"{layer['relative_error'][-1]:.3g} |")
     head = en.get("headline")
     lines += ["", "Energy: " + (f"the SNN is within 1 point of the ANN from T={head['T']}, at "
                                 f"{head['energy_ratio_to_ann']:.3g}x the ANN's energy" if head else

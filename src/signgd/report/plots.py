@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ReportError
+from .names import layer_label
 
 __all__ = ["draw_plots", "PLOTS"]
 
@@ -78,7 +79,7 @@ def _layer_error(plt, report, path):
         if not few:
             style = dict(color=cmap(i / max(len(layers) - 1, 1) * 0.9), linestyle="-", marker="o")
         ax.plot(steps, errors, markersize=4, **style,
-                label=f"{i + 1}. {layer['name'].removeprefix('neurons.')} ({layer['target']})")
+                label=f"{i + 1}. {layer_label(layer)}")
     _log2_axis(ax, steps)
     ax.set_yscale("log")
     ax.set_xlabel("time steps T")
@@ -102,7 +103,7 @@ _MARKERS = ("o", "s", "^", "D", "v", "P")
 def _firing_rate(plt, report, path):
     layers, T = report["layers"], report["steps"][-1]
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(layers) + 2), 4))
-    names = [layer["name"].removeprefix("neurons.") for layer in layers]
+    names = [layer_label(layer) for layer in layers]
     rates = [layer["firing_rate"][-1] for layer in layers]
     colours = ["tab:blue" if layer["target"] == "relu" else "tab:orange" for layer in layers]
     ax.bar(range(len(layers)), rates, color=colours)

@@ -24,6 +24,7 @@ from ..network import SpikingNetwork, Steps, parse_steps
 from ..neurons import SpikingNeuron
 from ..runner import Probe, Probes, run
 from .energy import EnergyProbe
+from .names import layer_names
 
 __all__ = ["LayerStatistics", "RunStatistics", "collect"]
 
@@ -37,6 +38,7 @@ class LayerStatistics:
     spikes_per_step: list[float]  # spikes per sample fired at step t = 1..max(T)
     relative_error: dict[int, float] = field(default_factory=dict)
     mean_abs_error: dict[int, float] = field(default_factory=dict)
+    label: str = ""  # the readable name (``report.names.layer_names``): "features.6 (max, rows)"
 
     def spikes_per_sample(self, T: int) -> float:
         """Spikes per sample over the first T steps."""
@@ -211,7 +213,7 @@ def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit
                                                    progress=progress, chunk=chunk, distributed=distributed,
                                                    probe=Probes(probe, counter) if counter else probe,
                                                    desc="simulate"))
-    totals, n, mods = probe.reduced, evaluation.n, snn.neurons
+    totals, n, mods, labels = probe.reduced, evaluation.n, snn.neurons, layer_names(snn)
     layers = {}
     for i, name in enumerate(mods):
         if int(totals["neurons"][i]) == 0:  # no batch ran through this layer's spike counter
@@ -222,7 +224,8 @@ def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit
             target=mods[name].target, neurons=int(totals["neurons"][i]),
             spikes_per_step=(totals["spikes"][i] / n).tolist(),
             relative_error={t: float(e) ** 0.5 / ref_norm for t, e in zip(steps, totals["sq_err"][i])},
-            mean_abs_error={t: float(e) / elements for t, e in zip(steps, totals["abs_err"][i])})
+            mean_abs_error={t: float(e) / elements for t, e in zip(steps, totals["abs_err"][i])},
+            label=labels[name])
     binary = probe.binary_input
     return RunStatistics(evaluation, layers, (totals["input_spikes"] / n).tolist() if binary else None,
                          counter.reduced if counter else None, counter.nodes if counter else None)
