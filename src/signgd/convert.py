@@ -40,7 +40,7 @@ from .validation import check_finite_output
 
 log = logging.getLogger("signgd")
 
-DYNAMICS = ("signgd", "subgradient")
+DYNAMICS = ("signgd", "subgradient", "if")
 NORMALIZATIONS = ("relu", "all", "none")
 PRESETS = ("paper",)
 #: Calibration samples the schedule is tuned on when ``convert`` is given ``T``.
@@ -60,7 +60,9 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         model: a torch.nn.Module (left untouched: conversion works on a deep copy, in eval mode).
         calibration: a tensor of inputs ``[N, ...]``, a Dataset, or an iterable of ``x`` or
             ``(x, y, ...)`` calib. Used for normalization scales and the input shape.
-        dynamics: ``"signgd"`` (the paper's neuron) or ``"subgradient"`` (integrate-and-fire).
+        dynamics: ``"signgd"`` (the paper's neuron), ``"subgradient"`` (the paper's integrate-and-fire
+            baseline) or ``"if"`` (NIR's integrate-and-fire neuron, reset to zero, the calibration
+            maximum of its channel as threshold; ``signgd.nir.export`` writes it as ``nir.IF``).
         schedule: step sizes; a Schedule, a name (``"exponential"``, ``"inverse"``, ``"constant"``,
             ``"polynomial"``, ``"adaptive"``: per-neuron steps, signGD only; optionally
             ``"name:lr=0.3,decay=0.9"``), a callable ``t -> eta_t`` or a 1-D tensor. Default:
@@ -104,8 +106,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         normalize, encoding = normalize or "relu", encoding or default_encoding
     if T is not None:
         if dynamics != "signgd":
-            raise ValueError("tuning the schedule for T covers the signGD dynamics; leave T out for "
-                             "dynamics='subgradient'")
+            raise ValueError(f"tuning the schedule for T covers the signGD dynamics; leave T out for "
+                             f"dynamics={dynamics!r}")
         check_steps(T)
         encoding = encoding or "analog"
     normalize = normalize or ("all" if dynamics == "signgd" else "relu")
@@ -115,6 +117,9 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODINGS)}")
     preprocessing = from_data(calibration) if preprocessing == "auto" else checked(preprocessing)
+    if dynamics == "if" and schedule is not None:
+        raise ValueError("the IF dynamics takes no step sizes (its output is the mean of the readouts); "
+                         "leave schedule out for dynamics='if'")
     share = _dist.active(distributed)  # before the work: distributed=True without a group fails now
     default = sched.exponential() if dynamics == "signgd" else sched.inverse(1.0)
     tune = T is not None and schedule is None
@@ -154,7 +159,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     neurons = {name: m for name, m in gm.named_modules() if isinstance(m, SpikingNeuron)}
     for name, neuron in neurons.items():
         if normalize == "all" or (normalize == "relu" and neuron.preset_normalized):
-            neuron.set_scale(torch.where(ranges[name] <= 1e-5, torch.ones_like(ranges[name]), ranges[name]))
+            scale = _per_channel(ranges[name]) if dynamics == "if" else ranges[name]
+            neuron.set_scale(torch.where(scale <= 1e-5, torch.ones_like(scale), scale))
     notes.append(f"calibrated on {calib.count} samples; normalized "
                  f"{sum(n.normalized for n in neurons.values())} of {len(neurons)} neuron layers ({normalize})")
     if dynamics == "subgradient":
@@ -185,6 +191,12 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         log.info(note)
     snn.conversion_log = notes
     return snn
+
+
+def _per_channel(r: torch.Tensor) -> torch.Tensor:
+    """The IF dynamics' thresholds: one per channel (dim 0 of a sample's feature map, the max over its
+    positions), so that NIR's conv weights can carry the value of a spike (``signgd.nir``)."""
+    return r.amax(dim=tuple(range(1, r.dim())), keepdim=True) if r.dim() >= 2 else r
 
 
 def _run(gm, x: torch.Tensor, what: str) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Spiking neurons: the signGD neuron (any target) and the subgradient (integrate-and-fire) neuron.
+"""Spiking neurons: the signGD neuron (any target), the subgradient neuron of the paper's theorem, and the
+integrate-and-fire neuron of NIR (``dynamics="if"``, what ``signgd.nir.export`` writes as ``nir.IF``).
 
 The update rules are small pure tensor functions, so that a test can drive one neuron by hand (the
 signGD rule is defined once, beside its fused kernels in ``signgd.kernels``, and re-exported here). The
@@ -8,7 +9,7 @@ can be run by several callers at once and never carries state from one call into
 
 Units: with a normalization scale ``s`` the neuron works on ``f(x) / s`` and its estimate ``y`` is
 in those normalized units; what it passes downstream is ``s * y`` (signGD) or ``s * spike``
-(subgradient), i.e. raw ANN units again.
+(subgradient, IF), i.e. raw ANN units again. The IF neuron works in raw units: ``s`` is its threshold.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from torch import nn
 from .kernels import adaptive_scan, prologue_torch, signgd_fire, signgd_scan, signgd_update
 from .targets import get_target
 
-__all__ = ["signgd_fire", "signgd_update", "subgradient_step", "SpikingNeuron"]
+__all__ = ["signgd_fire", "signgd_update", "subgradient_step", "if_step", "SpikingNeuron"]
 
 
 def subgradient_step(x_prev, y_prev, a, eta):
@@ -33,6 +34,19 @@ def subgradient_step(x_prev, y_prev, a, eta):
     s = (x > y_prev).to(x.dtype)
     y = y_prev - eta * (y_prev - s)
     return x, y, s
+
+
+def if_step(v_prev, a, threshold):
+    """One step of NIR's integrate-and-fire neuron (``nir.IF`` with ``r = 1``, ``v_reset = 0``, one unit
+    of time per step): ``v = v_{t-1} + a_t``, ``z_t = 1[v > threshold]``, then ``v_t = 0`` where it fired.
+
+    NIR's IF resets *to* ``v_reset``, not by subtracting the threshold, and starts from ``v_reset``;
+    this is that neuron, op for op as Norse's ``iaf_feed_forward_step`` computes it, so an importer
+    running the exported graph fires the same spikes. Returns ``(v_t, z_t)``, ``z_t`` 0/1 in ``a``'s dtype.
+    """
+    v = v_prev + a
+    z = v > threshold
+    return torch.where(z, torch.zeros_like(v), v), z.to(v.dtype)
 
 
 # Unary targets with an in-place form (each torch's own kernel for the target, so the numbers are
@@ -134,6 +148,8 @@ class SpikingNeuron(nn.Module):
             state["d"] = torch.zeros_like(like)
         if dynamics == "subgradient":
             state["x"] = (self.bias0 / self.scale).expand_as(like).clone()
+        if dynamics == "if":
+            state["v"] = torch.zeros_like(like)
         return state
 
     def run(self, state: dict, xs: tuple[torch.Tensor, ...], etas: torch.Tensor, dynamics: str,
@@ -153,6 +169,8 @@ class SpikingNeuron(nn.Module):
             return self._run_signgd(state, xs, etas, spikes_out, owned)
         if dynamics == "subgradient":
             return self._run_subgradient(state, xs, etas, spikes_out)
+        if dynamics == "if":
+            return self._run_if(state, xs, spikes_out)
         raise ValueError(f"unknown dynamics {dynamics!r}")
 
     def _run_signgd(self, state, xs, etas, spikes_out, owned=False):
@@ -213,13 +231,34 @@ class SpikingNeuron(nn.Module):
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
         return adaptive_scan(target, y, state["d"], etas, *rule, scale, spikes_out, out=buf)
 
-    def _run_subgradient(self, state, xs, etas, spikes_out):
+    def _check_relu(self, dynamics: str) -> bool:
+        """Whether this is a max neuron (a plain max over the scaled spikes, as in the reference code);
+        refuse any target other than ReLU and max."""
         if self.target == "max":
-            # Max pooling in the subgradient preset is a plain max over the scaled spikes.
-            return self.f(*xs)
+            return True
         if self.target != "relu":
-            raise ValueError(f"the subgradient (integrate-and-fire) dynamics covers ReLU networks; "
+            raise ValueError(f"the {dynamics} (integrate-and-fire) dynamics covers ReLU networks; "
                              f"a {self.target} neuron needs dynamics='signgd'")
+        return False
+
+    def _run_if(self, state, xs, spikes_out):
+        """NIR's IF neuron (``if_step``) on the raw input current, the scale as its threshold."""
+        if self._check_relu("if"):
+            return self.f(*xs)
+        (a,) = xs
+        threshold = self.scale.to(a.dtype)
+        spikes = torch.empty_like(a)
+        v = state["v"]
+        for t in range(a.shape[0]):
+            v, spikes[t] = if_step(v, a[t], threshold)
+        state["v"] = v
+        if spikes_out is not None:
+            spikes_out += spikes.flatten(1).sum(1).to(spikes_out.dtype)
+        return spikes * threshold
+
+    def _run_subgradient(self, state, xs, etas, spikes_out):
+        if self._check_relu("subgradient"):
+            return self.f(*xs)
         (a,) = xs
         if self.normalized:
             a = a / self.scale
