@@ -1,11 +1,18 @@
-"""Run an exported NIR graph in another library: Norse's integrate-and-fire cell, wired by nirtorch.
+"""Run an exported NIR graph in other libraries: snnTorch's or Norse's neuron, wired by nirtorch.
 
 ``nirtorch.nir_to_torch`` is the NIR project's PyTorch interpreter (torch.fx, nodes in topological
-order, a node's inputs summed with ``torch.add``); its default mappings give ``Conv2d``, ``Affine``,
-``SumPool2d`` (``torch.nn.LPPool2d`` with p = 1) and ``Flatten``. Each ``nir.IF`` becomes Norse's
-``IAFCell`` with the node's thresholds, as Norse's own importer maps it (``norse.torch.from_nir``).
+order, a node's inputs summed with ``torch.add``); its default mappings give ``Conv2d``, ``SumPool2d``
+(``torch.nn.LPPool2d`` with p = 1) and ``Flatten``. Each ``nir.IF`` becomes
 
-Why not ``norse.torch.from_nir`` itself: the released Norse (1.1.0) builds the module with the
+- ``snntorch_module``: snnTorch's ``Leaky`` neuron with ``beta = 1`` and reset by subtraction (its
+  default, delayed reset: the spike's threshold is subtracted at the next step), the classic IF
+  neuron signgd simulates (``dynamics="if"``, ``signgd.neurons.if_step``). snnTorch's own ``import_from_nir`` maps
+  ``nir.IF`` to a ``Leaky`` with ``beta = 0.9`` (a leak NIR's IF does not have) and one threshold per
+  layer, so it cannot run this graph as written;
+- ``norse_module``: Norse's ``IAFCell``, as ``norse.torch.from_nir`` maps it: reset *to* ``v_reset``,
+  the letter of NIR's IF equations.
+
+Why not the libraries' ``from_nir`` as released: Norse 1.1.0 builds the module with the
 deprecated ``nirtorch.load``, whose executor orders nodes by a pre-order depth-first walk; at a
 residual join the summing neuron then runs before its second input is computed and reads that
 input's value from the previous step. Norse's main branch maps nodes the same way but through
@@ -24,9 +31,42 @@ import warnings
 import torch
 
 
+def _read(graph):
+    import nir
+
+    return graph if isinstance(graph, nir.NIRNode) else nir.read(str(graph))
+
+
+def _affine(node):
+    linear = torch.nn.Linear(node.weight.shape[1], node.weight.shape[0])
+    linear.weight.data = torch.as_tensor(node.weight, dtype=torch.float32)
+    linear.bias.data = torch.as_tensor(node.bias, dtype=torch.float32)
+    return linear
+
+
+def _flatten(node):
+    start, end = int(node.start_dim), int(node.end_dim)
+    return torch.nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
+
+
+def snntorch_module(graph) -> torch.nn.Module:
+    """The graph (a ``nir.NIRGraph`` or a ``.nir`` path) as a torch module, each ``nir.IF`` an snnTorch
+    ``Leaky`` neuron with ``beta = 1`` (no leak: an IF neuron), the node's thresholds, reset by
+    subtraction (snnTorch's default), hidden state kept in the module: ``out = module(x)`` is one step."""
+    import nir
+    import nirtorch
+    import snntorch
+
+    def if_neuron(node):
+        return snntorch.Leaky(beta=1.0, threshold=torch.as_tensor(node.v_threshold, dtype=torch.float32),
+                              reset_mechanism="subtract", init_hidden=True)
+
+    return nirtorch.nir_to_torch(_read(graph), {nir.IF: if_neuron, nir.Affine: _affine, nir.Flatten: _flatten})
+
+
 def norse_module(graph) -> torch.nn.Module:
-    """The graph (a ``nir.NIRGraph`` or a path to a ``.nir`` file) as a stateful torch module:
-    ``out, state = module(x, state)`` runs one time step on a batch."""
+    """The graph with each ``nir.IF`` Norse's ``IAFCell``, as ``norse.torch.from_nir`` maps it: reset *to*
+    ``v_reset`` (NIR's text), state passed by the interpreter: ``out, state = module(x, state)``."""
     import nir
     import nirtorch
 
@@ -37,38 +77,34 @@ def norse_module(graph) -> torch.nn.Module:
     def if_cell(node):
         return IAFCell(IAFParameters(v_th=torch.as_tensor(node.v_threshold, dtype=torch.float32)))
 
-    def affine(node):
-        linear = torch.nn.Linear(node.weight.shape[1], node.weight.shape[0])
-        linear.weight.data = torch.as_tensor(node.weight, dtype=torch.float32)
-        linear.bias.data = torch.as_tensor(node.bias, dtype=torch.float32)
-        return linear
+    return nirtorch.nir_to_torch(_read(graph), {nir.IF: if_cell, nir.Affine: _affine, nir.Flatten: _flatten})
 
-    def flatten(node):
-        start, end = int(node.start_dim), int(node.end_dim)
-        return torch.nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
 
-    if not isinstance(graph, nir.NIRNode):
-        graph = nir.read(str(graph))
-    return nirtorch.nir_to_torch(graph, {nir.IF: if_cell, nir.Affine: affine, nir.Flatten: flatten})
+def _neurons(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    import snntorch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from norse.torch import IAFCell
+    return {name: m for name, m in module.named_modules() if isinstance(m, (snntorch.Leaky, IAFCell))}
 
 
 @torch.no_grad()
 def run(module: torch.nn.Module, x: torch.Tensor, T: int, spikes: bool = False):
-    """``(decoded, counts)``: the mean over steps 1..T of the graph's output for input ``x`` given at
-    every step (``decoded[t]`` for every t), and with ``spikes`` the spikes each IF node fired per step,
-    summed over the batch (``{node name: [T]}``)."""
-    counts: dict[str, torch.Tensor] = {}
+    """``(decoded, counts)``: the mean over steps 1..t of the graph's output for input ``x`` given at
+    every step (``decoded[t]`` for t = 1..T), and with ``spikes`` the spikes each IF node fired per step,
+    summed over the batch (``{node name: [T]}``). Neuron states start at zero."""
+    neurons = _neurons(module)
+    for m in neurons.values():
+        if hasattr(m, "reset_mem"):  # snnTorch keeps its state in the module
+            m.reset_mem()
+    counts = {name: torch.zeros(T, dtype=torch.float64) for name in neurons} if spikes else {}
     hooks, step = [], [0]
-    if spikes:
-        from norse.torch import IAFCell
-
-        for name, mod in module.named_modules():
-            if isinstance(mod, IAFCell):
-                counts[name] = torch.zeros(T, dtype=torch.float64)
-
-                def hook(mod, inputs, output, name=name):
-                    counts[name][step[0]] += float(output[0].sum())
-                hooks.append(mod.register_forward_hook(hook))
+    for name, m in neurons.items() if spikes else ():
+        def hook(mod, inputs, output, name=name):
+            z = output[0] if isinstance(output, tuple) else output
+            counts[name][step[0]] += float(z.sum())
+        hooks.append(m.register_forward_hook(hook))
     state, total, decoded = None, None, {}
     try:
         for t in range(T):

@@ -1,5 +1,5 @@
 """Spiking neurons: the signGD neuron (any target), the subgradient neuron of the paper's theorem, and the
-integrate-and-fire neuron of NIR (``dynamics="if"``, what ``signgd.nir.export`` writes as ``nir.IF``).
+classic integrate-and-fire neuron (``dynamics="if"``, what ``signgd.nir.export`` writes as ``nir.IF``).
 
 The update rules are small pure tensor functions, so that a test can drive one neuron by hand (the
 signGD rule is defined once, beside its fused kernels in ``signgd.kernels``, and re-exported here). The
@@ -36,17 +36,20 @@ def subgradient_step(x_prev, y_prev, a, eta):
     return x, y, s
 
 
-def if_step(v_prev, a, threshold):
-    """One step of NIR's integrate-and-fire neuron (``nir.IF`` with ``r = 1``, ``v_reset = 0``, one unit
-    of time per step): ``v = v_{t-1} + a_t``, ``z_t = 1[v > threshold]``, then ``v_t = 0`` where it fired.
+def if_step(v_prev, z_prev, a, threshold):
+    """One step of the classic integrate-and-fire neuron (``dynamics="if"``, exported as ``nir.IF``),
+    reset by subtraction, from ``v_0 = 0``: ``v_t = v_{t-1} + a_t - threshold z_{t-1}``,
+    ``z_t = 1[v_t > threshold]`` (NIR's strict firing). Returns ``(v_t, z_t)``, ``z_t`` 0/1 in ``a``'s dtype.
 
-    NIR's IF resets *to* ``v_reset``, not by subtracting the threshold, and starts from ``v_reset``;
-    this is that neuron, op for op as Norse's ``iaf_feed_forward_step`` computes it, so an importer
-    running the exported graph fires the same spikes. Returns ``(v_t, z_t)``, ``z_t`` 0/1 in ``a``'s dtype.
+    ``v`` is the potential before the reset, and the reset of a spike is subtracted at the next step: the
+    same neuron as subtracting at once (the spikes are those of ``v <- v + a; fire; v <- v - threshold``),
+    in the order of operations of snnTorch's ``Leaky`` with ``beta = 1``, so that a library running the
+    exported graph with it computes the same potentials bit for bit. Reset by subtraction keeps the
+    charge above the threshold; NIR's IF text resets *to* ``v_reset``, which libraries read differently
+    (``docs/nir.md``): reset to zero loses up to one step of input per spike, and most of the accuracy.
     """
-    v = v_prev + a
-    z = v > threshold
-    return torch.where(z, torch.zeros_like(v), v), z.to(v.dtype)
+    v = v_prev + a - z_prev * threshold
+    return v, (v > threshold).to(v.dtype)
 
 
 # Unary targets with an in-place form (each torch's own kernel for the target, so the numbers are
@@ -149,7 +152,7 @@ class SpikingNeuron(nn.Module):
         if dynamics == "subgradient":
             state["x"] = (self.bias0 / self.scale).expand_as(like).clone()
         if dynamics == "if":
-            state["v"] = torch.zeros_like(like)
+            state["v"], state["z"] = torch.zeros_like(like), torch.zeros_like(like)
         return state
 
     def run(self, state: dict, xs: tuple[torch.Tensor, ...], etas: torch.Tensor, dynamics: str,
@@ -242,16 +245,17 @@ class SpikingNeuron(nn.Module):
         return False
 
     def _run_if(self, state, xs, spikes_out):
-        """NIR's IF neuron (``if_step``) on the raw input current, the scale as its threshold."""
+        """The IF neuron (``if_step``) on the raw input current, the scale as its threshold."""
         if self._check_relu("if"):
             return self.f(*xs)
         (a,) = xs
         threshold = self.scale.to(a.dtype)
         spikes = torch.empty_like(a)
-        v = state["v"]
+        v, z = state["v"], state["z"]
         for t in range(a.shape[0]):
-            v, spikes[t] = if_step(v, a[t], threshold)
-        state["v"] = v
+            v, z = if_step(v, z, a[t], threshold)
+            spikes[t] = z
+        state["v"], state["z"] = v, z
         if spikes_out is not None:
             spikes_out += spikes.flatten(1).sum(1).to(spikes_out.dtype)
         return spikes * threshold
