@@ -61,8 +61,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         calibration: a tensor of inputs ``[N, ...]``, a Dataset, or an iterable of ``x`` or
             ``(x, y, ...)`` calib. Used for normalization scales and the input shape.
         dynamics: ``"signgd"`` (the paper's neuron), ``"subgradient"`` (the paper's integrate-and-fire
-            baseline) or ``"if"`` (NIR's integrate-and-fire neuron, reset to zero, the calibration
-            maximum of its channel as threshold; ``signgd.nir.export`` writes it as ``nir.IF``).
+            baseline) or ``"if"`` (the classic integrate-and-fire neuron, reset by subtraction, one
+            threshold per channel from the calibration maxima; ``signgd.nir.export`` writes it as ``nir.IF``).
         schedule: step sizes; a Schedule, a name (``"exponential"``, ``"inverse"``, ``"constant"``,
             ``"polynomial"``, ``"adaptive"``: per-neuron steps, signGD only; optionally
             ``"name:lr=0.3,decay=0.9"``), a callable ``t -> eta_t`` or a 1-D tensor. Default:
@@ -194,9 +194,16 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
 
 
 def _per_channel(r: torch.Tensor) -> torch.Tensor:
-    """The IF dynamics' thresholds: one per channel (dim 0 of a sample's feature map, the max over its
-    positions), so that NIR's conv weights can carry the value of a spike (``signgd.nir``)."""
-    return r.amax(dim=tuple(range(1, r.dim())), keepdim=True) if r.dim() >= 2 else r
+    """The IF dynamics' thresholds from the per-element calibration maxima ``r``: one per channel (dim 0
+    of a sample's feature map), so that NIR's conv weights can carry the value of a spike
+    (``signgd.nir``); per element for a vector. A channel's threshold is the median of its positions'
+    maxima, not their max: a neuron's rate is at most the input over the threshold, and with the max
+    (the brightest position of the brightest image) most positions fire too rarely to be read in 64
+    steps (ResNet, Fashion-MNIST, T=64: 64.5% with the max, 88.0% with the median, 200 test images;
+    docs/nir.md). A neuron driven above its threshold fires at every step (its output clips there)."""
+    if r.dim() < 2:
+        return r
+    return r.flatten(1).quantile(0.5, dim=1).reshape(-1, *([1] * (r.dim() - 1)))
 
 
 def _run(gm, x: torch.Tensor, what: str) -> torch.Tensor:
