@@ -5,6 +5,7 @@ benchmarks' VGG with average pooling), on a seeded test subset:
 
 1. ANN accuracy, and SNN accuracy per T for ``convert(dynamics="subgradient")`` (the paper's IF baseline)
    and ``convert(dynamics="if")`` (classic IF, reset by subtraction: what ``signgd.nir.export`` writes);
+   with ``--max-thresholds`` also the IF network with each channel's max calibration maximum as threshold;
 2. the IF network exported with ``signgd.nir.write``, read back with ``nir.read`` and run for T steps by
    ``benchmarks/_nir_peer.py``: snnTorch's ``Leaky`` (beta = 1, reset by subtraction) through nirtorch,
    and Norse's ``IAFCell`` (reset to v_reset, the letter of NIR's IF) through nirtorch: accuracy,
@@ -12,7 +13,8 @@ benchmarks' VGG with average pooling), on a seeded test subset:
 
 Writes the Markdown report (``--out``)::
 
-    python benchmarks/nir_accuracy.py --limit 2000 --T 16,32,64,128 --peer-T 64 --out docs/nir_benchmark.md
+    python benchmarks/nir_accuracy.py --models resnet --limit 500 --T 32,64 --peer-T 64 --threads 1 \\
+        --max-thresholds --out docs/nir_benchmark.md
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import torch  # noqa: E402
 
 import signgd  # noqa: E402
 import signgd.nir  # noqa: E402
+from signgd.graph.calibrate import activation_ranges  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peer-T", type=int, default=64, help="time steps the other libraries run the NIR file for")
     p.add_argument("--peers", default="snntorch,norse", help="comma-separated: snntorch, norse")
     p.add_argument("--limit", type=int, default=2000, help="test images (a seeded random subset)")
+    p.add_argument("--max-thresholds", action="store_true",
+                   help="also evaluate the IF network with each channel's max (not median) calibration maximum")
     p.add_argument("--calibration", type=int, default=1000, help="training images used for calibration")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
@@ -55,6 +60,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown model(s) or peer(s) {bad}")
     return args
+
+
+def with_channel_max_thresholds(snn, calibration):
+    """The IF network with each channel's threshold the max, not the median, of its positions' calibration
+    maxima (the alternative ``signgd.convert`` does not take: see ``convert._per_channel``)."""
+    ranges, _ = activation_ranges(snn.graph_module, calibration.split(256))
+    for name, neuron in snn.neurons.items():
+        r = ranges[name]
+        r = r.amax(dim=tuple(range(1, r.dim())), keepdim=True) if r.dim() >= 2 else r
+        neuron.set_scale(torch.where(r <= 1e-5, torch.ones_like(r), r))
+    return snn
 
 
 def peer_run(kind: str, path: Path, snn, subset, T: int, batch_size: int) -> dict:
@@ -98,6 +114,13 @@ def main(argv=None) -> int:
             common.log(f"{name} [{dynamics}]: ANN {100 * report.ann_accuracy:.2f}%, SNN "
                        + ", ".join(f"T={t}: {100 * a:.2f}" for t, a in report.snn_accuracy.items())
                        + f" ({common.fmt_seconds(seconds)})")
+        if args.max_thresholds:
+            start = time.perf_counter()
+            snn = with_channel_max_thresholds(signgd.convert(model, calibration, dynamics="if"), calibration)
+            report = signgd.evaluate(snn, subset, T=args.steps, batch_size=args.batch_size, progress=False)
+            rows.append((name, "if, channel-max thresholds", report, time.perf_counter() - start))
+            common.log(f"{name} [if, channel max]: " + ", ".join(f"T={t}: {100 * a:.2f}"
+                                                                 for t, a in report.snn_accuracy.items()))
         with tempfile.TemporaryDirectory() as tmp:
             path = signgd.nir.write(nets["if"], Path(tmp) / f"{name}.nir")
             graph = nir.read(str(path))
