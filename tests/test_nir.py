@@ -79,6 +79,7 @@ def test_exported_graph_runs_in_snntorch_with_the_same_spikes_and_outputs(residu
     path = tmp_path / "net.nir"
     signgd.nir.write(residual_if, path)
     graph = nir.read(str(path))
+    assert "subtraction" in graph.metadata["reset"]
     kinds = sorted({type(n).__name__ for n in graph.nodes.values()})
     assert kinds == ["Affine", "Conv2d", "Flatten", "IF", "Input", "Output", "SumPool2d"]
     assert sum(isinstance(n, nir.IF) for n in graph.nodes.values()) == len(residual_if.neurons) == 5

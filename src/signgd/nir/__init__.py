@@ -9,7 +9,9 @@ library (Norse, sinabs, snnTorch, Lava, Rockpool, SpikingJelly) can run or map o
 - ``Conv2d`` / ``Affine`` for conv and linear layers (BN folded in by conversion), carrying the value
   of their input spikes: each spike of a channel with threshold ``s`` stands for ``s``, so ``s`` is
   multiplied into the weights it enters;
-- ``IF`` (``r = 1``, ``v_reset = 0``, ``v_threshold`` = the channel's calibration maximum) for each ReLU;
+- ``IF`` (``r = 1``, ``v_threshold`` = the channel's threshold, ``v_reset = 0`` unused) for each ReLU: the
+  neuron resets by subtraction, as snnTorch, sinabs and SpikingJelly's soft reset read an IF (NIR's
+  text resets to ``v_reset``; the graph's metadata says which is meant, ``docs/nir.md``);
 - ``SumPool2d`` for average pooling (the ``1/k^2`` goes into the next layer's weights), ``Flatten``;
 - a residual add is two edges into one node (NIR sums a node's inputs); a spike train entering an add
   or the output goes through a depthwise 1x1 ``Conv2d`` (or diagonal ``Affine``) holding its value.

@@ -56,6 +56,7 @@ def export(snn: SpikingNetwork):
     for node in gm.graph.nodes:
         builder.visit(node)
     metadata = {"producer": f"signgd {__version__}", "dynamics": "if",
+                "reset": "by subtraction: after a spike, v <- v - v_threshold (v_reset is not used)",
                 "readout": "the mean of the output over the time steps is the network's decoded output",
                 "time_step": "one NIR time unit per simulation step (dt = 1)"}
     return nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata=metadata)
