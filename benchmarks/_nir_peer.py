@@ -17,7 +17,7 @@ deprecated ``nirtorch.load``, whose executor orders nodes by a pre-order depth-f
 residual join the summing neuron then runs before its second input is computed and reads that
 input's value from the previous step. Norse's main branch maps nodes the same way but through
 ``nirtorch.nir_to_torch``, which is what this module does. ``Flatten``'s dims are shifted by one for
-the batch, as Norse's and SpikingJelly's importers do (NIR's shapes have no batch dimension).
+the batch, as SpikingJelly's and sinabs' importers do (NIR's shapes have no batch dimension).
 ``Affine`` is mapped as Norse maps it (a ``torch.nn.Linear`` with the node's weight and bias):
 nirtorch 2.6's default mapping drops the bias (it assigns ``module.weight.bias``), leaving the
 Linear's random initial bias.

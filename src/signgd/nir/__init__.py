@@ -10,8 +10,8 @@ library (Norse, sinabs, snnTorch, Lava, Rockpool, SpikingJelly) can run or map o
   of their input spikes: each spike of a channel with threshold ``s`` stands for ``s``, so ``s`` is
   multiplied into the weights it enters;
 - ``IF`` (``r = 1``, ``v_threshold`` = the channel's threshold, ``v_reset = 0`` unused) for each ReLU: the
-  neuron resets by subtraction, as snnTorch, sinabs and SpikingJelly's soft reset read an IF (NIR's
-  text resets to ``v_reset``; the graph's metadata says which is meant, ``docs/nir.md``);
+  neuron resets by subtraction, as snnTorch's and sinabs' importers read an IF (NIR's text resets to
+  ``v_reset``, as Norse and SpikingJelly read it; the graph's metadata says which is meant, ``docs/nir.md``);
 - ``SumPool2d`` for average pooling (the ``1/k^2`` goes into the next layer's weights), ``Flatten``;
 - a residual add is two edges into one node (NIR sums a node's inputs); a spike train entering an add
   or the output goes through a depthwise 1x1 ``Conv2d`` (or diagonal ``Affine``) holding its value.
