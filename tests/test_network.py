@@ -24,7 +24,7 @@ def x():
 
 
 @pytest.mark.parametrize("encoding", ["float", "spike", "stochastic", "analog"])
-@pytest.mark.parametrize("dynamics", ["signgd", "subgradient"])
+@pytest.mark.parametrize("dynamics", ["signgd", "subgradient", "if"])
 def test_layer_major_equals_time_major(x, dynamics, encoding):
     snn = signgd.convert(_net(), x, dynamics=dynamics, encoding=encoding,
         schedule=None if dynamics == "subgradient" else "exponential")

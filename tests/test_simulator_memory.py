@@ -48,7 +48,7 @@ def _close(a, b, rel=1e-5):
 
 
 @pytest.mark.parametrize("encoding", ["float", "stochastic"])
-@pytest.mark.parametrize("dynamics", ["signgd", "subgradient"])
+@pytest.mark.parametrize("dynamics", ["signgd", "subgradient", "if"])
 @pytest.mark.parametrize("make", [_net, _resnet])
 def test_batch_slices_equal_the_whole_batch(x, make, dynamics, encoding):
     snn = signgd.convert(make(), x, dynamics=dynamics, encoding=encoding,

@@ -80,18 +80,28 @@ class InputEncoder:
 
 class OutputDecoder:
     """signGD: the output at step t is the readout of the estimates, ``A_out(y_t)``.
-    Subgradient: the running average ``o_t = o_{t-1} - eta_t (o_{t-1} - A_out(s_t))``."""
+    Subgradient: the running average ``o_t = o_{t-1} - eta_t (o_{t-1} - A_out(s_t))``.
+    IF: the mean of the readouts so far, ``(A_out(s_1) + ... + A_out(s_t)) / t`` (summed in order), which
+    is what a library running the exported NIR graph computes from its outputs (no step sizes)."""
 
     def __init__(self, dynamics: str):
         self.dynamics = dynamics
 
     def init_state(self) -> dict:
-        return {"o": None}
+        return {"o": None, "t": 0}
 
     def run(self, state: dict, readout: torch.Tensor, etas: torch.Tensor) -> torch.Tensor:
         if self.dynamics == "signgd":
             return readout
         out = torch.empty_like(readout)
+        if self.dynamics == "if":
+            total = state["o"] if state["o"] is not None else torch.zeros_like(readout[0])
+            for k in range(readout.shape[0]):
+                total = total + readout[k]
+                state["t"] += 1
+                out[k] = total / state["t"]
+            state["o"] = total
+            return out
         o = state["o"] if state["o"] is not None else torch.zeros_like(readout[0])
         for k in range(readout.shape[0]):
             o = o - etas[k] * (o - readout[k])

@@ -44,7 +44,7 @@ from .validation import check_finite_output
 
 log = logging.getLogger("signgd")
 
-DYNAMICS = ("signgd", "subgradient")
+DYNAMICS = ("signgd", "subgradient", "if")
 NORMALIZATIONS = ("relu", "all", "none")
 PRESETS = ("paper",)
 #: Calibration samples the schedule is tuned on (the first ones).
@@ -69,7 +69,9 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             ``(x, y, ...)`` batches. Used for normalization scales, the input shape and tuning. A
             Dataset longer than ``calibration_samples`` is sampled (see there); a tensor or an
             iterable is used whole.
-        dynamics: ``"signgd"`` (the paper's neuron) or ``"subgradient"`` (integrate-and-fire).
+        dynamics: ``"signgd"`` (the paper's neuron), ``"subgradient"`` (the paper's integrate-and-fire
+            baseline) or ``"if"`` (the classic integrate-and-fire neuron, reset by subtraction, one
+            threshold per channel from the calibration maxima; ``signgd.nir.export`` writes it as ``nir.IF``).
         schedule: step sizes; a Schedule, a name (``"exponential"``, ``"inverse"``, ``"constant"``,
             ``"polynomial"``, ``"adaptive"``: per-neuron steps, signGD only; optionally
             ``"name:lr=0.3,decay=0.9"``), a callable ``t -> eta_t`` or a 1-D tensor. Default:
@@ -124,8 +126,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         normalize, encoding = normalize or "relu", encoding or default_encoding
     if T is not None:
         if dynamics != "signgd":
-            raise ValueError("tuning the schedule for T covers the signGD dynamics; leave T out for "
-                             "dynamics='subgradient'")
+            raise ValueError(f"tuning the schedule for T covers the signGD dynamics; leave T out for "
+                             f"dynamics={dynamics!r}")
         T = check_steps(T)
     elif dynamics == "signgd" and preset is None and schedule is None:
         T = DEFAULT_STEPS  # the default: one schedule tuned across the range of T users evaluate at
@@ -138,6 +140,9 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODINGS)}")
     preprocessing = from_data(calibration) if preprocessing == "auto" else checked(preprocessing)
+    if dynamics == "if" and schedule is not None:
+        raise ValueError("the IF dynamics takes no step sizes (its output is the mean of the readouts); "
+                         "leave schedule out for dynamics='if'")
     share = _dist.active(distributed)  # before the work: distributed=True without a group fails now
     default = sched.exponential() if dynamics == "signgd" else sched.inverse(1.0)
     tune = T is not None and schedule is None
@@ -182,7 +187,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     neurons = {name: m for name, m in gm.named_modules() if isinstance(m, SpikingNeuron)}
     for name, neuron in neurons.items():
         if normalize == "all" or (normalize == "relu" and neuron.preset_normalized):
-            neuron.set_scale(torch.where(ranges[name] <= 1e-5, torch.ones_like(ranges[name]), ranges[name]))
+            scale = _per_channel(ranges[name]) if dynamics == "if" else ranges[name]
+            neuron.set_scale(torch.where(scale <= 1e-5, torch.ones_like(scale), scale))
     used = f"{calib.count} samples" + (f" (a random subset of the Dataset's {of})" if of else "")
     notes.append(f"calibrated on {used}; normalized "
                  f"{sum(n.normalized for n in neurons.values())} of {len(neurons)} neuron layers ({normalize})")
@@ -221,6 +227,19 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     say(f"signgd: converted {type(model).__name__} in {seconds(start)}: {len(neurons)} neuron layers, "
         f"calibrated on {used} ({calib_time}){tuned}, {encoding} input", progress)
     return snn
+
+
+def _per_channel(r: torch.Tensor) -> torch.Tensor:
+    """The IF dynamics' thresholds from the per-element calibration maxima ``r``: one per channel (dim 0
+    of a sample's feature map), so that NIR's conv weights can carry the value of a spike
+    (``signgd.nir``); per element for a vector. A channel's threshold is the median of its positions'
+    maxima, not their max: a neuron's rate is at most the input over the threshold, and with the max
+    (the brightest position of the brightest image) most positions fire too rarely to be read in 64
+    steps (ResNet, Fashion-MNIST, T=64: 66.0% with the max, 88.8% with the median; docs/nir.md). A
+    neuron driven above its threshold fires at every step (its output clips there)."""
+    if r.dim() < 2:
+        return r
+    return r.flatten(1).quantile(0.5, dim=1).reshape(-1, *([1] * (r.dim() - 1)))
 
 
 def _run(gm, x: torch.Tensor, what: str) -> torch.Tensor:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __all__ = ["SigngdError", "ConversionError", "UnsupportedOperationError", "TraceError",
            "CalibrationError", "InputError", "DatasetNotFoundError", "DistributedError", "ReportError",
-           "UsageError", "KernelUnavailableError", "one_line"]
+           "UsageError", "KernelUnavailableError", "ExportError", "one_line"]
 
 
 class SigngdError(Exception):
@@ -78,3 +78,8 @@ class UsageError(SigngdError, ValueError):
 
 class KernelUnavailableError(SigngdError, RuntimeError):
     """A kernel backend was asked for by name but cannot run on these inputs or on this machine."""
+
+
+class ExportError(SigngdError, ValueError):
+    """The network has no exact form in the interchange format asked for (``signgd.nir``): the message
+    names the nodes and what the format lacks."""

@@ -10,12 +10,13 @@ from torch import nn
 
 def vgg(in_channels: int = 1, num_classes: int = 10, widths=(16, "M", 32, 32, "M", 64, "M"),
         hidden: int = 128, image_size: int = 28) -> nn.Sequential:
-    """A VGG-style CNN: 3x3 conv + BN + ReLU blocks, 2x2 max pooling at each "M", then an MLP head."""
+    """A VGG-style CNN: 3x3 conv + BN + ReLU blocks, 2x2 max pooling at each "M" (2x2 average pooling at
+    each "A": what an integrate-and-fire network exported to NIR can pool), then an MLP head."""
     layers: list[nn.Module] = []
     c, size = in_channels, image_size
     for w in widths:
-        if w == "M":
-            layers.append(nn.MaxPool2d(2))
+        if w in ("M", "A"):
+            layers.append(nn.MaxPool2d(2) if w == "M" else nn.AvgPool2d(2))
             size //= 2
         else:
             layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]

@@ -1,4 +1,5 @@
-"""Spiking neurons: the signGD neuron (any target) and the subgradient (integrate-and-fire) neuron.
+"""Spiking neurons: the signGD neuron (any target), the subgradient neuron of the paper's theorem, and the
+classic integrate-and-fire neuron (``dynamics="if"``, what ``signgd.nir.export`` writes as ``nir.IF``).
 
 The update rules are small pure tensor functions, so that a test can drive one neuron by hand (the
 signGD rule is defined once, beside its fused kernels in ``signgd.kernels``, and re-exported here). The
@@ -8,7 +9,7 @@ can be run by several callers at once and never carries state from one call into
 
 Units: with a normalization scale ``s`` the neuron works on ``f(x) / s`` and its estimate ``y`` is
 in those normalized units; what it passes downstream is ``s * y`` (signGD) or ``s * spike``
-(subgradient), i.e. raw ANN units again.
+(subgradient, IF), i.e. raw ANN units again. The IF neuron works in raw units: ``s`` is its threshold.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from torch import nn
 from .kernels import adaptive_scan, prologue_torch, signgd_fire, signgd_scan, signgd_update
 from .targets import get_target
 
-__all__ = ["signgd_fire", "signgd_update", "subgradient_step", "SpikingNeuron"]
+__all__ = ["signgd_fire", "signgd_update", "subgradient_step", "if_step", "SpikingNeuron"]
 
 
 def subgradient_step(x_prev, y_prev, a, eta):
@@ -33,6 +34,22 @@ def subgradient_step(x_prev, y_prev, a, eta):
     s = (x > y_prev).to(x.dtype)
     y = y_prev - eta * (y_prev - s)
     return x, y, s
+
+
+def if_step(v_prev, z_prev, a, threshold):
+    """One step of the classic integrate-and-fire neuron (``dynamics="if"``, exported as ``nir.IF``),
+    reset by subtraction, from ``v_0 = 0``: ``v_t = v_{t-1} + a_t - threshold z_{t-1}``,
+    ``z_t = 1[v_t > threshold]`` (NIR's strict firing). Returns ``(v_t, z_t)``, ``z_t`` 0/1 in ``a``'s dtype.
+
+    ``v`` is the potential before the reset, and the reset of a spike is subtracted at the next step: the
+    same neuron as subtracting at once (the spikes are those of ``v <- v + a; fire; v <- v - threshold``),
+    in the order of operations of snnTorch's ``Leaky`` with ``beta = 1``, so that a library running the
+    exported graph with it computes the same potentials bit for bit. Reset by subtraction keeps the
+    charge above the threshold; NIR's IF text resets *to* ``v_reset``, which libraries read differently
+    (``docs/nir.md``): reset to zero loses up to one step of input per spike, and most of the accuracy.
+    """
+    v = v_prev + a - z_prev * threshold
+    return v, (v > threshold).to(v.dtype)
 
 
 # Unary targets with an in-place form (each torch's own kernel for the target, so the numbers are
@@ -134,6 +151,8 @@ class SpikingNeuron(nn.Module):
             state["d"] = torch.zeros_like(like)
         if dynamics == "subgradient":
             state["x"] = (self.bias0 / self.scale).expand_as(like).clone()
+        if dynamics == "if":
+            state["v"], state["z"] = torch.zeros_like(like), torch.zeros_like(like)
         return state
 
     def run(self, state: dict, xs: tuple[torch.Tensor, ...], etas: torch.Tensor, dynamics: str,
@@ -153,6 +172,8 @@ class SpikingNeuron(nn.Module):
             return self._run_signgd(state, xs, etas, spikes_out, owned)
         if dynamics == "subgradient":
             return self._run_subgradient(state, xs, etas, spikes_out)
+        if dynamics == "if":
+            return self._run_if(state, xs, spikes_out)
         raise ValueError(f"unknown dynamics {dynamics!r}")
 
     def _run_signgd(self, state, xs, etas, spikes_out, owned=False):
@@ -213,13 +234,35 @@ class SpikingNeuron(nn.Module):
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
         return adaptive_scan(target, y, state["d"], etas, *rule, scale, spikes_out, out=buf)
 
-    def _run_subgradient(self, state, xs, etas, spikes_out):
+    def _check_relu(self, dynamics: str) -> bool:
+        """Whether this is a max neuron (a plain max over the scaled spikes, as in the reference code);
+        refuse any target other than ReLU and max."""
         if self.target == "max":
-            # Max pooling in the subgradient preset is a plain max over the scaled spikes.
-            return self.f(*xs)
+            return True
         if self.target != "relu":
-            raise ValueError(f"the subgradient (integrate-and-fire) dynamics covers ReLU networks; "
+            raise ValueError(f"the {dynamics} (integrate-and-fire) dynamics covers ReLU networks; "
                              f"a {self.target} neuron needs dynamics='signgd'")
+        return False
+
+    def _run_if(self, state, xs, spikes_out):
+        """The IF neuron (``if_step``) on the raw input current, the scale as its threshold."""
+        if self._check_relu("if"):
+            return self.f(*xs)
+        (a,) = xs
+        threshold = self.scale.to(a.dtype)
+        spikes = torch.empty_like(a)
+        v, z = state["v"], state["z"]
+        for t in range(a.shape[0]):
+            v, z = if_step(v, z, a[t], threshold)
+            spikes[t] = z
+        state["v"], state["z"] = v, z
+        if spikes_out is not None:
+            spikes_out += spikes.flatten(1).sum(1).to(spikes_out.dtype)
+        return spikes * threshold
+
+    def _run_subgradient(self, state, xs, etas, spikes_out):
+        if self._check_relu("subgradient"):
+            return self.f(*xs)
         (a,) = xs
         if self.normalized:
             a = a / self.scale

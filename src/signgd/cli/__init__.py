@@ -1,4 +1,4 @@
-"""The ``signgd`` command (also ``python -m signgd``): demo, convert, evaluate, report.
+"""The ``signgd`` command (also ``python -m signgd``): demo, convert, evaluate, report, export.
 
 ``main(argv)`` parses, runs the command, and turns the usual mistakes (an unknown model, missing data,
 weights that do not fit, an unsupported operation, a damaged file) into one line on stderr with the fix
@@ -12,14 +12,15 @@ from __future__ import annotations
 import sys
 
 from .. import distributed as _dist
-from .commands import run_convert, run_demo_command, run_evaluate, run_report
+from .commands import run_convert, run_demo_command, run_evaluate, run_export, run_report
 from .errors import EXIT_FAILURE, EXIT_USAGE, error_message
 from .parser import build_parser
 from .usage import UsageError
 
 __all__ = ["main", "UsageError"]
 
-_COMMANDS = {"demo": run_demo_command, "convert": run_convert, "evaluate": run_evaluate, "report": run_report}
+_COMMANDS = {"demo": run_demo_command, "convert": run_convert, "evaluate": run_evaluate, "report": run_report,
+             "export": run_export}
 
 
 def main(argv: list[str] | None = None) -> int:

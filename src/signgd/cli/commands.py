@@ -151,3 +151,17 @@ def run_report(args, argv: list[str], log=print) -> int:
     log(summary(report))
     log(f"\nplots: {', '.join(str(p) for p in paths)}")
     return 0
+
+
+def run_export(args, argv: list[str], log=print) -> int:
+    """``signgd export SNN_FILE --nir FILE``: the saved network as a NIR graph (``signgd.nir``)."""
+    if not _dist.is_main():
+        return 0
+    from .. import nir as nir_export  # imports the nir package only for this command
+
+    snn = load(args.snn_file, map_location="cpu")
+    path = nir_export.write(snn, args.nir)
+    log(f"NIR graph: {path} (nir.read(path); each step takes the input image, the mean of the output over the "
+        f"steps is the network's output; docs/nir.md)")
+    return 0
+

@@ -111,16 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--calibration", type=_positive, default=CALIBRATION_SAMPLES, metavar="N",
                    help=f"training samples for normalization and tuning, a seeded random subset (default "
                         f"{CALIBRATION_SAMPLES}, as convert() takes of a Dataset)")
-    g.add_argument("--dynamics", choices=DYNAMICS, default="signgd")
+    g.add_argument("--dynamics", choices=DYNAMICS, default="signgd",
+                   help="signgd (the paper's neuron), subgradient (its IF baseline) or if (integrate-and-fire, "
+                        "reset by subtraction: exports to NIR with signgd export)")
     g.add_argument("--encoding", choices=ENCODINGS, default=None,
-                   help="input encoding (default float for signgd, analog for subgradient)")
+                   help="input encoding (default float for signgd, analog for subgradient and if)")
     g.add_argument("--schedule", default=None,
                    help="step sizes, e.g. exponential:lr=0.15,decay=0.95 (the default), inverse:lr=1, "
                         "constant:lr=0.05, "
                         "adaptive:lr=0.2,grow=1.2,shrink=0.5 (per-neuron steps, signgd only)")
     g.add_argument("--normalize", choices=NORMALIZATIONS, default=None,
                    help="neurons normalized by their calibration range (default all for signgd, relu for "
-                        "subgradient; relu is the paper's preset)")
+                        "subgradient and if; relu is the paper's preset)")
     g.add_argument("--tune-for", type=_positive, default=None, metavar="T",
                    help="tune the schedule for T time steps on the calibration data (and encode analog); "
                         "default: one schedule tuned across T in 8,16,32,64; the network still runs any T")
@@ -138,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, metavar="FILE", help="write the report JSON to FILE")
     ev.add_argument("--out", default=None, metavar="DIR", help="write report.json and the plots to DIR")
     _common(ev, "evaluate")
+
+    exp = sub.add_parser("export", help="write a saved SNN in an interchange format (NIR)",
+                         description="Write a network saved by convert (converted with --dynamics if) as a NIR "
+                                     "graph that Norse, sinabs, snnTorch, Lava or Rockpool can read (docs/nir.md).")
+    exp.add_argument("snn_file", metavar="SNN_FILE", help="a network saved by convert (DIR/snn.pt) or snn.save()")
+    exp.add_argument("--nir", required=True, metavar="FILE", help="the NIR file to write (nir.write, HDF5)")
+    exp.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
 
     rep = sub.add_parser("report", help="(re)draw the plots of a report folder from its report.json",
                          description="Redraw the plots of a report folder (written by signgd convert, evaluate "

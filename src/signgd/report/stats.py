@@ -102,11 +102,11 @@ class _ErrorProbe:
         if name in self.spike_routers:
             self.routed[name][t0 - 1:t0 - 1 + tc] += (out != 0).flatten(1).sum(1).to(torch.float64).cpu()
         wanted = {t for t in self.steps if t0 <= t < t0 + tc}
-        if self.dynamics != "subgradient":
+        if self.dynamics == "signgd":
             for t in sorted(wanted):
                 self._accumulate(name, t, out[t - t0], act)
             return
-        # Subgradient: the estimate is the running average of what the layer passes downstream.
+        # Subgradient and IF: the estimate is the running average of what the layer passes downstream.
         y = self.running.get(name)
         if y is None:
             y = self.running[name] = torch.zeros_like(out[0])
@@ -143,7 +143,7 @@ class _ReportProbe(Probe):
         self.names, self.steps, self.T = list(snn.neurons), steps, max(steps)
         device, _ = snn.placement
         dynamics = snn.settings["dynamics"]
-        self.routers = {name for name, m in snn.neurons.items() if dynamics == "subgradient" and m.target == "max"}
+        self.routers = {name for name, m in snn.neurons.items() if dynamics != "signgd" and m.target == "max"}
         self.errors = _ErrorProbe(steps, snn.schedule.etas(1, self.T + 1, dtype=torch.float64, device=device),
                                   dynamics, self.routers)
         self.binary_input = snn.settings["encoding"] in ("spike", "stochastic")
