@@ -22,6 +22,7 @@ from . import schedules as sched
 from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
 from .graph.attention import decompose_attention, decompose_softmax
+from .graph.batchnorm_calls import batchnorm_calls_to_modules
 from .graph.calibrate import activation_ranges, zero_response
 from .graph.check import check_supported
 from .graph.fold_bn import fold_batchnorm
@@ -137,6 +138,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     notes.append(f"removed {remove_identities(gm)} eval-mode identities (Dropout, Identity) and "
                  f"{remove_assertions(gm)} shape assertions")
     _propagate_shapes(gm, sample)
+    notes.append(f"made {batchnorm_calls_to_modules(gm)} eval-mode F.batch_norm calls BatchNorm modules")
     notes.append(f"folded {fold_batchnorm(gm)} BatchNorm layers into the preceding conv/linear")
     notes.append(f"decomposed {decompose_attention(gm)} scaled dot-product attentions into matmul and softmax")
     _propagate_shapes(gm, sample)

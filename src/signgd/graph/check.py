@@ -13,8 +13,12 @@ import torch.fx as fx
 from ..errors import UnsupportedOperationError
 from ..neurons import SpikingNeuron
 from . import spellings as sp
+from .batchnorm_calls import batchnorm_arguments, why_not_affine
 from .deps import dependent_operands, depends_on_input
 from .nodes import overridden_base, plain_module
+
+_NOT_DECOMPOSED = (": signgd decomposes this op, but not as it is called here (an argument computed at run "
+                   "time, or an option it has no rule for); please report it with the model")
 
 
 def _scaling_ok(node: fx.Node, dep: set[fx.Node]) -> bool:
@@ -44,6 +48,25 @@ def grouped(kinds: list[tuple[str, str]], shown: int = 3) -> str:
     return "; ".join(parts)
 
 
+def _where(node: fx.Node) -> str:
+    """Where a node comes from, for people: the innermost module of the model that made the call
+    (``blocks.0.bn1 (BatchNormAct2d)``), else the node's name (an op of the model's own forward)."""
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        path, cls = list(stack.values())[-1]
+        return f"{path} ({getattr(cls, '__name__', cls)})"
+    return node.name
+
+
+def _decomposable(node: fx.Node, modules) -> bool:
+    """Whether a pass decomposes ops spelled like this one (so one left here was not decomposable as called)."""
+    if node.op == "call_module":
+        return plain_module(modules[node.target], sp.DECOMPOSED_MODULES)
+    if node.op == "call_function":
+        return node.target in sp.DECOMPOSED_FUNCTIONS
+    return node.target in sp.DECOMPOSED_METHODS
+
+
 def check_supported(gm: fx.GraphModule) -> None:
     """Raise UnsupportedOperationError listing every unsupported node that touches the input."""
     modules = dict(gm.named_modules())
@@ -65,6 +88,10 @@ def check_supported(gm: fx.GraphModule) -> None:
             base = overridden_base(mod, sp.AFFINE_MODULES)
             why = (f": overrides the forward of {base.__name__}, so signgd cannot see what it computes; let "
                    f"torch.fx trace into it (leave it out of leaf_modules)" if base is not None else "")
+            if not why and _decomposable(node, modules):
+                why = _NOT_DECOMPOSED
+            if not why and isinstance(mod, sp.RECURRENT_MODULES):
+                why = f": {sp.RECURRENT_WHY}"
             bad.append((node.name, "call_module", f"{node.target} ({type(mod).__name__}{why})"))
             kinds.append((f"{type(mod).__name__}{why}", node.target))
         elif node.op == "call_function":
@@ -77,8 +104,15 @@ def check_supported(gm: fx.GraphModule) -> None:
             factors = sp.ADD_PRODUCT_FUNCTIONS.get(node.target, ())
             if factors and sum(node.args[i] in dep for i in factors if i < len(node.args)) <= 1:
                 continue
-            bad.append((node.name, "call_function", sp.function_name(node.target)))
-            kinds.append((sp.function_name(node.target), node.name))
+            what = sp.function_name(node.target)
+            bn = batchnorm_arguments(node)
+            reason = why_not_affine(bn) if bn is not None else None
+            if reason:
+                what += f" ({reason})"
+            elif _decomposable(node, modules):
+                what += _NOT_DECOMPOSED
+            bad.append((node.name, "call_function", what))
+            kinds.append((what, _where(node)))
         elif node.op == "call_method":
             if node.target in sp.AFFINE_METHODS:
                 continue
@@ -86,13 +120,14 @@ def check_supported(gm: fx.GraphModule) -> None:
                 continue
             if node.target in sp.CAST_METHODS and _float_cast(node):
                 continue
-            bad.append((node.name, "call_method", f".{node.target}()"))
-            kinds.append((f".{node.target}()", node.name))
+            what = f".{node.target}()" + (_NOT_DECOMPOSED if _decomposable(node, modules) else "")
+            bad.append((node.name, "call_method", what))
+            kinds.append((what, _where(node)))
     if bad:
         raise UnsupportedOperationError(
             f"cannot convert {len(bad)} operation(s) with no spiking equivalent: {grouped(kinds)}. "
             f"Neurons exist for: {', '.join(sp.supported_names())}; between neurons only affine "
-            f"ops are allowed (conv, linear, batch norm, average pooling, add, reshape, scaling by a "
+            f"ops are allowed (conv, linear, eval-mode batch norm, average pooling, add, reshape, scaling by a "
             f"constant). Replace these ops in the model, or open an issue for a new neuron target.",
             bad)
 

@@ -90,6 +90,9 @@ def decompose_norms(gm: fx.GraphModule) -> int:
                 out = g.call_function(operator.mul, (out, weight))
             if bias is not None:
                 out = g.call_function(operator.add, (out, bias))
+        # The new nodes carry activations: a norm that reads this one (LayerNorm after LayerNorm)
+        # must see its input as one.
+        dep.add(out)
         node.replace_all_uses_with(out)
         g.erase_node(node)
         count += 1

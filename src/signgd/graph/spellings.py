@@ -107,6 +107,14 @@ CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LINEAR_MODULES = (nn.Linear,)
 BATCH_NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 ANY_BATCH_NORM = nn.modules.batchnorm._BatchNorm  # the base class: every BatchNorm, for isinstance
+# Functional batch norms (timm's BatchNormAct2d): their argument names in positional order, and the
+# defaults. In eval mode ``graph/batchnorm_calls.py`` makes each a BatchNorm module (then folded).
+BATCH_NORM_FUNCTIONS = {
+    F.batch_norm: (("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
+                   {"training": False, "eps": 1e-5}),
+    torch.batch_norm: (("input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps",
+                        "cudnn_enabled"), {}),
+}
 AVG_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d)
 ADAPTIVE_AVG_POOL_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 SHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.Identity)
@@ -219,6 +227,18 @@ SOFTMAX_MODULES = (nn.Softmax,)  # the exact class (a subclass may compute somet
 SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax}
 SOFTMAX_METHODS = {"softmax"}
 ATTENTION_FUNCTIONS = {F.scaled_dot_product_attention}
+# Every spelling a decomposition pass rewrites (one left at the check was called in a way its pass
+# has no rule for, and the check says so instead of listing it as unsupported).
+DECOMPOSED_MODULES = (tuple(MAX_POOL_MODULES) + LAYER_NORM_MODULES + RMS_NORM_MODULES + SOFTMAX_MODULES)
+DECOMPOSED_FUNCTIONS = (set(MAX_POOL_FUNCTIONS) | LAYER_NORM_FUNCTIONS | RMS_NORM_FUNCTIONS | SOFTMAX_FUNCTIONS
+                        | ATTENTION_FUNCTIONS)
+DECOMPOSED_METHODS = set(SOFTMAX_METHODS)
+
+# ---- refused with a reason ---------------------------------------------------------------------------
+RECURRENT_MODULES = (nn.RNNBase, nn.RNNCellBase)  # RNN, LSTM, GRU and their cells
+RECURRENT_WHY = ("a recurrent layer has no spiking equivalent in signgd (its state loops over the sequence "
+                 "inside one call, which is neither a neuron nor an affine map); replace it, e.g. by "
+                 "attention or convolution over the sequence")
 
 # ---- constants ---------------------------------------------------------------------------------------
 # Functions a converted graph may apply to constants and shapes (never to activations: the check
