@@ -32,6 +32,7 @@ from .graph.norms import decompose_norms
 from .graph.products import replace_products
 from .graph.simplify import remove_assertions, remove_identities
 from .graph.trace import trace
+from .graph.vector_norms import decompose_vector_norms
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
 from .preprocessing import checked, from_data
@@ -140,11 +141,16 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     _propagate_shapes(gm, sample)
     notes.append(f"made {batchnorm_calls_to_modules(gm)} eval-mode F.batch_norm calls BatchNorm modules")
     notes.append(f"folded {fold_batchnorm(gm)} BatchNorm layers into the preceding conv/linear")
-    notes.append(f"decomposed {decompose_attention(gm)} scaled dot-product attentions into matmul and softmax")
-    _propagate_shapes(gm, sample)
-    notes.append(f"decomposed {decompose_softmax(gm)} softmax into exp, sum and divide")
-    notes.append(f"decomposed {decompose_norms(gm)} LayerNorm/RMSNorm into square and divide_sqrt")
-    _propagate_shapes(gm, sample)
+    # Each decomposition reads which nodes are activations from the shapes (graph.deps), so the
+    # shapes are propagated again after a pass that added nodes (a norm of a softmax's output).
+    for decompose, what in ((decompose_attention, "scaled dot-product attentions into matmul and softmax"),
+                            (decompose_softmax, "softmax into exp, sum and divide"),
+                            (decompose_norms, "LayerNorm/RMSNorm/GroupNorm into square and divide_sqrt"),
+                            (decompose_vector_norms, "2-norms (F.normalize, .norm()) into square and root")):
+        count = decompose(gm)
+        notes.append(f"decomposed {count} {what}")
+        if count:
+            _propagate_shapes(gm, sample)
     notes.append(f"replaced {len(replace_nonlinearities(gm))} nonlinearities by neurons")
     notes.append(f"replaced {len(replace_products(gm))} products/ratios of two activations by 2-input neurons")
     notes.append(f"decomposed max pooling into {len(decompose_maxpool(gm, pad_value))} layers of 2-input max neurons")

@@ -48,6 +48,12 @@ def divide_sqrt(c, v, eps: float = 1e-5):
     return c * torch.rsqrt(v.clamp_min(eps))
 
 
+def _sqrt(x):
+    """``sqrt(max(x, 0))``: the root of a sum of squares (a 2-norm), exact wherever the ANN takes it
+    (there ``x >= 0``); an early estimate below 0 is held at 0."""
+    return torch.sqrt(x.clamp_min(0))
+
+
 def _hardtanh(x, min_val: float = -1.0, max_val: float = 1.0):
     return torch.clamp(x, min_val, max_val)
 
@@ -70,6 +76,7 @@ TARGETS: dict[str, Target] = {
         Target("abs", torch.abs, 1, False, "|x|"),
         Target("square", torch.square, 1, False, "x * x"),
         Target("exp", torch.exp, 1, False, "exp(x) (softmax numerators)"),
+        Target("sqrt", _sqrt, 1, False, "sqrt(max(x, 0)): the root of a 2-norm (x.norm(), ConvNeXt-V2's GRN)"),
         Target("max", torch.maximum, 2, False, "max(a, b): one node of a max-pooling tree"),
         Target("mul", torch.mul, 2, False, "a * b: a product of two activations (gating, attention)"),
         Target("matmul", torch.matmul, 2, False, "a @ b: products of two activations (Q K^T, A V); one "

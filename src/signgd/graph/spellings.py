@@ -81,6 +81,7 @@ NEURON_FUNCTIONS: dict[object, Spelling] = {
     torch.abs: ("abs", _NONE), operator.abs: ("abs", _NONE),
     torch.square: ("square", _NONE),
     torch.exp: ("exp", _NONE),
+    torch.sqrt: ("sqrt", _NONE),
     divide_sqrt: ("divide_sqrt", (("eps", 1e-5),)),
 }
 # Functions whose parameters are always the listed defaults (``F.relu6``'s second argument is
@@ -93,12 +94,14 @@ NEURON_METHODS: dict[str, Spelling] = {
     "abs": ("abs", _NONE), "abs_": ("abs", _NONE),
     "square": ("square", _NONE), "square_": ("square", _NONE),
     "exp": ("exp", _NONE), "exp_": ("exp", _NONE),
+    "sqrt": ("sqrt", _NONE), "sqrt_": ("sqrt", _NONE),
 }
 # ``x ** 2`` and ``x.pow(2)``: a ``square`` neuron when the exponent is the constant 2.
 SQUARE_POWER_FUNCTIONS = {operator.pow}
 SQUARE_POWER_METHODS = {"pow", "pow_"}
 # What the decomposition passes turn into neurons (for the listing of supported names).
-DECOMPOSED_NAMES = ["MaxPool1d/2d (max neurons)", "LayerNorm/RMSNorm (square + divide_sqrt neurons)",
+DECOMPOSED_NAMES = ["MaxPool1d/2d (max neurons)", "LayerNorm/RMSNorm/GroupNorm (square + divide_sqrt neurons)",
+                    "F.normalize, .norm() with p=2 (square, divide_sqrt, sqrt neurons)",
                     "softmax / attention (exp, divide, matmul neurons)",
                     "products of two activations (mul, matmul, divide neurons)"]
 
@@ -223,16 +226,29 @@ LAYER_NORM_MODULES = (nn.LayerNorm,)
 LAYER_NORM_FUNCTIONS = {F.layer_norm, torch.layer_norm}
 RMS_NORM_MODULES = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()  # torch >= 2.4
 RMS_NORM_FUNCTIONS = {getattr(F, "rms_norm", None), getattr(torch, "rms_norm", None)} - {None}
+GROUP_NORM_MODULES = (nn.GroupNorm,)
+GROUP_NORM_FUNCTIONS = {F.group_norm, torch.group_norm}
+# 2-norms over given dims: F.normalize (x / max(||x||, eps)) and .norm() (sqrt of a sum of squares),
+# decomposed by ``graph/vector_norms.py``. Argument names in positional order, with defaults.
+NORMALIZE_FUNCTIONS = {F.normalize: (("input", "p", "dim", "eps"), {"p": 2.0, "dim": 1, "eps": 1e-12})}
+VECTOR_NORM_FUNCTIONS = {
+    torch.norm: (("input", "p", "dim", "keepdim"), {"p": "fro", "dim": None, "keepdim": False}),
+    torch.linalg.vector_norm: (("x", "ord", "dim", "keepdim"), {"ord": 2, "dim": None, "keepdim": False}),
+    torch.linalg.norm: (("A", "ord", "dim", "keepdim"), {"ord": None, "dim": None, "keepdim": False}),
+}
+VECTOR_NORM_METHODS = {"norm": (("self", "p", "dim", "keepdim"), {"p": "fro", "dim": None, "keepdim": False})}
 SOFTMAX_MODULES = (nn.Softmax,)  # the exact class (a subclass may compute something else)
 SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax}
 SOFTMAX_METHODS = {"softmax"}
 ATTENTION_FUNCTIONS = {F.scaled_dot_product_attention}
 # Every spelling a decomposition pass rewrites (one left at the check was called in a way its pass
 # has no rule for, and the check says so instead of listing it as unsupported).
-DECOMPOSED_MODULES = (tuple(MAX_POOL_MODULES) + LAYER_NORM_MODULES + RMS_NORM_MODULES + SOFTMAX_MODULES)
-DECOMPOSED_FUNCTIONS = (set(MAX_POOL_FUNCTIONS) | LAYER_NORM_FUNCTIONS | RMS_NORM_FUNCTIONS | SOFTMAX_FUNCTIONS
-                        | ATTENTION_FUNCTIONS)
-DECOMPOSED_METHODS = set(SOFTMAX_METHODS)
+DECOMPOSED_MODULES = (tuple(MAX_POOL_MODULES) + LAYER_NORM_MODULES + RMS_NORM_MODULES + GROUP_NORM_MODULES
+                      + SOFTMAX_MODULES)
+DECOMPOSED_FUNCTIONS = (set(MAX_POOL_FUNCTIONS) | LAYER_NORM_FUNCTIONS | RMS_NORM_FUNCTIONS | GROUP_NORM_FUNCTIONS
+                        | SOFTMAX_FUNCTIONS | ATTENTION_FUNCTIONS | set(NORMALIZE_FUNCTIONS)
+                        | set(VECTOR_NORM_FUNCTIONS))
+DECOMPOSED_METHODS = SOFTMAX_METHODS | set(VECTOR_NORM_METHODS)
 
 # ---- refused with a reason ---------------------------------------------------------------------------
 RECURRENT_MODULES = (nn.RNNBase, nn.RNNCellBase)  # RNN, LSTM, GRU and their cells
