@@ -26,6 +26,7 @@ from .graph.batchnorm_calls import batchnorm_calls_to_modules
 from .graph.calibrate import activation_ranges, zero_response
 from .graph.check import check_supported
 from .graph.fold_bn import fold_batchnorm
+from .graph.max_reduce import decompose_max_reductions
 from .graph.maxpool import decompose_maxpool
 from .graph.neuronize import replace_nonlinearities
 from .graph.norms import decompose_norms
@@ -154,6 +155,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     notes.append(f"replaced {len(replace_nonlinearities(gm))} nonlinearities by neurons")
     notes.append(f"replaced {len(replace_products(gm))} products/ratios of two activations by 2-input neurons")
     notes.append(f"decomposed max pooling into {len(decompose_maxpool(gm, pad_value))} layers of 2-input max neurons")
+    notes.append(f"decomposed maxima over dims into {len(decompose_max_reductions(gm))} layers of 2-input max neurons")
     _propagate_shapes(gm, sample)
     check_supported(gm)
     ranges, values_per_sample = activation_ranges(gm, calib, pad_value)

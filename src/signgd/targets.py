@@ -17,8 +17,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Target", "TARGETS", "get_target", "describe", "divide_sqrt", "DIVISOR_FLOOR"]
+__all__ = ["Target", "TARGETS", "get_target", "describe", "divide_sqrt", "DIVISOR_FLOOR", "CONTRACTIONS"]
 
+#: Targets that contract their inputs (a sum of products per output element): the simulator does not
+#: hand them a re-laid-out input (their sums' rounding follows the layout).
+CONTRACTIONS = frozenset({"matmul", "einsum"})
 DIVISOR_FLOOR = 1e-12  # |denominator| below this is held at this size (early estimates can be 0)
 
 
@@ -54,6 +57,12 @@ def _sqrt(x):
     return torch.sqrt(x.clamp_min(0))
 
 
+def _einsum(a, b, equation: str):
+    """``torch.einsum(equation, a, b)``; conversion writes the equation with a leading ``...`` on every
+    term, so the simulator's extra leading time dimension rides along."""
+    return torch.einsum(equation, a, b)
+
+
 def _hardtanh(x, min_val: float = -1.0, max_val: float = 1.0):
     return torch.clamp(x, min_val, max_val)
 
@@ -81,6 +90,8 @@ TARGETS: dict[str, Target] = {
         Target("mul", torch.mul, 2, False, "a * b: a product of two activations (gating, attention)"),
         Target("matmul", torch.matmul, 2, False, "a @ b: products of two activations (Q K^T, A V); one "
                                                  "neuron per output element"),
+        Target("einsum", _einsum, 2, False, "einsum(equation, a, b): a contraction of two activations "
+                                            "(torchvision MaxViT's attention); one neuron per output element"),
         Target("divide", _divide, 2, False, "a / b: softmax's normalization, a ratio of activations"),
         Target("divide_sqrt", divide_sqrt, 2, False, "c / sqrt(v): LayerNorm's normalizing step"),
     ]

@@ -15,7 +15,7 @@ from ..neurons import SpikingNeuron
 from . import spellings as sp
 from .batchnorm_calls import batchnorm_arguments, why_not_affine
 from .deps import dependent_operands, depends_on_input
-from .nodes import overridden_base, plain_module
+from .nodes import overridden_base, plain_module, where
 
 _NOT_DECOMPOSED = (": signgd decomposes this op, but not as it is called here (an argument computed at run "
                    "time, or an option it has no rule for); please report it with the model")
@@ -39,23 +39,13 @@ def grouped(kinds: list[tuple[str, str]], shown: int = 3) -> str:
     """``[(op, where), ...]`` grouped by op in order of first appearance, a few places each:
     ``49 x F.batch_norm: batch_norm, batch_norm_1, batch_norm_2, ... (46 more)``."""
     groups: dict[str, list[str]] = {}
-    for what, where in kinds:
-        groups.setdefault(what, []).append(where)
+    for what, place in kinds:
+        groups.setdefault(what, []).append(place)
     parts = []
     for what, places in groups.items():
         more = f", ... ({len(places) - shown} more)" if len(places) > shown else ""
         parts.append(f"{len(places)} x {what}: {', '.join(places[:shown])}{more}")
     return "; ".join(parts)
-
-
-def _where(node: fx.Node) -> str:
-    """Where a node comes from, for people: the innermost module of the model that made the call
-    (``blocks.0.bn1 (BatchNormAct2d)``), else the node's name (an op of the model's own forward)."""
-    stack = node.meta.get("nn_module_stack")
-    if stack:
-        path, cls = list(stack.values())[-1]
-        return f"{path} ({getattr(cls, '__name__', cls)})"
-    return node.name
 
 
 def _decomposable(node: fx.Node, modules) -> bool:
@@ -101,6 +91,8 @@ def check_supported(gm: fx.GraphModule) -> None:
                 continue
             if node.target in sp.SCALING_FUNCTIONS and _scaling_ok(node, dep):
                 continue
+            if node.target in sp.EINSUM_FUNCTIONS and len(dependent_operands(node, dep)) <= 1:
+                continue
             factors = sp.ADD_PRODUCT_FUNCTIONS.get(node.target, ())
             if factors and sum(node.args[i] in dep for i in factors if i < len(node.args)) <= 1:
                 continue
@@ -112,7 +104,7 @@ def check_supported(gm: fx.GraphModule) -> None:
             elif _decomposable(node, modules):
                 what += _NOT_DECOMPOSED
             bad.append((node.name, "call_function", what))
-            kinds.append((what, _where(node)))
+            kinds.append((what, where(node)))
         elif node.op == "call_method":
             if node.target in sp.AFFINE_METHODS:
                 continue
@@ -122,7 +114,7 @@ def check_supported(gm: fx.GraphModule) -> None:
                 continue
             what = f".{node.target}()" + (_NOT_DECOMPOSED if _decomposable(node, modules) else "")
             bad.append((node.name, "call_method", what))
-            kinds.append((what, _where(node)))
+            kinds.append((what, where(node)))
     if bad:
         raise UnsupportedOperationError(
             f"cannot convert {len(bad)} operation(s) with no spiking equivalent: {grouped(kinds)}. "

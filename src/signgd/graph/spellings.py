@@ -100,10 +100,11 @@ NEURON_METHODS: dict[str, Spelling] = {
 SQUARE_POWER_FUNCTIONS = {operator.pow}
 SQUARE_POWER_METHODS = {"pow", "pow_"}
 # What the decomposition passes turn into neurons (for the listing of supported names).
-DECOMPOSED_NAMES = ["MaxPool1d/2d (max neurons)", "LayerNorm/RMSNorm/GroupNorm (square + divide_sqrt neurons)",
+DECOMPOSED_NAMES = ["MaxPool1d/2d, amax / max(dim) / maximum (max neurons)",
+                    "LayerNorm/RMSNorm/GroupNorm (square + divide_sqrt neurons)",
                     "F.normalize, .norm() with p=2 (square, divide_sqrt, sqrt neurons)",
                     "softmax / attention (exp, divide, matmul neurons)",
-                    "products of two activations (mul, matmul, divide neurons)"]
+                    "products of two activations (mul, matmul, einsum, divide neurons)"]
 
 # ---- affine modules ------------------------------------------------------------------------------
 CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -120,9 +121,13 @@ BATCH_NORM_FUNCTIONS = {
 }
 AVG_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d)
 ADAPTIVE_AVG_POOL_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
-SHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.Identity)
+SHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.Identity,
+                 nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle)
+# Resampling and patch extraction: fixed linear maps of the input (every interpolation mode weighs
+# input values by coefficients that depend on the geometry only; Fold sums overlapping patches).
+RESAMPLE_MODULES = (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, nn.Unfold, nn.Fold)
 AFFINE_MODULES = (CONV_MODULES + LINEAR_MODULES + BATCH_NORM_MODULES + AVG_POOL_MODULES
-                  + ADAPTIVE_AVG_POOL_MODULES + SHAPE_MODULES)
+                  + ADAPTIVE_AVG_POOL_MODULES + SHAPE_MODULES + RESAMPLE_MODULES)
 
 # ---- affine functions and methods ----------------------------------------------------------------
 CONV_FUNCTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3, torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
@@ -143,12 +148,16 @@ SUM_METHODS = {"sum"}
 SHAPE_FUNCTIONS = {
     operator.getitem, torch.flatten, torch.reshape, torch.cat, torch.concat, torch.stack, torch.permute,
     torch.transpose, torch.squeeze, torch.unsqueeze, torch.narrow, torch.chunk, torch.split, torch.unbind,
-    torch.unflatten, torch.movedim, torch.flip, torch.roll, torch.tile, torch.select,
+    torch.unflatten, torch.movedim, torch.flip, torch.roll, torch.tile, torch.select, torch.swapaxes,
+    torch.swapdims, torch.moveaxis, torch.repeat_interleave, F.pixel_shuffle, F.pixel_unshuffle,
+    torch.pixel_shuffle, torch.pixel_unshuffle, torch.channel_shuffle, torch.t, torch.hstack, torch.vstack,
 }
+RESAMPLE_FUNCTIONS = {F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear, F.unfold, F.fold}
 SHAPE_METHODS = {
     "view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze", "expand",
     "expand_as", "chunk", "split", "size", "dim", "narrow", "repeat", "unfold", "__getitem__", "unbind",
-    "unflatten", "movedim", "flip", "roll", "tile", "select",
+    "unflatten", "movedim", "flip", "roll", "tile", "select", "swapaxes", "swapdims", "moveaxis", "reshape_as",
+    "view_as", "repeat_interleave", "t",
 }
 FLOAT_CAST_METHODS = {"float", "double"}
 CAST_METHODS = {"to", "type_as", "type"}  # affine only when the result stays floating point
@@ -159,7 +168,7 @@ GRAPH_HELPER_FUNCTIONS = {ops.pool_windows, ops.window_slice, ops.squeeze_last, 
 AFFINE_FUNCTIONS = (
     ADD_FUNCTIONS | SUBTRACT_FUNCTIONS | NEGATE_FUNCTIONS | {operator.pos} | MEAN_FUNCTIONS | SUM_FUNCTIONS
     | SHAPE_FUNCTIONS | LINEAR_FUNCTIONS | {f for f, nd in CONV_FUNCTIONS.items() if nd < 3}
-    | AVG_POOL_FUNCTIONS | ADAPTIVE_AVG_POOL_FUNCTIONS | GRAPH_HELPER_FUNCTIONS
+    | AVG_POOL_FUNCTIONS | ADAPTIVE_AVG_POOL_FUNCTIONS | GRAPH_HELPER_FUNCTIONS | RESAMPLE_FUNCTIONS
 )
 AFFINE_METHODS = (ADD_METHODS | SUBTRACT_METHODS | NEGATE_METHODS | MEAN_METHODS | SUM_METHODS | SHAPE_METHODS
                   | FLOAT_CAST_METHODS)
@@ -180,6 +189,9 @@ DIVISIONS = DIVIDE_FUNCTIONS | DIVIDE_METHODS
 # The function each scaling method computes (the energy count replays it with 1[c != 0]).
 SCALING_METHOD_FUNCTIONS = {"mul": torch.mul, "mul_": torch.mul, "div": torch.div, "div_": torch.div,
                             "matmul": torch.matmul}
+# ``torch.einsum(equation, *operands)``: affine while at most one operand is an activation; two
+# activations become an ``einsum`` neuron (``graph/products.py``).
+EINSUM_FUNCTIONS = {torch.einsum}
 # input + (product of two factors): affine while at most one factor (the argument positions) is
 # an activation.
 ADD_PRODUCT_FUNCTIONS = {torch.addcmul: (1, 2), torch.addmm: (1, 2), torch.baddbmm: (1, 2), torch.addbmm: (1, 2)}
@@ -222,6 +234,11 @@ SHAPE_ARITHMETIC_METHODS = {"size", "dim"}
 # ---- pooling, norms, attention (decomposed into affine ops and neurons) -------------------------------
 MAX_POOL_MODULES = {nn.MaxPool1d: 1, nn.MaxPool2d: 2}  # class -> spatial dimensions
 MAX_POOL_FUNCTIONS = {F.max_pool1d: 1, F.max_pool2d: 2, torch.max_pool1d: 1, torch.max_pool2d: 2}
+# Maxima over dims (-> whether the call returns (values, indices)) and element-wise maxima of two
+# tensors: trees of 2-input max neurons (``graph/max_reduce.py``).
+MAX_REDUCE_FUNCTIONS = {torch.amax: False, torch.max: True}
+MAX_REDUCE_METHODS = {"amax": False, "max": True}
+ELEMENTWISE_MAX_FUNCTIONS = {torch.maximum}
 LAYER_NORM_MODULES = (nn.LayerNorm,)
 LAYER_NORM_FUNCTIONS = {F.layer_norm, torch.layer_norm}
 RMS_NORM_MODULES = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()  # torch >= 2.4
@@ -247,8 +264,8 @@ DECOMPOSED_MODULES = (tuple(MAX_POOL_MODULES) + LAYER_NORM_MODULES + RMS_NORM_MO
                       + SOFTMAX_MODULES)
 DECOMPOSED_FUNCTIONS = (set(MAX_POOL_FUNCTIONS) | LAYER_NORM_FUNCTIONS | RMS_NORM_FUNCTIONS | GROUP_NORM_FUNCTIONS
                         | SOFTMAX_FUNCTIONS | ATTENTION_FUNCTIONS | set(NORMALIZE_FUNCTIONS)
-                        | set(VECTOR_NORM_FUNCTIONS))
-DECOMPOSED_METHODS = SOFTMAX_METHODS | set(VECTOR_NORM_METHODS)
+                        | set(VECTOR_NORM_FUNCTIONS) | set(MAX_REDUCE_FUNCTIONS) | ELEMENTWISE_MAX_FUNCTIONS)
+DECOMPOSED_METHODS = SOFTMAX_METHODS | set(VECTOR_NORM_METHODS) | set(MAX_REDUCE_METHODS)
 
 # ---- refused with a reason ---------------------------------------------------------------------------
 RECURRENT_MODULES = (nn.RNNBase, nn.RNNCellBase)  # RNN, LSTM, GRU and their cells
@@ -269,7 +286,7 @@ CONSTANT_FUNCTIONS = {
 # Every function a saved network may call: what the check accepts, the neuron targets' spellings
 # and the constants above.
 SAVABLE_FUNCTIONS = (AFFINE_FUNCTIONS | SCALING_FUNCTIONS | set(ADD_PRODUCT_FUNCTIONS) | CONSTANT_FUNCTIONS
-                     | set(NEURON_FUNCTIONS) | GRAPH_HELPER_FUNCTIONS)
+                     | set(NEURON_FUNCTIONS) | GRAPH_HELPER_FUNCTIONS | EINSUM_FUNCTIONS)
 
 
 def supported_names() -> list[str]:

@@ -19,7 +19,7 @@ from ..errors import UnsupportedOperationError
 from ..targets import divide_sqrt
 from . import spellings
 from .deps import depends_on_input
-from .nodes import node_arg
+from .nodes import node_arg, where
 
 log = logging.getLogger("signgd.graph")
 
@@ -42,8 +42,8 @@ def _arguments(node: fx.Node) -> tuple[str, dict] | None:
 
 
 def _refuse(node: fx.Node, why: str):
-    raise UnsupportedOperationError(f"node {node.name!r} ({node.target if isinstance(node.target, str) else 'norm'}): "
-                                    f"{why}", [(node.name, node.op, str(node.target))])
+    what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "norm")
+    raise UnsupportedOperationError(f"{what} in {where(node)}: {why}", [(node.name, node.op, str(node.target))])
 
 
 def _dims(node: fx.Node, args: dict) -> tuple[int, ...]:
