@@ -32,6 +32,7 @@ from .graph.neuronize import replace_nonlinearities
 from .graph.norms import decompose_norms
 from .graph.products import replace_products
 from .graph.simplify import remove_assertions, remove_identities
+from .graph.swin import decompose_swin
 from .graph.trace import trace
 from .graph.vector_norms import decompose_vector_norms
 from .network import SpikingNetwork
@@ -144,7 +145,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     notes.append(f"folded {fold_batchnorm(gm)} BatchNorm layers into the preceding conv/linear")
     # Each decomposition reads which nodes are activations from the shapes (graph.deps), so the
     # shapes are propagated again after a pass that added nodes (a norm of a softmax's output).
-    for decompose, what in ((decompose_attention, "scaled dot-product attentions into matmul and softmax"),
+    for decompose, what in ((decompose_swin, "torchvision Swin window attentions and patch merges into plain ops"),
+                            (decompose_attention, "scaled dot-product attentions into matmul and softmax"),
                             (decompose_softmax, "softmax into exp, sum and divide"),
                             (decompose_norms, "LayerNorm/RMSNorm/GroupNorm into square and divide_sqrt"),
                             (decompose_vector_norms, "2-norms (F.normalize, .norm()) into square and root")):

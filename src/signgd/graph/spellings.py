@@ -258,6 +258,10 @@ SOFTMAX_MODULES = (nn.Softmax,)  # the exact class (a subclass may compute somet
 SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax}
 SOFTMAX_METHODS = {"softmax"}
 ATTENTION_FUNCTIONS = {F.scaled_dot_product_attention}
+# torchvision Swin's fx-wrapped functions, by qualified name (torchvision is optional): written out
+# as plain ops by ``graph/swin.py``.
+SWIN_FUNCTIONS = {"torchvision.models.swin_transformer.shifted_window_attention": "attention",
+                  "torchvision.models.swin_transformer._patch_merging_pad": "merge"}
 # Every spelling a decomposition pass rewrites (one left at the check was called in a way its pass
 # has no rule for, and the check says so instead of listing it as unsupported).
 DECOMPOSED_MODULES = (tuple(MAX_POOL_MODULES) + LAYER_NORM_MODULES + RMS_NORM_MODULES + GROUP_NORM_MODULES
