@@ -1,4 +1,4 @@
-"""Decompose LayerNorm and RMSNorm into affine parts and neurons (DESIGN.md, section 1).
+"""Decompose LayerNorm, RMSNorm and GroupNorm into affine parts and neurons (DESIGN.md, section 1).
 
 ``LayerNorm(x) = w * (x - m) / sqrt(var + eps) + b`` over the trailing ``normalized_shape``:
 
@@ -7,15 +7,15 @@
     n = divide_sqrt(c, v)  2-input neuron  out = w * n + b          affine
 
 ``divide_sqrt`` fires on ``c / sqrt(v)`` (the comparison ``sqrt(v) * y >= c`` of the paper is the
-same test for ``v > 0``). RMSNorm is the same without the centering; GroupNorm is LayerNorm over each group of channels
-(``x.unflatten(1, (G, C // G))``, normalized over every dim after the group, flattened back, then
-``* w + b`` per channel), with no reshape that names the batch size. The decomposition emits plain
-torch calls (``torch.square``, ``signgd.targets.divide_sqrt``); the neuron pass turns them into
-neurons like any other nonlinearity. Covered spellings: ``nn.LayerNorm``, ``F.layer_norm`` /
-``torch.layer_norm`` over any trailing shape (timm's channels-first ``LayerNorm2d`` traces to a
-permute, ``F.layer_norm`` and a permute back), ``nn.RMSNorm`` and ``F.rms_norm``,
-``nn.GroupNorm`` and ``F.group_norm`` / ``torch.group_norm``
-(timm's ``GroupNorm`` / ``GroupNorm1`` trace to ``F.group_norm``).
+same test for ``v > 0``). RMSNorm is the same without the centering. GroupNorm is LayerNorm over
+each group of channels (``x.unflatten(1, (G, C // G))``, normalized over every dim after the group,
+flattened back, then ``* w + b`` per channel), with no reshape that names the batch size. The
+decomposition emits plain torch calls (``torch.square``, ``signgd.targets.divide_sqrt``); the neuron
+pass turns them into neurons like any other nonlinearity. Covered spellings: ``nn.LayerNorm``,
+``F.layer_norm`` / ``torch.layer_norm`` over any trailing shape (timm's channels-first
+``LayerNorm2d`` traces to a permute, ``F.layer_norm`` and a permute back), ``nn.RMSNorm`` and
+``F.rms_norm``, ``nn.GroupNorm`` and ``F.group_norm`` / ``torch.group_norm`` (timm's ``GroupNorm``
+and ``GroupNorm1`` trace to ``F.group_norm``).
 """
 from __future__ import annotations
 

@@ -13,13 +13,16 @@ category                    read by
 neuron targets              ``graph/neuronize.py`` (``match``), ``graph/check.py`` (the names
                             in its message), ``snnfile.py`` (the functions a file may call)
 affine modules              ``graph/check.py``, ``graph/fold_bn.py``, ``report/energy.py``,
-                            ``snnfile.py`` (the module classes a file may hold)
+                            ``snnfile.py`` (the module classes a file may hold); functional batch
+                            norms: ``graph/batchnorm_calls.py``
 affine functions, methods   ``graph/check.py``, ``report/energy.py``, ``snnfile.py``
 products and ratios         ``graph/check.py`` (scalings), ``graph/products.py`` (two
                             activations: a 2-input neuron), ``report/energy.py``
 in-place spellings          ``graph/neuronize.py``, ``graph/products.py``, ``simulator.py``
 identities, shape checks    ``graph/simplify.py``
-pooling, norms, attention   ``graph/maxpool.py``, ``graph/norms.py``, ``graph/attention.py``
+pooling, norms, attention   ``graph/maxpool.py``, ``graph/max_reduce.py``, ``graph/norms.py``,
+                            ``graph/vector_norms.py``, ``graph/attention.py``, ``graph/swin.py``;
+                            ``graph/check.py`` (a decomposable op left behind, a recurrent layer)
 constants                   ``snnfile.py``
 ==========================  ====================================================================
 
