@@ -147,3 +147,16 @@ def test_maxima_without_a_spiking_form_are_refused_naming_the_module(fn, match):
     with pytest.raises(signgd.UnsupportedOperationError, match=match) as info:
         signgd.convert(model, torch.randn(4, 3))
     assert "in 1 (Head)" in str(info.value)
+
+
+def test_a_max_over_dims_of_a_max_pooling_output():
+    class GlobalMax(nn.Module):
+        def forward(self, h):
+            return h.amax(dim=(2, 3))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.MaxPool2d(2), GlobalMax(), nn.Linear(3, 2)).eval()
+    x = torch.randn(8, 1, 9, 9)
+    snn = signgd.convert(model, x)
+    assert torch.allclose(snn.ann(x), model(x), atol=1e-6)
+    assert len(snn.neurons) == 2 + 2 + 2  # the 2x2 pool: rows, columns; the 3x3 map: two levels each

@@ -156,7 +156,10 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             _propagate_shapes(gm, sample)
     notes.append(f"replaced {len(replace_nonlinearities(gm))} nonlinearities by neurons")
     notes.append(f"replaced {len(replace_products(gm))} products/ratios of two activations by 2-input neurons")
-    notes.append(f"decomposed max pooling into {len(decompose_maxpool(gm, pad_value))} layers of 2-input max neurons")
+    pooled = decompose_maxpool(gm, pad_value)
+    notes.append(f"decomposed max pooling into {len(pooled)} layers of 2-input max neurons")
+    if pooled:  # a max over a dim of a max pooling's output reads it as an activation from its shape
+        _propagate_shapes(gm, sample)
     notes.append(f"decomposed maxima over dims into {len(decompose_max_reductions(gm))} layers of 2-input max neurons")
     _propagate_shapes(gm, sample)
     check_supported(gm)
