@@ -37,7 +37,7 @@ def _float_cast(node: fx.Node) -> bool:
 
 def grouped(kinds: list[tuple[str, str]], shown: int = 3) -> str:
     """``[(op, where), ...]`` grouped by op in order of first appearance, a few places each:
-    ``49 x F.batch_norm: batch_norm, batch_norm_1, batch_norm_2, ... (46 more)``."""
+    ``7 x torch.sign: blocks.0 (Block), blocks.1 (Block), blocks.2 (Block), ... (4 more)``."""
     groups: dict[str, list[str]] = {}
     for what, place in kinds:
         groups.setdefault(what, []).append(place)
@@ -103,6 +103,9 @@ def check_supported(gm: fx.GraphModule) -> None:
                 what += f" ({reason})"
             elif _decomposable(node, modules):
                 what += _NOT_DECOMPOSED
+            elif node.target in sp.EINSUM_FUNCTIONS:
+                what += (" (a product of more than two activations, or an ellipsis that does not lead every "
+                         "term: write it as einsums of two operands)")
             bad.append((node.name, "call_function", what))
             kinds.append((what, where(node)))
         elif node.op == "call_method":
