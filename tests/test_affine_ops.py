@@ -137,6 +137,7 @@ def test_maxima_over_dims_become_max_trees(tmp_path):
     (lambda h: h.amax(0), "batch dim"),
     (lambda h: h.max(1).indices.float(), "indices"),
     (lambda h: h.max(1)[1].float(), "indices"),
+    (lambda h: torch.maximum(h, torch.zeros(5)), r"c \+ relu\(x - c\)"),
 ])
 def test_maxima_without_a_spiking_form_are_refused_naming_the_module(fn, match):
     class Head(nn.Module):

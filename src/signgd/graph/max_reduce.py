@@ -89,6 +89,9 @@ def decompose_max_reductions(gm: fx.GraphModule) -> list[str]:
             continue
         x, other, dim, keepdim, pair = found
         if other is not None:  # element-wise: a neuron when both operands are activations
+            if (x in dep) != (other in dep):
+                _refuse(node, "a maximum of an activation and a constant has no neuron; write max(x, c) as "
+                              "c + relu(x - c)")
             if x in dep and other in dep:
                 name = f"neurons.{node.name}"
                 dep.add(replace_by_neuron(gm, node, name, SpikingNeuron("max"), (x, other), False))
