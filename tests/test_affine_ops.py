@@ -74,6 +74,18 @@ def test_interpolation_in_every_mode_is_affine(mode, images, tmp_path):
     _converge(_Fn(fn, nn.Conv2d(1, 3, 3), up, nn.Linear(3 * 45, 4)), images, ["relu"], tmp_path)
 
 
+def test_padding_in_every_mode_is_affine(images, tmp_path):
+    torch.manual_seed(0)
+
+    def fn(m, x):
+        h = torch.relu(m.mods[0](x))  # [B, 2, 6, 6]
+        h = F.pad(h, (1, 1, 1, 1), "reflect") + m.mods[1](h) + m.mods[2](h) + F.pad(h, (1, 1, 1, 1), value=0.5)
+        return m.mods[3](torch.relu(h).flatten(1))
+
+    model = _Fn(fn, nn.Conv2d(1, 2, 3), nn.ReplicationPad2d(1), nn.CircularPad2d(1), nn.Linear(2 * 64, 3))
+    _converge(model, images, ["relu"], tmp_path)
+
+
 def test_unfold_and_fold_are_affine(images, tmp_path):
     torch.manual_seed(0)
 

@@ -87,8 +87,6 @@ def check_supported(gm: fx.GraphModule) -> None:
         elif node.op == "call_function":
             if node.target in sp.AFFINE_FUNCTIONS:
                 continue
-            if node.target in sp.CONSTANT_PAD_FUNCTIONS and node.kwargs.get("mode", "constant") == "constant":
-                continue
             if node.target in sp.SCALING_FUNCTIONS and _scaling_ok(node, dep):
                 continue
             if node.target in sp.EINSUM_FUNCTIONS and len(dependent_operands(node, dep)) <= 1:

@@ -124,8 +124,11 @@ BATCH_NORM_FUNCTIONS = {
 }
 AVG_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d)
 ADAPTIVE_AVG_POOL_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
-SHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.Identity,
-                 nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle)
+PAD_MODULES = (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
+               nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+               nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d)
+SHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.PixelShuffle, nn.PixelUnshuffle,
+                 nn.ChannelShuffle) + PAD_MODULES
 # Resampling and patch extraction: fixed linear maps of the input (every interpolation mode weighs
 # input values by coefficients that depend on the geometry only; Fold sums overlapping patches).
 RESAMPLE_MODULES = (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, nn.Unfold, nn.Fold)
@@ -164,14 +167,16 @@ SHAPE_METHODS = {
 }
 FLOAT_CAST_METHODS = {"float", "double"}
 CAST_METHODS = {"to", "type_as", "type"}  # affine only when the result stays floating point
-CONSTANT_PAD_FUNCTIONS = {F.pad}  # affine with mode="constant" only
+# Padding in every mode is affine: each output is an input value (reflect, replicate, circular) or
+# the constant (constant mode): timm's BlurPool2d pads with reflect.
+PAD_FUNCTIONS = {F.pad}
 # The helpers the passes insert (``graph/ops.py``): each is affine in its tensor input.
 GRAPH_HELPER_FUNCTIONS = {ops.pool_windows, ops.window_slice, ops.squeeze_last, ops.attention_bias}
 # F.conv3d / torch.conv3d are not accepted yet (nn.Conv3d is); the energy count knows them.
 AFFINE_FUNCTIONS = (
     ADD_FUNCTIONS | SUBTRACT_FUNCTIONS | NEGATE_FUNCTIONS | {operator.pos} | MEAN_FUNCTIONS | SUM_FUNCTIONS
     | SHAPE_FUNCTIONS | LINEAR_FUNCTIONS | {f for f, nd in CONV_FUNCTIONS.items() if nd < 3}
-    | AVG_POOL_FUNCTIONS | ADAPTIVE_AVG_POOL_FUNCTIONS | GRAPH_HELPER_FUNCTIONS | RESAMPLE_FUNCTIONS
+    | AVG_POOL_FUNCTIONS | ADAPTIVE_AVG_POOL_FUNCTIONS | GRAPH_HELPER_FUNCTIONS | RESAMPLE_FUNCTIONS | PAD_FUNCTIONS
 )
 AFFINE_METHODS = (ADD_METHODS | SUBTRACT_METHODS | NEGATE_METHODS | MEAN_METHODS | SUM_METHODS | SHAPE_METHODS
                   | FLOAT_CAST_METHODS)
