@@ -173,3 +173,20 @@ def test_a_max_over_dims_of_a_max_pooling_output():
     snn = signgd.convert(model, x)
     assert torch.allclose(snn.ann(x), model(x), atol=1e-6)
     assert len(snn.neurons) == 2 + 2 + 2  # the 2x2 pool: rows, columns; the 3x3 map: two levels each
+
+
+def test_a_constant_built_with_bitwise_ops_saves(tmp_path):
+    class PositionFromMask(nn.Module):  # timm EdgeNeXt's positional encoding builds ~mask for the batch
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            mask = torch.zeros((x.shape[0], 4)).to(dtype=torch.bool)
+            keep = (~mask | mask) & ~(mask ^ mask)
+            return torch.relu(self.fc(x)) + keep.float().cumsum(1)
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 4)
+    snn = _converge(PositionFromMask(), x, ["relu"], tmp_path)
+    assert torch.equal(signgd.load(tmp_path / "net.pt").ann(x[:3]), snn.ann(x[:3]))

@@ -290,7 +290,8 @@ RECURRENT_WHY = ("a recurrent layer has no spiking equivalent in signgd (its sta
 # refuses them there); a saved network may call them.
 CONSTANT_FUNCTIONS = {
     F.pad, operator.mul, operator.truediv, operator.floordiv, operator.mod, operator.pow, operator.matmul,
-    operator.neg, operator.pos, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+    operator.neg, operator.pos, operator.invert, operator.and_, operator.or_, operator.xor, operator.eq,
+    operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
     torch.ones, torch.zeros, torch.full, torch.ones_like, torch.zeros_like, torch.full_like, torch.arange,
     torch.tensor, torch.as_tensor, torch.sqrt, torch.rsqrt, torch.exp, torch.abs, torch.clamp, torch.where,
     torch.maximum, torch.minimum, math.sqrt, math.prod, math.ceil, math.floor,
