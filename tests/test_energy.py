@@ -155,3 +155,35 @@ def test_every_target_has_a_cost():
     from signgd.targets import TARGETS
     assert set(TARGETS) <= set(op_costs.TARGET_COSTS)
     assert op_costs.target_cost("matmul", 6, [(2, 5), (5, 3)]) == (0, 30)
+
+
+class _NewOps(nn.Module):
+    """Ops the zoo brought: reflect padding, nearest upsampling, Unfold/Fold, an einsum with a constant,
+    GroupNorm, a max over a dim, a 2-norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.norm = nn.GroupNorm(2, 4)
+        self.register_buffer("w", torch.randn(4, 3, dtype=torch.float64))
+
+    def forward(self, x):
+        h = torch.relu(self.conv(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")))  # 8x8
+        h = nn.functional.interpolate(h, scale_factor=2, mode="nearest")[..., ::2, ::2]
+        patches = nn.functional.unfold(h, 2, stride=2)  # [B, 16, 16]
+        h = h + nn.functional.fold(patches, (8, 8), 2, stride=2)
+        h = self.norm(h)
+        e = torch.einsum("bchw,cd->bdhw", h, self.w)
+        return torch.cat([e.amax(dim=(2, 3)), e.norm(dim=(2, 3))], 1)
+
+
+def test_the_zoo_ops_count_exactly():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    snn = signgd.convert(_NewOps().double().eval(), x, encoding="spike", schedule="exponential")
+    literal, fast = count_operations(snn, x, 4), _fast_count(snn, x, 4)
+    for node in literal:
+        assert torch.equal(literal[node], fast[node]), node
+    assert sum(float(v.sum()) for v in fast.values()) > 0
+    work = energy.neuron_work(snn)
+    assert all(ac >= 0 and mac >= 0 for ac, mac in work.values())

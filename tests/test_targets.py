@@ -32,6 +32,7 @@ UNARY = [
     ("abs", {}, GRID),
     ("square", {}, torch.linspace(-1.6, 1.6, 81)),
     ("exp", {}, torch.linspace(-3.0, 1.0, 81)),
+    ("sqrt", {}, torch.linspace(0.0, 2.5, 81)),
 ]
 
 
@@ -82,6 +83,8 @@ class _Fn(nn.Module):
     (_Fn(lambda x: x.pow(2)), ("square", {})),
     (_Fn(torch.abs), ("abs", {})),
     (_Fn(lambda x: x.exp()), ("exp", {})),
+    (_Fn(lambda x: torch.sqrt(x + 5)), ("sqrt", {})),
+    (_Fn(lambda x: (x + 5).sqrt_()), ("sqrt", {})),
     (nn.ELU(0.5), ("elu", {"alpha": 0.5})),
     (nn.Softplus(2.0), ("softplus", {"beta": 2.0, "threshold": 20.0})),
     (nn.Mish(), ("mish", {})),

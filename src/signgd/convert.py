@@ -25,16 +25,20 @@ from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
 from .feedback import bar, say, seconds
 from .graph.attention import decompose_attention, decompose_softmax
+from .graph.batchnorm_calls import batchnorm_calls_to_modules
 from .graph.calibrate import activation_ranges, zero_response
 from .graph.check import check_supported
 from .graph.fold_bn import fold_batchnorm
+from .graph.max_reduce import decompose_max_reductions
 from .graph.maxpool import decompose_maxpool
 from .graph.neuronize import replace_nonlinearities
 from .graph.norms import decompose_norms
 from .graph.products import replace_products
 from .graph.provenance import record_origins
 from .graph.simplify import remove_assertions, remove_identities
+from .graph.swin import decompose_swin
 from .graph.trace import trace
+from .graph.vector_norms import decompose_vector_norms
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
 from .preprocessing import checked, from_data
@@ -167,15 +171,26 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     notes.append(f"removed {remove_identities(gm)} eval-mode identities (Dropout, Identity) and "
                  f"{remove_assertions(gm)} shape assertions")
     _propagate_shapes(gm, sample)
+    notes.append(f"made {batchnorm_calls_to_modules(gm)} eval-mode F.batch_norm calls BatchNorm modules")
     notes.append(f"folded {fold_batchnorm(gm)} BatchNorm layers into the preceding conv/linear")
-    notes.append(f"decomposed {decompose_attention(gm)} scaled dot-product attentions into matmul and softmax")
-    _propagate_shapes(gm, sample)
-    notes.append(f"decomposed {decompose_softmax(gm)} softmax into exp, sum and divide")
-    notes.append(f"decomposed {decompose_norms(gm)} LayerNorm/RMSNorm into square and divide_sqrt")
-    _propagate_shapes(gm, sample)
+    # Each decomposition reads which nodes are activations from the shapes (graph.deps), so the
+    # shapes are propagated again after a pass that added nodes (a norm of a softmax's output).
+    for decompose, what in ((decompose_swin, "torchvision Swin window attentions and patch merges into plain ops"),
+                            (decompose_attention, "scaled dot-product attentions into matmul and softmax"),
+                            (decompose_softmax, "softmax into exp, sum and divide"),
+                            (decompose_norms, "LayerNorm/RMSNorm/GroupNorm into square and divide_sqrt"),
+                            (decompose_vector_norms, "2-norms (F.normalize, .norm()) into square and root")):
+        count = decompose(gm)
+        notes.append(f"decomposed {count} {what}")
+        if count:
+            _propagate_shapes(gm, sample)
     notes.append(f"replaced {len(replace_nonlinearities(gm))} nonlinearities by neurons")
     notes.append(f"replaced {len(replace_products(gm))} products/ratios of two activations by 2-input neurons")
-    notes.append(f"decomposed max pooling into {len(decompose_maxpool(gm, pad_value))} layers of 2-input max neurons")
+    pooled = decompose_maxpool(gm, pad_value)
+    notes.append(f"decomposed max pooling into {len(pooled)} layers of 2-input max neurons")
+    if pooled:  # a max over a dim of a max pooling's output reads it as an activation from its shape
+        _propagate_shapes(gm, sample)
+    notes.append(f"decomposed maxima over dims into {len(decompose_max_reductions(gm))} layers of 2-input max neurons")
     _propagate_shapes(gm, sample)
     check_supported(gm)
     record_origins(gm)  # what each neuron was in the model, for the reports' layer names

@@ -71,6 +71,7 @@ _INPLACE = {
     "mish": lambda x: F.mish(x, inplace=True),
     "abs": lambda x: torch.abs_(x),
     "exp": lambda x: torch.exp_(x),
+    "sqrt": lambda x: torch.sqrt_(torch.clamp_min_(x, 0)),
 }
 
 

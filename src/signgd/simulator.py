@@ -21,6 +21,7 @@ from .codecs import InputEncoder, OutputDecoder
 from .graph.spellings import ELEMENTWISE_INPLACE, ELEMENTWISE_OUT
 from .neurons import SpikingNeuron
 from .schedules import Schedule, check_dynamics
+from .targets import CONTRACTIONS
 
 
 @dataclass
@@ -163,7 +164,7 @@ class _ChunkInterpreter(fx.Interpreter):
 
     def _elementwise_neuron(self, n: fx.Node) -> bool:
         mod = self.submodules.get(n.target) if n.op == "call_module" else None
-        return isinstance(mod, SpikingNeuron) and mod.target != "matmul"
+        return isinstance(mod, SpikingNeuron) and mod.target not in CONTRACTIONS
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """One pass over the graph on ``x`` (a chunk: steps x samples folded into the batch)."""

@@ -17,8 +17,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Target", "TARGETS", "get_target", "describe", "divide_sqrt", "DIVISOR_FLOOR"]
+__all__ = ["Target", "TARGETS", "get_target", "describe", "divide_sqrt", "DIVISOR_FLOOR", "CONTRACTIONS"]
 
+#: Targets that contract their inputs (a sum of products per output element): the simulator does not
+#: hand them a re-laid-out input (their sums' rounding follows the layout).
+CONTRACTIONS = frozenset({"matmul", "einsum"})
 DIVISOR_FLOOR = 1e-12  # |denominator| below this is held at this size (early estimates can be 0)
 
 
@@ -48,6 +51,18 @@ def divide_sqrt(c, v, eps: float = 1e-5):
     return c * torch.rsqrt(v.clamp_min(eps))
 
 
+def _sqrt(x):
+    """``sqrt(max(x, 0))``: the root of a sum of squares (a 2-norm), exact wherever the ANN takes it
+    (there ``x >= 0``); an early estimate below 0 is held at 0."""
+    return torch.sqrt(x.clamp_min(0))
+
+
+def _einsum(a, b, equation: str):
+    """``torch.einsum(equation, a, b)``; conversion writes the equation with a leading ``...`` on every
+    term, so the simulator's extra leading time dimension rides along."""
+    return torch.einsum(equation, a, b)
+
+
 def _hardtanh(x, min_val: float = -1.0, max_val: float = 1.0):
     return torch.clamp(x, min_val, max_val)
 
@@ -70,10 +85,13 @@ TARGETS: dict[str, Target] = {
         Target("abs", torch.abs, 1, False, "|x|"),
         Target("square", torch.square, 1, False, "x * x"),
         Target("exp", torch.exp, 1, False, "exp(x) (softmax numerators)"),
+        Target("sqrt", _sqrt, 1, False, "sqrt(max(x, 0)): the root of a 2-norm (x.norm(), ConvNeXt-V2's GRN)"),
         Target("max", torch.maximum, 2, False, "max(a, b): one node of a max-pooling tree"),
         Target("mul", torch.mul, 2, False, "a * b: a product of two activations (gating, attention)"),
         Target("matmul", torch.matmul, 2, False, "a @ b: products of two activations (Q K^T, A V); one "
                                                  "neuron per output element"),
+        Target("einsum", _einsum, 2, False, "einsum(equation, a, b): a contraction of two activations "
+                                            "(torchvision MaxViT's attention); one neuron per output element"),
         Target("divide", _divide, 2, False, "a / b: softmax's normalization, a ratio of activations"),
         Target("divide_sqrt", divide_sqrt, 2, False, "c / sqrt(v): LayerNorm's normalizing step"),
     ]

@@ -61,6 +61,7 @@ def decompose_softmax(gm: fx.GraphModule) -> int:
             e = g.call_function(torch.exp, (x,))
             s = g.call_method("sum", (e, dim), {"keepdim": True})
             p = g.call_function(operator.truediv, (e, s))
+        dep.add(p)  # a softmax that reads this one sees an activation
         node.replace_all_uses_with(p)
         g.erase_node(node)
         count += 1

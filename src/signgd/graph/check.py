@@ -13,8 +13,12 @@ import torch.fx as fx
 from ..errors import UnsupportedOperationError
 from ..neurons import SpikingNeuron
 from . import spellings as sp
+from .batchnorm_calls import batchnorm_arguments, why_not_affine
 from .deps import dependent_operands, depends_on_input
-from .nodes import overridden_base, plain_module
+from .nodes import overridden_base, plain_module, where
+
+_NOT_DECOMPOSED = (": signgd decomposes this op, but not as it is called here (an argument computed at run "
+                   "time, or an option it has no rule for); please report it with the model")
 
 
 def _scaling_ok(node: fx.Node, dep: set[fx.Node]) -> bool:
@@ -33,15 +37,24 @@ def _float_cast(node: fx.Node) -> bool:
 
 def grouped(kinds: list[tuple[str, str]], shown: int = 3) -> str:
     """``[(op, where), ...]`` grouped by op in order of first appearance, a few places each:
-    ``49 x F.batch_norm: batch_norm, batch_norm_1, batch_norm_2, ... (46 more)``."""
+    ``7 x torch.sign: blocks.0 (Block), blocks.1 (Block), blocks.2 (Block), ... (4 more)``."""
     groups: dict[str, list[str]] = {}
-    for what, where in kinds:
-        groups.setdefault(what, []).append(where)
+    for what, place in kinds:
+        groups.setdefault(what, []).append(place)
     parts = []
     for what, places in groups.items():
         more = f", ... ({len(places) - shown} more)" if len(places) > shown else ""
         parts.append(f"{len(places)} x {what}: {', '.join(places[:shown])}{more}")
     return "; ".join(parts)
+
+
+def _decomposable(node: fx.Node, modules) -> bool:
+    """Whether a pass decomposes ops spelled like this one (so one left here was not decomposable as called)."""
+    if node.op == "call_module":
+        return plain_module(modules[node.target], sp.DECOMPOSED_MODULES)
+    if node.op == "call_function":
+        return node.target in sp.DECOMPOSED_FUNCTIONS
+    return node.target in sp.DECOMPOSED_METHODS
 
 
 def check_supported(gm: fx.GraphModule) -> None:
@@ -65,20 +78,34 @@ def check_supported(gm: fx.GraphModule) -> None:
             base = overridden_base(mod, sp.AFFINE_MODULES)
             why = (f": overrides the forward of {base.__name__}, so signgd cannot see what it computes; let "
                    f"torch.fx trace into it (leave it out of leaf_modules)" if base is not None else "")
+            if not why and _decomposable(node, modules):
+                why = _NOT_DECOMPOSED
+            if not why and isinstance(mod, sp.RECURRENT_MODULES):
+                why = f": {sp.RECURRENT_WHY}"
             bad.append((node.name, "call_module", f"{node.target} ({type(mod).__name__}{why})"))
             kinds.append((f"{type(mod).__name__}{why}", node.target))
         elif node.op == "call_function":
             if node.target in sp.AFFINE_FUNCTIONS:
                 continue
-            if node.target in sp.CONSTANT_PAD_FUNCTIONS and node.kwargs.get("mode", "constant") == "constant":
-                continue
             if node.target in sp.SCALING_FUNCTIONS and _scaling_ok(node, dep):
+                continue
+            if node.target in sp.EINSUM_FUNCTIONS and len(dependent_operands(node, dep)) <= 1:
                 continue
             factors = sp.ADD_PRODUCT_FUNCTIONS.get(node.target, ())
             if factors and sum(node.args[i] in dep for i in factors if i < len(node.args)) <= 1:
                 continue
-            bad.append((node.name, "call_function", sp.function_name(node.target)))
-            kinds.append((sp.function_name(node.target), node.name))
+            what = sp.function_name(node.target)
+            bn = batchnorm_arguments(node)
+            reason = why_not_affine(bn) if bn is not None else None
+            if reason:
+                what += f" ({reason})"
+            elif _decomposable(node, modules):
+                what += _NOT_DECOMPOSED
+            elif node.target in sp.EINSUM_FUNCTIONS:
+                what += (" (a product of more than two activations, or an ellipsis that does not lead every "
+                         "term: write it as einsums of two operands)")
+            bad.append((node.name, "call_function", what))
+            kinds.append((what, where(node)))
         elif node.op == "call_method":
             if node.target in sp.AFFINE_METHODS:
                 continue
@@ -86,13 +113,14 @@ def check_supported(gm: fx.GraphModule) -> None:
                 continue
             if node.target in sp.CAST_METHODS and _float_cast(node):
                 continue
-            bad.append((node.name, "call_method", f".{node.target}()"))
-            kinds.append((f".{node.target}()", node.name))
+            what = f".{node.target}()" + (_NOT_DECOMPOSED if _decomposable(node, modules) else "")
+            bad.append((node.name, "call_method", what))
+            kinds.append((what, where(node)))
     if bad:
         raise UnsupportedOperationError(
             f"cannot convert {len(bad)} operation(s) with no spiking equivalent: {grouped(kinds)}. "
             f"Neurons exist for: {', '.join(sp.supported_names())}; between neurons only affine "
-            f"ops are allowed (conv, linear, batch norm, average pooling, add, reshape, scaling by a "
+            f"ops are allowed (conv, linear, eval-mode batch norm, average pooling, add, reshape, scaling by a "
             f"constant). Replace these ops in the model, or open an issue for a new neuron target.",
             bad)
 

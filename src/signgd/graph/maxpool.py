@@ -73,7 +73,7 @@ def decompose_maxpool(gm: fx.GraphModule, pad_value: float = -200.0) -> list[str
                 u = graph.call_function(ops.pool_windows, (x, dim, p["kernel"][i], p["stride"][i],
                                                            p["padding"][i], p["dilation"][i],
                                                            p["ceil_mode"], pad_value))
-                x = _max_tree(gm, u, p["kernel"][i], f"{node.name}_{'hw'[dim]}", created)
+                x = max_tree(gm, u, p["kernel"][i], f"{node.name}_{'hw'[dim]}", created)
         node.replace_all_uses_with(x)
         graph.erase_node(node)
         log.debug("max pooling %s -> %d layers of max neurons", node.name, len(created) - before)
@@ -83,7 +83,9 @@ def decompose_maxpool(gm: fx.GraphModule, pad_value: float = -200.0) -> list[str
     return created
 
 
-def _max_tree(gm: fx.GraphModule, u: fx.Node, k: int, prefix: str, created: list[str]) -> fx.Node:
+def max_tree(gm: fx.GraphModule, u: fx.Node, k: int, prefix: str, created: list[str]) -> fx.Node:
+    """The max over the last dim (of size ``k``) of ``u``, dropped: levels of 2-input max neurons
+    ``neurons.<prefix><level>`` (their names appended to ``created``). Call inside ``inserting_before``."""
     graph = gm.graph
     level = 0
     while k > 1:

@@ -23,3 +23,14 @@ def plain_module(mod, classes) -> bool:
 def overridden_base(mod, classes):
     """The class of ``classes`` that ``mod`` subclasses while overriding its ``forward``, or None."""
     return next((c for c in classes if isinstance(mod, c) and type(mod).forward is not c.forward), None)
+
+
+def where(node: fx.Node) -> str:
+    """Where a node comes from, for people: the innermost module of the model that made the call
+    (``blocks.0.bn1 (BatchNormAct2d)``, from fx's ``nn_module_stack``), else the node's name (an op
+    of the model's own forward)."""
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        path, cls = list(stack.values())[-1]
+        return f"{path} ({getattr(cls, '__name__', cls)})"
+    return node.name

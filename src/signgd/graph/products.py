@@ -21,11 +21,47 @@ from .nodes import node_arg
 log = logging.getLogger("signgd.graph")
 
 
+def leading_ellipsis(equation: str) -> str | None:
+    """``equation`` with ``...`` at the front of every term (``"bij,bjk->bik"`` -> ``"...bij,...bjk->...bik"``),
+    so extra leading dimensions (the simulator's time steps) broadcast through it; None when an
+    ellipsis already sits elsewhere than at the front of a term."""
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",") + ([rhs] if arrow else [])
+    if any("..." in t for t in terms):
+        return eq if all(t.startswith("...") for t in terms) else None
+    out = ",".join("..." + t for t in lhs.split(","))
+    return out + ("->..." + rhs if arrow else "")
+
+
+def _einsum_operands(node: fx.Node) -> tuple[str, list]:
+    equation, *operands = node.args
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):  # einsum(eq, [a, b])
+        operands = list(operands[0])
+    return equation, operands
+
+
+def _replace_einsum(gm: fx.GraphModule, node: fx.Node, dep: set[fx.Node]) -> str | None:
+    """``einsum(eq, a, b)`` of two activations -> an ``einsum`` neuron; None (left to the check,
+    which names it) with more operands or an ellipsis that is not leading."""
+    equation, operands = _einsum_operands(node)
+    eq = leading_ellipsis(equation) if isinstance(equation, str) else None
+    if len(operands) != 2 or eq is None or node.kwargs:
+        return None
+    name = f"neurons.{node.name}"
+    dep.add(replace_by_neuron(gm, node, name, SpikingNeuron("einsum", {"equation": eq}), tuple(operands), False))
+    return name
+
+
 def replace_products(gm: fx.GraphModule) -> list[str]:
     """Swap each product/ratio of two activations for a 2-input neuron; returns the new names."""
     dep = depends_on_input(gm)
     created = []
     for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target in spellings.EINSUM_FUNCTIONS:
+            if len(dependent_operands(node, dep)) >= 2 and (name := _replace_einsum(gm, node, dep)):
+                created.append(name)
+            continue
         if node.op not in ("call_function", "call_method") or node.target not in spellings.PRODUCT_TARGETS:
             continue
         if len(dependent_operands(node, dep)) < 2:

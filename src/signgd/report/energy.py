@@ -79,7 +79,8 @@ def ann_costs(snn) -> dict[str, tuple[float, float]]:
     out = {name: (ac, mac) for name, (ac, mac) in counter.ops.items()}
     for name, shapes in counter.neuron_inputs.items():
         n_out = _output_elements(gm, name, shapes)
-        out[_node_of(gm, name)] = oc.target_cost(gm.get_submodule(name).target, n_out, shapes)
+        mod = gm.get_submodule(name)
+        out[_node_of(gm, name)] = oc.target_cost(mod.target, n_out, shapes, mod.params)
     return out
 
 
@@ -122,7 +123,7 @@ def neuron_work(snn) -> dict[str, tuple[float, float]]:
                 ac, mac = _add((0, 0), step, n_out)
                 ac, mac = _add((ac, mac), oc.RECEIVE_SUBGRADIENT, received)
         else:
-            ac, mac = oc.target_cost(mod.target, n_out, shapes)
+            ac, mac = oc.target_cost(mod.target, n_out, shapes, mod.params)
             ac, mac = _add((ac, mac), oc.SIGNGD_STEP, n_out)
             if mod.normalized:
                 ac, mac = _add((ac, mac), oc.NORMALIZE, n_out)

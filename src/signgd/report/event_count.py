@@ -22,6 +22,8 @@ import operator
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
 
 from ..event_driven import simulate_spikes
 from ..graph import spellings as sp
@@ -49,10 +51,12 @@ def _category(node: fx.Node, modules: dict, dependent: set) -> str:
             return _SCALE
         if isinstance(mod, sp.AVG_POOL_MODULES + sp.ADAPTIVE_AVG_POOL_MODULES):
             return _AVERAGE
+        if isinstance(mod, nn.Fold):
+            return _SUM
         return _MOVE
     n_dep = sum(1 for a in node.all_input_nodes if a in dependent)
     if t in sp.CONV_FUNCTIONS or t in sp.LINEAR_FUNCTIONS or t in sp.MATMUL_FUNCTIONS | sp.MATMUL_METHODS \
-            or t in sp.BATCHED_MATMUL_FUNCTIONS:
+            or t in sp.BATCHED_MATMUL_FUNCTIONS or t in sp.EINSUM_FUNCTIONS:
         return _WEIGHTED
     if t in sp.ADD_FUNCTIONS | sp.SUBTRACT_FUNCTIONS | sp.ADD_METHODS | sp.SUBTRACT_METHODS:
         return _ADD if n_dep > 1 else _MOVE
@@ -61,7 +65,7 @@ def _category(node: fx.Node, modules: dict, dependent: set) -> str:
         return _SCALE
     if t in sp.MEAN_FUNCTIONS | sp.MEAN_METHODS or t in sp.AVG_POOL_FUNCTIONS | sp.ADAPTIVE_AVG_POOL_FUNCTIONS:
         return _AVERAGE
-    if t in sp.SUM_FUNCTIONS | sp.SUM_METHODS:
+    if t in sp.SUM_FUNCTIONS | sp.SUM_METHODS or t is F.fold:
         return _SUM
     return _MOVE
 

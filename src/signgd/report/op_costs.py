@@ -48,6 +48,7 @@ TARGET_COSTS: dict[str, tuple[int, int, str]] = {
     "mul": (0, 1, "a * b"),
     "exp": (0, _F, "a function"),
     "tanh": (0, _F, "a function"),
+    "sqrt": (1, _F, "a floor at 0 and a function"),
     "sigmoid": (1, 2 * _F, "exp, an add, a reciprocal"),
     "gelu": (1, _F + 3, "x/sqrt(2), erf (a function), an add, two multiplies"),
     "silu": (1, 2 * _F + 1, "sigmoid, a multiply"),
@@ -60,6 +61,7 @@ TARGET_COSTS: dict[str, tuple[int, int, str]] = {
     "divide_sqrt": (0, 1, "c * r: a multiply per output, plus per variance element a floor (1 AC) "
                           "and a reciprocal square root (a function)"),
     "matmul": (0, 1, "K multiply-accumulates per output element (K: the inner dimension)"),
+    "einsum": (0, 1, "K multiply-accumulates per output element (K: the product of the contracted sizes)"),
 }
 
 SIGNGD_STEP = (2, 0)  # compare the estimate with the target, move it
@@ -74,16 +76,31 @@ DECODE_SUBGRADIENT = (1, 1)  # the output's running average
 ENCODER_STEP = {"float": (1, 1), "spike": (2, 0), "stochastic": (3, 2 * _F), "analog": (0, 0)}
 
 
-def target_cost(target: str, output_elements: int, input_shapes: list[tuple[int, ...]]) -> tuple[int, int]:
+def target_cost(target: str, output_elements: int, input_shapes: list[tuple[int, ...]],
+                params: dict | None = None) -> tuple[int, int]:
     """``(ACs, MACs)`` of evaluating ``target`` once on one sample: ``output_elements`` outputs from
-    inputs of the given per-sample shapes."""
+    inputs of the given per-sample shapes (``params``: the neuron's, for an einsum's equation)."""
     if target not in TARGET_COSTS:
         raise KeyError(f"no cost for the neuron target {target!r}; add it to signgd.report.op_costs.TARGET_COSTS")
     ac, mac, _ = TARGET_COSTS[target]
     if target == "matmul":
         k = input_shapes[0][-1] if input_shapes and input_shapes[0] else 1
         return 0, output_elements * k
+    if target == "einsum":
+        return 0, output_elements * _contracted(params["equation"], input_shapes)
     if target == "divide_sqrt":
         variance = math.prod(input_shapes[1]) if len(input_shapes) > 1 else output_elements
         return variance, output_elements + variance * FUNCTION_MACS
     return ac * output_elements, mac * output_elements
+
+
+def _contracted(equation: str, shapes: list[tuple[int, ...]]) -> int:
+    """The product of the sizes an einsum sums over (indices of the inputs missing from the output);
+    the equation's ``...`` covers the leading dims, so each operand's letters align to its last dims."""
+    inputs, _, output = equation.replace(" ", "").partition("->")
+    sizes: dict[str, int] = {}
+    for letters, shape in zip(inputs.split(","), shapes):
+        letters = letters.replace("...", "")
+        for letter, size in zip(reversed(letters), reversed(shape)):
+            sizes[letter] = size
+    return math.prod(size for letter, size in sizes.items() if letter not in output)

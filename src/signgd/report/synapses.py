@@ -142,10 +142,14 @@ class SynapseCounter(fx.Interpreter):
                                                 mod.count_include_pad))
         if isinstance(mod, sp.ADAPTIVE_AVG_POOL_MODULES):
             return self._pool(x, _adaptive_sums(x, mod.output_size))
-        if isinstance(mod, (torch.nn.ConstantPad1d, torch.nn.ConstantPad2d, torch.nn.ZeroPad2d)):
+        if isinstance(mod, sp.PAD_MODULES) and hasattr(mod, "value"):  # constant padding: never changes
             return F.pad(x, mod.padding, value=0.0)
         if isinstance(mod, sp.SHAPE_MODULES):
             return mod(x)
+        if isinstance(mod, sp.RESAMPLE_MODULES):
+            mode = "sum" if isinstance(mod, torch.nn.Fold) else "move" if isinstance(mod, torch.nn.Unfold) else (
+                "bilinear" if isinstance(mod, torch.nn.UpsamplingBilinear2d) else getattr(mod, "mode", "nearest"))
+            return self._resample(lambda m: mod(m), mode, x)
         raise self._unknown(type(mod).__name__)
 
     def call_function(self, target, args, kwargs):
@@ -176,9 +180,17 @@ class SynapseCounter(fx.Interpreter):
         if target in sp.ADAPTIVE_AVG_POOL_FUNCTIONS:
             size = kwargs.get("output_size", args[1] if len(args) > 1 else None)
             return self._pool(args[0], _adaptive_sums(args[0], size))
-        if target in sp.CONSTANT_PAD_FUNCTIONS:
-            kwargs = {**kwargs, "value": 0.0}
-            return target(args[0], args[1], *args[2:3], **{k: v for k, v in kwargs.items() if k != "mode"})
+        if target in sp.PAD_FUNCTIONS:
+            mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
+            if mode == "constant":  # the constant never changes
+                return F.pad(args[0], args[1], value=0.0)
+            return F.pad(args[0], args[1], mode=mode)  # reflect, replicate, circular: copies
+        if target in sp.RESAMPLE_FUNCTIONS:
+            return self._resample(lambda m: target(m, *args[1:], **kwargs), _resample_mode(target, args, kwargs),
+                                  args[0])
+        if target in sp.EINSUM_FUNCTIONS:
+            operands = [a if self._is_dep(n) else _nonzero(a, args[1]) for a, n in zip(args[1:], self._node.args[1:])]
+            return self._weighted(target(args[0], *operands), kind)
         if target is ops.pool_windows:
             return ops.pool_windows(*args[:7], 0.0)
         if target in _SHAPE_FUNCTIONS:
@@ -217,6 +229,18 @@ class SynapseCounter(fx.Interpreter):
                 return v
             return torch.ones_like(v) if self.ann else torch.zeros_like(v)
         return fx.node.map_arg((self._node.args, self._node.kwargs), value)
+
+    def _resample(self, fn, mode: str, x: torch.Tensor) -> torch.Tensor:
+        """Nearest-neighbour resampling and patch extraction copy values (free); folding overlapping
+        patches adds them (an AC per changed input element)."""
+        if mode in ("move", "nearest", "nearest-exact"):
+            return fn(x)
+        if mode == "sum":
+            out = fn(x)
+            self._count(ac=x.sum(dtype=torch.float64))
+            self.kinds[self._node.name] = REAL
+            return _dense(out)
+        raise self._unknown(f"interpolation in mode {mode!r} (a weighted sum of neighbours)")
 
     def _bias(self, bias, out: torch.Tensor) -> None:
         if self.ann and bias is not None:
@@ -287,6 +311,19 @@ class SynapseCounter(fx.Interpreter):
             self._count(ac=sums.sum(dtype=torch.float64), mac=out.sum(dtype=torch.float64))
         self.kinds[self._node.name] = REAL
         return out
+
+
+def _resample_mode(fn, args, kwargs) -> str:
+    if fn is F.fold:
+        return "sum"
+    if fn is F.unfold:
+        return "move"
+    if fn is F.upsample_bilinear:
+        return "bilinear"
+    if fn is F.upsample_nearest:
+        return "nearest"
+    names = ["input", "size", "scale_factor", "mode"]
+    return {**dict(zip(names, args)), **kwargs}.get("mode", "nearest")
 
 
 def _avg_pool_sums(x, kernel, stride, padding, ceil_mode, count_include_pad) -> torch.Tensor:
