@@ -2,14 +2,20 @@
 Upsample in every mode, Unfold/Fold, pixel shuffles), einsum of two activations (an ``einsum`` neuron),
 and maxima over dims (trees of max neurons): the ANN side equals torch, the SNN converges, save/load
 round-trips and the energy count runs."""
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import signgd
+from signgd.errors import ReportError
 from signgd.graph.products import leading_ellipsis
-from signgd.report.energy import ann_macs, fan_out
+from signgd.report.energy import ann_costs, dense_synaptic_ops, neuron_work
+
+# The schedule these tests were written for (the default tunes one across T since issue 17: slower).
+_convert = functools.partial(signgd.convert, schedule="exponential")
 
 
 def _relerr(a, b):
@@ -26,18 +32,24 @@ class _Fn(nn.Module):
         return self.fn(self, x)
 
 
-def _converge(model, x, targets, tmp_path, bound=0.02):
+def _converge(model, x, targets, tmp_path, bound=0.02, energy=True):
     model = model.eval()
     with torch.no_grad():
         ref = model(x)
-    snn = signgd.convert(model, x, encoding="analog")
+    snn = _convert(model, x, encoding="analog")
     assert torch.allclose(snn.ann(x), ref, atol=1e-5, rtol=1e-4)
     assert sorted({n.target for n in snn.neurons.values()}) == sorted(targets)
     out = snn(x, T=[32, 256])
     assert _relerr(out[256], ref) < _relerr(out[32], ref) and _relerr(out[256], ref) < bound
     snn.save(tmp_path / "net.pt")
     assert torch.equal(signgd.load(tmp_path / "net.pt").ann(x), snn.ann(x))
-    assert all(torch.isfinite(torch.tensor(v)) for v in fan_out(snn).values()) and ann_macs(snn) > 0
+    if not energy:  # an interpolation that weighs neighbours: the energy count refuses it by name
+        with pytest.raises(ReportError, match="interpolation in mode"):
+            ann_costs(snn)
+        return snn
+    ann = ann_costs(snn)  # the energy count knows every op of the graph
+    assert sum(mac for _, mac in ann.values()) > 0 and dense_synaptic_ops(snn) > 0
+    assert all(ac >= 0 and mac >= 0 for ac, mac in [*ann.values(), *neuron_work(snn).values()])
     return snn
 
 
@@ -71,7 +83,8 @@ def test_interpolation_in_every_mode_is_affine(mode, images, tmp_path):
         return m.mods[2](torch.relu(h).flatten(1))
 
     up = nn.Upsample(scale_factor=2, mode=mode if mode != "area" else "nearest")
-    _converge(_Fn(fn, nn.Conv2d(1, 3, 3), up, nn.Linear(3 * 45, 4)), images, ["relu"], tmp_path)
+    _converge(_Fn(fn, nn.Conv2d(1, 3, 3), up, nn.Linear(3 * 45, 4)), images, ["relu"], tmp_path,
+              energy=mode in ("nearest", "nearest-exact"))
 
 
 def test_padding_in_every_mode_is_affine(images, tmp_path):
@@ -127,7 +140,7 @@ def test_leading_ellipsis():
 def test_einsum_of_three_activations_is_refused_by_name():
     model = _Fn(lambda m, x: torch.einsum("bi,bi,bi->b", m.mods[0](x), m.mods[0](x), x), nn.Linear(3, 3))
     with pytest.raises(signgd.UnsupportedOperationError, match="einsum"):
-        signgd.convert(model.eval(), torch.randn(4, 3))
+        _convert(model.eval(), torch.randn(4, 3))
 
 
 def test_maxima_over_dims_become_max_trees(tmp_path):
@@ -158,7 +171,7 @@ def test_maxima_without_a_spiking_form_are_refused_naming_the_module(fn, match):
 
     model = nn.Sequential(nn.Linear(3, 5), Head()).eval()
     with pytest.raises(signgd.UnsupportedOperationError, match=match) as info:
-        signgd.convert(model, torch.randn(4, 3))
+        _convert(model, torch.randn(4, 3))
     assert "in 1 (Head)" in str(info.value)
 
 
@@ -170,7 +183,7 @@ def test_a_max_over_dims_of_a_max_pooling_output():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.MaxPool2d(2), GlobalMax(), nn.Linear(3, 2)).eval()
     x = torch.randn(8, 1, 9, 9)
-    snn = signgd.convert(model, x)
+    snn = _convert(model, x)
     assert torch.allclose(snn.ann(x), model(x), atol=1e-6)
     assert len(snn.neurons) == 2 + 2 + 2  # the 2x2 pool: rows, columns; the 3x3 map: two levels each
 

@@ -1,13 +1,18 @@
 """GroupNorm, F.normalize and .norm() decompositions: the ANN side equals torch, the neurons are the
 ones the design says (square, divide_sqrt, sqrt), the SNN converges, save/load and the energy count
 take them; p != 2 and a norm over the batch are refused by name."""
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import signgd
-from signgd.report.energy import ann_macs, fan_out
+from signgd.report.energy import ann_costs, dense_synaptic_ops, neuron_work
+
+# The schedule these tests were written for (the default tunes one across T since issue 17: slower).
+_convert = functools.partial(signgd.convert, schedule="exponential")
 
 
 def _relerr(a, b):
@@ -29,14 +34,14 @@ def _converge(model, x, targets, tmp_path=None, atol=1e-5):
     model = model.eval()
     with torch.no_grad():
         ref = model(x)
-    snn = signgd.convert(model, x, encoding="analog")  # "float" reaches 0.956 of the input: a 4% floor
+    snn = _convert(model, x, encoding="analog")  # "float" reaches 0.956 of the input: a 4% floor
     assert torch.allclose(snn.ann(x), ref, atol=atol, rtol=1e-4)
     assert sorted({n.target for n in snn.neurons.values()}) == sorted(targets)
     out = snn(x, T=[32, 256])
     assert _relerr(out[256], ref) < _relerr(out[32], ref) and _relerr(out[256], ref) < 0.02
-    # The energy count runs on these graphs (its numbers are report/energy.py's business: it does not
-    # count torch.addcmul's constant factor as 1[w != 0] yet, so GRN's fan-out is not checked here).
-    assert all(torch.isfinite(torch.tensor(v)) for v in fan_out(snn).values()) and ann_macs(snn) > 0
+    ann = ann_costs(snn)  # the energy count knows every op of the graph
+    assert sum(mac for _, mac in ann.values()) > 0 and dense_synaptic_ops(snn) > 0
+    assert all(ac >= 0 and mac >= 0 for ac, mac in [*ann.values(), *neuron_work(snn).values()])
     if tmp_path is not None:
         snn.save(tmp_path / "net.pt")
         assert torch.equal(signgd.load(tmp_path / "net.pt").ann(x), snn.ann(x))
@@ -80,7 +85,7 @@ def test_a_zero_vector_normalizes_to_zero_as_in_torch():
     model = _Fn(lambda m, x: F.normalize(torch.relu(x) * 1.0, dim=1, eps=1e-6)).eval()
     x = torch.randn(8, 5)
     x[0] = -1.0  # relu: an all-zero row, divided by eps rather than by 0
-    snn = signgd.convert(model, x)
+    snn = _convert(model, x)
     assert torch.equal(snn.ann(x)[0], torch.zeros(5))
     assert torch.allclose(snn.ann(x), model(x), atol=1e-6)
 
@@ -118,7 +123,7 @@ def test_convnextv2_global_response_norm(tmp_path):
 ])
 def test_norms_without_a_decomposition_are_refused_by_name(fn, match):
     with pytest.raises(signgd.UnsupportedOperationError, match=match):
-        signgd.convert(_Fn(fn, nn.Linear(4, 6)).eval(), torch.randn(8, 4))
+        _convert(_Fn(fn, nn.Linear(4, 6)).eval(), torch.randn(8, 4))
 
 
 def test_norm_of_constants_stays_a_constant():
@@ -133,5 +138,5 @@ def test_norm_of_constants_stays_a_constant():
 
     model = Scaled().eval()
     x = torch.randn(6, 4)
-    snn = signgd.convert(model, x)
+    snn = _convert(model, x)
     assert not snn.neurons and torch.allclose(snn.ann(x), model(x), atol=1e-6)

@@ -65,6 +65,8 @@ def _category(node: fx.Node, modules: dict, dependent: set) -> str:
         return _SCALE
     if t in sp.MEAN_FUNCTIONS | sp.MEAN_METHODS or t in sp.AVG_POOL_FUNCTIONS | sp.ADAPTIVE_AVG_POOL_FUNCTIONS:
         return _AVERAGE
+    if t is torch.addcmul:  # a scaling by constants (constant input), or a pass-through (constant factors)
+        return _SCALE if node.args[0] not in dependent else _MOVE
     if t in sp.SUM_FUNCTIONS | sp.SUM_METHODS or t is F.fold:
         return _SUM
     return _MOVE

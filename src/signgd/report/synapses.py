@@ -188,6 +188,8 @@ class SynapseCounter(fx.Interpreter):
         if target in sp.RESAMPLE_FUNCTIONS:
             return self._resample(lambda m: target(m, *args[1:], **kwargs), _resample_mode(target, args, kwargs),
                                   args[0])
+        if target is torch.addcmul:
+            return self._addcmul(args, kwargs)
         if target in sp.EINSUM_FUNCTIONS:
             operands = [a if self._is_dep(n) else _nonzero(a, args[1]) for a, n in zip(args[1:], self._node.args[1:])]
             return self._weighted(target(args[0], *operands), kind)
@@ -229,6 +231,24 @@ class SynapseCounter(fx.Interpreter):
                 return v
             return torch.ones_like(v) if self.ann else torch.zeros_like(v)
         return fx.node.map_arg((self._node.args, self._node.kwargs), value)
+
+    def _addcmul(self, args, kwargs):
+        """``input + value * t1 * t2`` with one activation factor and a constant input (timm's GRN, layer
+        scale): a scaling by constants; with an activation input and constant factors, a pass-through."""
+        node = self._node
+        inp, t1, t2 = args[:3]
+        dep = [self._is_dep(n) for n in node.args[:3]]
+        if dep[0] and not (dep[1] or dep[2]):
+            if self.ann:
+                self._count(ac=inp.numel())
+            return torch.broadcast_to(inp, torch.broadcast_shapes(inp.shape, t1.shape, t2.shape)).clone()
+        if dep[0]:
+            raise self._unknown("torch.addcmul of an activation plus a product with an activation")
+        x, c = (t1, t2) if dep[1] else (t2, t1)
+        out = x * _nonzero(c, x) * (torch.ones_like(inp, dtype=x.dtype) if isinstance(inp, torch.Tensor) else 1.0)
+        if self.ann:
+            self._count(ac=out.numel())
+        return self._scaled(out, self.kinds[node.name])
 
     def _resample(self, fn, mode: str, x: torch.Tensor) -> torch.Tensor:
         """Nearest-neighbour resampling and patch extraction copy values (free); folding overlapping
