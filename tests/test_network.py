@@ -27,7 +27,7 @@ def x():
 @pytest.mark.parametrize("dynamics", ["signgd", "subgradient", "if"])
 def test_layer_major_equals_time_major(x, dynamics, encoding):
     snn = signgd.convert(_net(), x, dynamics=dynamics, encoding=encoding,
-        schedule=None if dynamics == "subgradient" else "exponential")
+        schedule=None if dynamics in ("subgradient", "if") else "exponential")
     time_major = snn(x, T=[5, 24], chunk=1)
     layer_major = snn(x, T=[5, 24], chunk=24)
     mixed = snn(x, T=[5, 24], chunk=7)

@@ -57,7 +57,7 @@ def _assert_round_trip(snn, x, tmp_path):
 @pytest.mark.parametrize("dynamics", ["signgd", "subgradient", "if"])
 def test_digits_cnn_round_trip_is_bit_identical(trained_digits_cnn, digits_train, digits_test, dynamics, tmp_path):
     snn = signgd.convert(trained_digits_cnn, digits_train.tensors[0][:200], dynamics=dynamics,
-        schedule=None if dynamics == "subgradient" else "exponential")
+        schedule=None if dynamics in ("subgradient", "if") else "exponential")
     _assert_round_trip(snn, digits_test.tensors[0][:64], tmp_path)
 
 

@@ -52,7 +52,7 @@ def _close(a, b, rel=1e-5):
 @pytest.mark.parametrize("make", [_net, _resnet])
 def test_batch_slices_equal_the_whole_batch(x, make, dynamics, encoding):
     snn = signgd.convert(make(), x, dynamics=dynamics, encoding=encoding,
-        schedule=None if dynamics == "subgradient" else "exponential")
+        schedule=None if dynamics in ("subgradient", "if") else "exponential")
     whole = snn.simulate(x, [5, 12], chunk=1, stats=True)
     for bc, chunk in [(5, 7), (1, 12), (7, None), (None, None)]:
         got = snn.simulate(x, [5, 12], chunk=chunk, batch_chunk=bc, stats=True)
