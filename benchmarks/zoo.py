@@ -184,8 +184,9 @@ def table(rows: list[dict]) -> list[str]:
         if status == "ok" and r.get("spread", 1) < 1e-3:
             tracks += " (degenerate)"
         params = f"{r['params'] / 1e6:.1f}M" if "params" in r else "-"
-        lines.append(f"| {r['model']} | {params} | {r.get('side', '-')} | {conv} | {_cell(r.get('ann_error'), '{:.1e}')} "
-                     f"| {_cell(r.get('err32'))} | {_cell(r.get('err256'))} | {tracks} | "
+        lines.append(f"| {r['model']} | {params} | {r.get('side', '-')} | {conv} | "
+                     f"{_cell(r.get('ann_error'), '{:.1e}')} | {_cell(r.get('err32'))} | "
+                     f"{_cell(r.get('err256'))} | {tracks} | "
                      f"{_cell(r.get('spread'), '{:.2g}')} | {_cell(r.get('seconds'), '{:.0f}')} |")
     return lines
 
@@ -219,7 +220,8 @@ def render(args, rows: list[dict]) -> str:
         if not mine:
             continue
         lines += [f"## {title}", ""]
-        lines += [f"- {counts(mine, s)}" for s in ("torchvision", "timm") if any(r["model"].startswith(s) for r in mine)]
+        sources = [s for s in ("torchvision", "timm") if any(r["model"].startswith(s) for r in mine)]
+        lines += [f"- {counts(mine, s)}" for s in sources]
         lines += [""] + table(mine) + [""]
     return "\n".join(lines)
 
