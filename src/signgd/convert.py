@@ -23,7 +23,7 @@ from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
 from .graph.attention import decompose_attention, decompose_softmax
 from .graph.batchdim import check_any_batch, check_sample_major
-from .graph.calibrate import activation_ranges, zero_response
+from .graph.calibrate import activation_ranges, neuron_scales, zero_response
 from .graph.check import check_supported
 from .graph.fold_bn import fold_batchnorm
 from .graph.maxpool import decompose_maxpool
@@ -155,9 +155,10 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     check_sample_major(gm, sample)  # after _verify: an output coupled across the batch is named there
 
     neurons = {name: m for name, m in gm.named_modules() if isinstance(m, SpikingNeuron)}
+    scales = neuron_scales(ranges)
     for name, neuron in neurons.items():
         if normalize == "all" or (normalize == "relu" and neuron.preset_normalized):
-            neuron.set_scale(torch.where(ranges[name] <= 1e-5, torch.ones_like(ranges[name]), ranges[name]))
+            neuron.set_scale(scales[name])
     notes.append(f"calibrated on {calib.count} samples; normalized "
                  f"{sum(n.normalized for n in neurons.values())} of {len(neurons)} neuron layers ({normalize})")
     if dynamics == "subgradient":
