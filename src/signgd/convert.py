@@ -128,10 +128,11 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     calib = _CalibrationBatches(calibration, batch_size, device, dtype, keep=TUNING_SAMPLES if tune else 0)
     sample = calib.peek()[:8]
 
-    gm = trace(model, leaf_modules)
+    gm = trace(model, leaf_modules, sample)
     with torch.no_grad():
         expected = _expected_output(gm, calib.peek(), sample)  # what the rewrite must reproduce
-    notes = [f"traced {type(model).__name__}: {len(gm.graph.nodes)} graph nodes"]
+    notes = [f"traced {type(model).__name__}: {len(gm.graph.nodes)} graph nodes"
+             + (" (with its sizes known: it branches on shapes)" if gm.meta.get("concrete_shapes") else "")]
     if gm.meta.get("swapped_modules"):
         notes.append(f"swapped {gm.meta['swapped_modules']} MultiheadAttention/TransformerEncoder(Layer) modules "
                      f"for traceable stand-ins")
