@@ -12,12 +12,13 @@ re-initialised, small inputs), in its own process with a time limit and one torc
   is nearly constant and its row is marked degenerate;
 - seconds (build, convert and simulate).
 
-``--realistic`` adds rows with every BatchNorm's running statistics re-estimated on random inputs
+``--modes random,realistic`` adds rows with every BatchNorm's running statistics re-estimated on random inputs
 (activation scales like a trained network's) for the models that have BatchNorm. Writes Markdown::
 
     nice -n 10 python benchmarks/zoo.py --out docs/zoo.md --json benchmarks/.cache/zoo.json
     python benchmarks/zoo.py --only torchvision:mobilenet_v2,timm:davit_tiny
     python benchmarks/zoo.py --torchvision all --limit 10 --timeout 120
+    python benchmarks/zoo.py --no-timm --modes realistic
 """
 from __future__ import annotations
 
@@ -45,10 +46,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torchvision", choices=("families", "all"), default="families",
                    help="the smallest variant of each family, or every builder")
     p.add_argument("--no-timm", action="store_true", help="torchvision only")
-    p.add_argument("--realistic", action="store_true", help="also the rows with BatchNorm statistics re-estimated")
+    p.add_argument("--modes", default="random",
+                   help="comma-separated: random (random init), realistic (BatchNorm statistics re-estimated)")
     p.add_argument("--timeout", type=float, default=300, help="seconds per model and mode")
     p.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
     p.add_argument("--json", type=Path, default=None, help="write the raw results here")
+    p.add_argument("--from-json", default=None,
+                   help="comma-separated --json files of earlier runs: render them together, run nothing")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--mode", default="random", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -58,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         models = [m for m in models if m in wanted or any(w in m for w in wanted)]
         models += [w for w in wanted if ":" in w and w not in models]  # a model outside the lists
     args.models = models[:args.limit] if args.limit else models
+    bad = [m for m in args.modes.split(",") if m.strip() not in ("random", "realistic")]
+    if bad:
+        p.error(f"unknown mode(s) {bad}; choose random and/or realistic")
     return args
 
 
@@ -144,7 +151,11 @@ def main(argv=None) -> int:
                    "error": first_line(exc)}
         print(json.dumps(row), flush=True)
         return 0
-    modes = ["random", "realistic"] if args.realistic else ["random"]
+    if args.from_json:
+        rows = [r for path in args.from_json.split(",") for r in json.loads(Path(path).read_text())]
+        common.emit(render(args, rows), args.out)
+        return 0
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     rows = []
     for i, key in enumerate(args.models):
         for mode in modes:
