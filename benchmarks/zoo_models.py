@@ -54,8 +54,20 @@ KWARGS = {
     "torchvision:inception_v3": {"aux_logits": False, "init_weights": True},
     "torchvision:googlenet": {"aux_logits": False, "init_weights": True},
     "torchvision:vit_b_32": {"image_size": 32},
-    "torchvision:maxvit_t": {"input_size": (64, 64), "partition_size": 2},
 }
+
+
+def _maxvit_t_small(num_classes: int = 10) -> nn.Module:
+    """torchvision's maxvit_t (its builder's configuration) with windows of 2x2 instead of 7x7, so that
+    it takes 64x64 inputs (its builder fixes the partition size at 7, hence 224x224)."""
+    from torchvision.models.maxvit import MaxVit
+
+    return MaxVit(input_size=(64, 64), stem_channels=64, partition_size=2, block_channels=[64, 128, 256, 512],
+                  block_layers=[2, 2, 5, 2], head_dim=32, stochastic_depth_prob=0.2, num_classes=num_classes)
+
+
+#: Builders that replace the library's own where it cannot make a small-input model.
+BUILDERS = {"torchvision:maxvit_t": _maxvit_t_small}
 
 
 def keys(torchvision: str = "families", timm_models: bool = True) -> list[str]:
@@ -79,7 +91,9 @@ def build(key: str, seed: int = 0) -> nn.Module:
     source, name = key.split(":", 1)
     torch.manual_seed(seed)
     kwargs = dict(KWARGS.get(key, {}), num_classes=10)
-    if source == "torchvision":
+    if key in BUILDERS:
+        model = BUILDERS[key](**kwargs)
+    elif source == "torchvision":
         import torchvision
 
         model = torchvision.models.get_model(name, weights=None, **kwargs)
