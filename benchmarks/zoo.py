@@ -7,7 +7,7 @@ re-initialised, small inputs), in its own process with a time limit and one torc
 - converts: yes, or the error's first line;
 - ANN: ``max |snn.ann(x) - model(x)| / max |model(x)|`` (the rewritten graph as an ANN);
 - tracking error ``||snn(x, T) - model(x)|| / ||model(x)||`` at T=32 and T=256 (one run of 256 steps);
-  a model *tracks* when the error falls from T=32 to T=256 and ends below 0.25;
+  a model *tracks* when the error falls from T=32 to T=256 (or is 0) and ends below 0.25;
 - spread: ``||model(x) - mean over the batch|| / ||model(x)||``; below 1e-3 the random model's output
   is nearly constant and its row is marked degenerate;
 - seconds (build, convert and simulate).
@@ -113,11 +113,16 @@ def measure(key: str, mode: str) -> dict:
         return row
     for t in STEPS:
         row[f"err{t}"] = float((outs[t] - ann).norm() / ann.norm().clamp_min(1e-30))
-    lo, hi = row[f"err{STEPS[0]}"], row[f"err{STEPS[-1]}"]
-    row["tracks"] = bool(hi < lo and hi < TRACKING_BOUND)
+    row["tracks"] = tracks(row)
     row["status"] = "ok"
     row["seconds"] = time.perf_counter() - start
     return row
+
+
+def tracks(row: dict) -> bool:
+    """The error falls from T=32 to T=256 (or is exactly 0: a constant output) and ends below the bound."""
+    lo, hi = row[f"err{STEPS[0]}"], row[f"err{STEPS[-1]}"]
+    return bool((hi < lo or hi == 0) and hi < TRACKING_BOUND)
 
 
 def run_one(key: str, mode: str, timeout: float) -> dict:
@@ -173,7 +178,7 @@ def summary(row: dict) -> str:
     if row.get("status") != "ok":
         return f"{row.get('status')}: {row.get('error', '')}"
     return (f"ann {row['ann_error']:.1e}, err T=32 {row['err32']:.3g}, T=256 {row['err256']:.3g}, "
-            f"{'tracks' if row['tracks'] else 'does not track'} ({row['seconds']:.0f} s)")
+            f"{'tracks' if tracks(row) else 'does not track'} ({row['seconds']:.0f} s)")
 
 
 def _cell(v, fmt="{:.3g}"):
@@ -191,13 +196,13 @@ def table(rows: list[dict]) -> list[str]:
             conv = f"yes; simulation fails: {r['error']}"
         else:
             conv = f"no: {r.get('error', status)}".replace("|", "\\|")
-        tracks = "-" if status != "ok" else ("yes" if r["tracks"] else "no")
+        tracked = "-" if status != "ok" else ("yes" if tracks(r) else "no")
         if status == "ok" and r.get("spread", 1) < 1e-3:
-            tracks += " (degenerate)"
+            tracked += " (degenerate)"
         params = f"{r['params'] / 1e6:.1f}M" if "params" in r else "-"
         lines.append(f"| {r['model']} | {params} | {r.get('side', '-')} | {conv} | "
                      f"{_cell(r.get('ann_error'), '{:.1e}')} | {_cell(r.get('err32'))} | "
-                     f"{_cell(r.get('err256'))} | {tracks} | "
+                     f"{_cell(r.get('err256'))} | {tracked} | "
                      f"{_cell(r.get('spread'), '{:.2g}')} | {_cell(r.get('seconds'), '{:.0f}')} |")
     return lines
 
@@ -206,9 +211,9 @@ def counts(rows: list[dict], source: str) -> str:
     mine = [r for r in rows if r["model"].startswith(source + ":")]
     conv = [r for r in mine if r.get("status") == "ok" or r.get("stage") == "simulate"]
     ok = [r for r in mine if r.get("status") == "ok"]
-    tracks = [r for r in ok if r["tracks"]]
+    good = [r for r in ok if tracks(r)]
     return (f"{source}: {len(conv)} of {len(mine)} convert, {len(ok)} also simulate a batch of "
-            f"{EVALUATION}, {len(tracks)} track")
+            f"{EVALUATION}, {len(good)} track")
 
 
 def render(args, rows: list[dict]) -> str:
