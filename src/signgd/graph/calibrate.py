@@ -97,29 +97,32 @@ def zero_response(gm: fx.GraphModule, sample: torch.Tensor) -> tuple[dict[str, t
     return probe.responses, out[0]
 
 
-#: An element whose calibration range is below this fraction of its layer's largest is treated as
-#: silent (never reached on the calibration data).
-SILENT = 1e-6
+#: An element whose calibration range is below this fraction of its layer's typical (median) range
+#: is treated as silent (never, or hardly ever, reached on the calibration data).
+SILENT = 1e-3
 
 
 def neuron_scales(ranges: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The normalization scale of every neuron element from its calibration range ``max |f(x)|``.
 
-    An element's scale is its own range. A silent element (range 0, or below ``SILENT`` times its
-    layer's largest range) has no range to go by: it gets its layer's largest, so that its steps are
-    no larger than its layer's live elements' (a constant 1, the earlier fallback, made the steps of a
-    layer whose activations are all small, 1e-7 in random-init MobileNetV2, millions of times its
-    values). A layer silent everywhere gets the smallest largest range of the other layers (1 when
-    every layer is silent): its target is 0 on the calibration data, and a small step keeps its
-    oscillation around 0 small.
+    An element's scale is its own range. A silent element (range 0, or below ``SILENT`` times the
+    median range of its layer's active elements) has no range to go by: it gets that median, the
+    scale of a typical element of its layer. Not a constant: 1, the earlier fallback, made the steps
+    of a layer whose activations are all small (1e-7 in random-init MobileNetV2) millions of times its
+    values. Not the layer's largest range either: a dead ReLU element would then oscillate as widely
+    as the layer's largest one. A layer silent everywhere gets the smallest median of the other
+    layers (1 when every layer is silent): its target is 0 on the calibration data.
     """
     tiny = torch.finfo(torch.float32).tiny * 2 ** 20  # far below any activation, above denormals
-    peaks = {name: float(r.max()) if r.numel() else 0.0 for name, r in ranges.items()}
-    live = [p for p in peaks.values() if p > tiny]
+    typical = {}
+    for name, r in ranges.items():
+        active = r[r > tiny]
+        typical[name] = float(active.float().median()) if active.numel() else 0.0
+    live = [v for v in typical.values() if v > tiny]
     fallback = min(live) if live else 1.0
     scales = {}
     for name, r in ranges.items():
-        peak = peaks[name] if peaks[name] > tiny else fallback
-        silent = r <= max(SILENT * peak, tiny)
-        scales[name] = torch.where(silent, torch.full_like(r, peak), r)
+        m = typical[name] if typical[name] > tiny else fallback
+        silent = r < max(SILENT * m, tiny)
+        scales[name] = torch.where(silent, torch.full_like(r, m), r)
     return scales
