@@ -117,7 +117,7 @@ def neuron_scales(ranges: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     typical = {}
     for name, r in ranges.items():
         active = r[r > tiny]
-        typical[name] = float(active.float().median()) if active.numel() else 0.0
+        typical[name] = float(active.median()) if active.numel() else 0.0
     live = [v for v in typical.values() if v > tiny]
     fallback = min(live) if live else 1.0
     scales = {}
