@@ -208,12 +208,13 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def counts(rows: list[dict], source: str) -> str:
-    mine = [r for r in rows if r["model"].startswith(source + ":")]
+    mine = [r for r in rows if r["model"].startswith(source + ":") and r.get("status") != "not run"]
+    missing = sum(r.get("status") == "not run" for r in rows if r["model"].startswith(source + ":"))
     conv = [r for r in mine if r.get("status") == "ok" or r.get("stage") == "simulate"]
     ok = [r for r in mine if r.get("status") == "ok"]
     good = [r for r in ok if tracks(r)]
     return (f"{source}: {len(conv)} of {len(mine)} convert, {len(ok)} also simulate a batch of "
-            f"{EVALUATION}, {len(good)} track")
+            f"{EVALUATION}, {len(good)} track" + (f" ({missing} more not run)" if missing else ""))
 
 
 def render(args, rows: list[dict]) -> str:
