@@ -38,7 +38,15 @@ ARCHITECTURES = {
     "mixer": (models.tiny_mixer, "timm MlpMixer (LayerNorm, GELU token and channel MLPs)", 32),
     "resmlp": (models.tiny_resmlp, "timm ResMLP (Affine norm, GELU, layer scale)", 32),
     "vit": (models.tiny_vit, "timm VisionTransformer (softmax attention, LayerNorm, GELU)", 32),
+    "mobilenetv2": (lambda: models.tiny_mobilenet(kind="v2"), "signgd.models.tiny_mobilenet('v2'): MobileNetV2 "
+                    "(depthwise convs, ReLU6, linear bottlenecks)", 32),
+    "efficientnet": (lambda: models.tiny_mobilenet(kind="efficientnet"), "signgd.models.tiny_mobilenet("
+                     "'efficientnet'): EfficientNet MBConv (depthwise convs, SiLU, squeeze-excitation)", 32),
+    "mobilenetv3": (lambda: models.tiny_mobilenet(kind="v3"), "signgd.models.tiny_mobilenet('v3'): MobileNetV3 "
+                    "(depthwise convs, hardswish, hardsigmoid squeeze-excitation)", 32),
 }
+#: Training overrides by architecture (the mobile nets: depthwise convs train slowly on a CPU).
+TRAINING = {name: {"train_samples": 20000, "epochs": 3} for name in ("mobilenetv2", "efficientnet", "mobilenetv3")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -84,11 +92,13 @@ def trained(name: str, args, train28, test28):
 
         return accuracy.train_model(accuracy.parse_args([]), train28, test28)
     build, _, _ = ARCHITECTURES[name]
-    idx = common.seeded_subset(len(train28), args.train_samples, args.seed)
+    epochs = TRAINING.get(name, {}).get("epochs", args.epochs)
+    train_samples = TRAINING.get(name, {}).get("train_samples", args.train_samples)
+    idx = common.seeded_subset(len(train28), train_samples, args.seed)
     train_set = pad32(TensorDataset(*(t[idx] for t in train28.tensors)))
     test_set = pad32(test28)
     config = {"dataset": "fashion-mnist-pad32", "train_samples": len(train_set), "model": f"architectures.{name}",
-              "epochs": args.epochs, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05,
+              "epochs": epochs, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05,
               "optimizer": "AdamW+OneCycleLR", "seed": args.seed}
 
     def fresh():
@@ -96,8 +106,8 @@ def trained(name: str, args, train28, test28):
         return build()
 
     def fit(model):
-        common.log(f"training {name} for {args.epochs} epochs (cache miss)")
-        training.train(model, train_set, epochs=args.epochs, batch_size=128, lr=2e-3, weight_decay=0.05,
+        common.log(f"training {name} for {epochs} epochs on {len(train_set)} images (cache miss)")
+        training.train(model, train_set, epochs=epochs, batch_size=128, lr=2e-3, weight_decay=0.05,
                        seed=args.seed, log=lambda m: common.log("  " + m))
 
     model, info = common.train_cached(f"fmnist-{name}", config, fresh, fit,
@@ -164,7 +174,7 @@ def render(args, rows, threads) -> str:
         f"{'all 60000' if args.train_samples >= 60000 else f'{args.train_samples} (a seeded subset of the)'}"
         " training images ("
         "AdamW, one-cycle lr 2e-3, weight decay 0.05, batch 128; the VGG: 15 epochs on all 60k, "
-        "see docs/accuracy.md), "
+        "see docs/accuracy.md; the mobile nets: 3 epochs on a seeded 20000, `TRAINING`), "
         f"calibrated on {args.calibration} training images, evaluated on {args.limit} test images "
         f"(a subset fixed by seed {args.seed}). One simulation of max(T) steps per batch gives every T.",
         "",

@@ -185,12 +185,19 @@ def _mlp():
     return nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double().eval()
 
 
+def _silent_to_median(scale: torch.Tensor) -> torch.Tensor:
+    """convert's fallback (graph/calibrate.neuron_scales): an element silent on the calibration data
+    (range below 1e-3 of its layer's median active range) gets that median."""
+    median = scale[scale > 0].median()
+    return torch.where(scale < 1e-3 * median, median, scale)
+
+
 def test_signgd_network_follows_the_paper_equations_by_hand():
     model, z = _mlp(), torch.rand(6, 4, dtype=torch.float64)
     snn = signgd.convert(model, z, schedule="exponential")  # paper preset: float encoding, ReLU max-normalization
     lin1, lin2 = model[0], model[2]
     scale = torch.relu(lin1(z)).amax(0)
-    scale = torch.where(scale <= 1e-5, torch.ones_like(scale), scale)
+    scale = _silent_to_median(scale)
     T = 50
     etas = [0.15 * 0.95 ** (t - 1) for t in range(1, T + 1)]
     e, y = torch.zeros_like(z), torch.zeros(6, 5, dtype=torch.float64)
@@ -210,7 +217,7 @@ def test_subgradient_network_follows_the_paper_equations_by_hand():
     snn = signgd.convert(model, z, dynamics="subgradient")
     lin1, lin2 = model[0], model[2]
     scale = torch.relu(lin1(z)).amax(0)
-    scale = torch.where(scale <= 1e-5, torch.ones_like(scale), scale)
+    scale = _silent_to_median(scale)
     T = 50
     x = (lin1.bias / scale).expand(6, 5).clone()   # x_0 = A(0) in normalized units
     y = torch.zeros(6, 5, dtype=torch.float64)

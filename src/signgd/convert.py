@@ -25,8 +25,9 @@ from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
 from .feedback import bar, say, seconds
 from .graph.attention import decompose_attention, decompose_softmax
+from .graph.batchdim import check_any_batch, check_sample_major
 from .graph.batchnorm_calls import batchnorm_calls_to_modules
-from .graph.calibrate import activation_ranges, zero_response
+from .graph.calibrate import activation_ranges, neuron_scales, zero_response
 from .graph.check import check_supported
 from .graph.fold_bn import fold_batchnorm
 from .graph.max_reduce import decompose_max_reductions
@@ -161,10 +162,11 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
                                 progress=progress)
     sample = calib.peek()[:8]
 
-    gm = trace(model, leaf_modules)
+    gm = trace(model, leaf_modules, sample)
     with torch.no_grad():
-        expected = _run(gm, sample, "the model")  # the traced, unmodified model: what the rewrite must reproduce
-    notes = [f"traced {type(model).__name__}: {len(gm.graph.nodes)} graph nodes"]
+        expected = _expected_output(gm, calib.peek(), sample)  # what the rewrite must reproduce
+    notes = [f"traced {type(model).__name__}: {len(gm.graph.nodes)} graph nodes"
+             + (" (with its sizes known: it branches on shapes)" if gm.meta.get("concrete_shapes") else "")]
     if gm.meta.get("swapped_modules"):
         notes.append(f"swapped {gm.meta['swapped_modules']} MultiheadAttention/TransformerEncoder(Layer) modules "
                      f"for traceable stand-ins")
@@ -193,17 +195,19 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     notes.append(f"decomposed maxima over dims into {len(decompose_max_reductions(gm))} layers of 2-input max neurons")
     _propagate_shapes(gm, sample)
     check_supported(gm)
+    check_any_batch(gm, sample)
     record_origins(gm)  # what each neuron was in the model, for the reports' layer names
     calib_start = time.perf_counter()
     ranges, values_per_sample = activation_ranges(gm, calib, pad_value)
     calib_time = seconds(calib_start)
     _verify(gm, sample, expected)
+    check_sample_major(gm, sample)  # after _verify: an output coupled across the batch is named there
 
     neurons = {name: m for name, m in gm.named_modules() if isinstance(m, SpikingNeuron)}
+    scales = neuron_scales(ranges)
     for name, neuron in neurons.items():
         if normalize == "all" or (normalize == "relu" and neuron.preset_normalized):
-            scale = _per_channel(ranges[name]) if dynamics == "if" else ranges[name]
-            neuron.set_scale(torch.where(scale <= 1e-5, torch.ones_like(scale), scale))
+            neuron.set_scale(_per_channel(scales[name]) if dynamics == "if" else scales[name])
     used = f"{calib.count} samples" + (f" (a random subset of the Dataset's {of})" if of else "")
     notes.append(f"calibrated on {used}; normalized "
                  f"{sum(n.normalized for n in neurons.values())} of {len(neurons)} neuron layers ({normalize})")
@@ -268,6 +272,27 @@ def _run(gm, x: torch.Tensor, what: str) -> torch.Tensor:
                               f"is one tensor (wrap the model to return the logits)")
     check_finite_output(gm, x, out, what)
     return out
+
+
+def _expected_output(gm, first: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+    """The traced, unmodified model on the first samples. When it fails there but runs on the whole
+    first batch, the model fixes its batch size, which the simulator (time steps run as samples) cannot
+    give it: say so rather than blame the data."""
+    try:
+        return _run(gm, sample, "the model")
+    except CalibrationError as exc:
+        error = exc
+    try:
+        runs_whole = first.shape[0] != sample.shape[0] and gm(first.clone()) is not None
+    except Exception:  # noqa: BLE001 - it fails at any batch: the data's shape, as _run says
+        runs_whole = False
+    if runs_whole:
+        raise ConversionError(
+            f"the model runs on a batch of {first.shape[0]} but not on a batch of {sample.shape[0]}; it fixes its "
+            f"batch size (a reshape or view with a literal batch, or a size kept from __init__). signgd runs "
+            f"time steps as extra samples, so the model must take any batch: compute the batch from x.shape[0] "
+            f"(or use -1) in forward") from error
+    raise error
 
 
 def _propagate_shapes(gm, sample: torch.Tensor) -> None:

@@ -109,3 +109,44 @@ def tiny_vit(in_channels: int = 1, num_classes: int = 10, image_size: int = 32) 
 
     return VisionTransformer(img_size=image_size, patch_size=4, in_chans=in_channels, num_classes=num_classes,
                              embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expansion, 3x3 depthwise conv, optional squeeze-excitation, 1x1
+    linear bottleneck (no activation after the projection), residual when the shape allows."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, act: type, se: bool = False,
+                 gate: type = nn.Sigmoid):
+        super().__init__()
+        mid = cin * expand
+        self.expand = nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), act())
+        self.depthwise = nn.Sequential(nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False),
+                                       nn.BatchNorm2d(mid), act())
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, max(4, mid // 4), 1), act(),
+                                nn.Conv2d(max(4, mid // 4), mid, 1), gate()) if se else None
+        self.project = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        h = self.depthwise(self.expand(x))
+        if self.se is not None:
+            h = h * self.se(h)  # the squeeze-excitation product: a product of two activations
+        h = self.project(h)
+        return x + h if self.residual else h
+
+
+def tiny_mobilenet(in_channels: int = 1, num_classes: int = 10, kind: str = "v2") -> nn.Module:
+    """A small mobile network for 32x32 inputs. ``"v2"``: MobileNetV2 (ReLU6, linear bottlenecks,
+    depthwise convs); ``"efficientnet"``: EfficientNet's MBConv (SiLU, squeeze-excitation with a
+    sigmoid gate); ``"v3"``: MobileNetV3 (hardswish, squeeze-excitation with a hardsigmoid gate)."""
+    act, gate, se = {"v2": (nn.ReLU6, nn.Sigmoid, False), "efficientnet": (nn.SiLU, nn.Sigmoid, True),
+                     "v3": (nn.Hardswish, nn.Hardsigmoid, True)}[kind]
+    blocks = [(16, 1), (24, 2), (24, 1), (32, 2), (32, 1), (48, 1)]  # (channels, stride): 16 -> 8 -> 4
+    layers = [nn.Conv2d(in_channels, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), act()]  # 32 -> 16
+    cin = 16
+    for cout, stride in blocks:
+        layers.append(InvertedResidual(cin, cout, stride, 4, act, se, gate))
+        cin = cout
+    layers += [nn.Conv2d(cin, 96, 1, bias=False), nn.BatchNorm2d(96), act(), nn.AdaptiveAvgPool2d(1),
+               nn.Flatten(), nn.Linear(96, num_classes)]
+    return nn.Sequential(*layers)

@@ -63,14 +63,16 @@ class _Run:
 
     def neuron(self, name: str, mod: SpikingNeuron, args, owned: bool = False) -> torch.Tensor:
         steps = self.etas.shape[0]
-        xs = tuple(a.reshape(steps, self.batch, *a.shape[1:]) for a in args)
+        # dim 0 holds the steps, each step's rows sample-major (k rows per sample: a windowed
+        # attention has one per window; conversion checks this, graph/batchdim.py)
+        xs = tuple(a.reshape(steps, -1, *a.shape[1:]) for a in args)
         state = self.states.get(name)
         if state is None:
             like = _like_output(mod, tuple(x[0] for x in xs))
             state = self.states[name] = mod.init_state(like, self.dynamics, adaptive=self.rule is not None)
             if self.stats:
                 self.spikes[name] = torch.zeros(self.total_steps, dtype=torch.float64, device=like.device)
-                self.neurons[name] = like[0].numel()
+                self.neurons[name] = like.numel() // self.batch
         counts = None
         if self.stats:
             counts = torch.zeros(steps, dtype=torch.float64, device=xs[0].device)
@@ -79,7 +81,7 @@ class _Run:
             self.spikes[name][self.t0 - 1:self.t0 - 1 + steps] += counts
         if self.probe is not None:
             self.probe(name, self.t0, out)
-        return out.reshape(steps * self.batch, *out.shape[2:])
+        return out.reshape(-1, *out.shape[2:])
 
 
 def _like_output(mod: SpikingNeuron, xs: tuple[torch.Tensor, ...]) -> torch.Tensor:

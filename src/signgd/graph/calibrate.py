@@ -95,3 +95,34 @@ def zero_response(gm: fx.GraphModule, sample: torch.Tensor) -> tuple[dict[str, t
     with torch.no_grad():
         out = probe.run(torch.zeros_like(sample[:1]))
     return probe.responses, out[0]
+
+
+#: An element whose calibration range is below this fraction of its layer's typical (median) range
+#: is treated as silent (never, or hardly ever, reached on the calibration data).
+SILENT = 1e-3
+
+
+def neuron_scales(ranges: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The normalization scale of every neuron element from its calibration range ``max |f(x)|``.
+
+    An element's scale is its own range. A silent element (range 0, or below ``SILENT`` times the
+    median range of its layer's active elements) has no range to go by: it gets that median, the
+    scale of a typical element of its layer. Not a constant: 1, the earlier fallback, made the steps
+    of a layer whose activations are all small (1e-7 in random-init MobileNetV2) millions of times its
+    values. Not the layer's largest range either: a dead ReLU element would then oscillate as widely
+    as the layer's largest one. A layer silent everywhere gets the smallest median of the other
+    layers (1 when every layer is silent): its target is 0 on the calibration data.
+    """
+    tiny = torch.finfo(torch.float32).tiny * 2 ** 20  # far below any activation, above denormals
+    typical = {}
+    for name, r in ranges.items():
+        active = r[r > tiny]
+        typical[name] = float(active.median()) if active.numel() else 0.0
+    live = [v for v in typical.values() if v > tiny]
+    fallback = min(live) if live else 1.0
+    scales = {}
+    for name, r in ranges.items():
+        m = typical[name] if typical[name] > tiny else fallback
+        silent = r < max(SILENT * m, tiny)
+        scales[name] = torch.where(silent, torch.full_like(r, m), r)
+    return scales

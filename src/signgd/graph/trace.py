@@ -22,6 +22,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import ConversionError, TraceError
+from .concrete import ConcreteTracer
 from .traceable import make_traceable
 
 log = logging.getLogger("signgd.graph")
@@ -111,33 +112,28 @@ def _copy(model: nn.Module) -> nn.Module:
                               f"attributes, or define __deepcopy__ for them") from exc
 
 
-def trace(model: nn.Module, leaf_modules: Iterable[type] = ()) -> fx.GraphModule:
-    """A GraphModule of an eval-mode deep copy of ``model``."""
+def trace(model: nn.Module, leaf_modules: Iterable[type] = (), sample: torch.Tensor | None = None) -> fx.GraphModule:
+    """A GraphModule of an eval-mode deep copy of ``model``. When plain fx tracing fails and a
+    ``sample`` batch is given, the model is traced again with its sizes known (``graph/concrete.py``:
+    Python branches on spatial sizes are decided for this input shape; the batch stays free)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert() needs a torch.nn.Module, got {type(model).__name__}")
     if any(m.training for m in model.modules()):
         warnings.warn("the model is in training mode; signgd converts it as if in eval mode "
                       "(your model is left as it is)", stacklevel=3)
-    model = _copy(model).eval()
-    hooks = _remove_hooks(model)
-    if hooks:
-        warnings.warn(f"signgd does not convert hooks: {'; '.join(hooks)}. They stay on your model; the "
-                      f"converted network never calls them (remove a hook that changes a module's output "
-                      f"before converting, and write that change into forward())", stacklevel=3)
-    model, swapped = make_traceable(model)  # attention/transformer modules -> plain ops fx can see
+    user_model = model
+    model, swapped = _prepared(user_model, warn=True)
     tracer = _Tracer(tuple(leaf_modules))
+    concrete = False
     try:
         graph = tracer.trace(model, concrete_args=_optional_arguments(model))
     except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError...)
-        path, cls = getattr(exc, "_signgd_module", ("", type(model).__name__))
-        module = f"module {path!r} ({cls})" if path else f"{cls}.forward"
-        leaf = (f"; torch.fx can also keep that module whole with convert(..., leaf_modules=[{cls}]), which "
-                f"signgd accepts when {cls} is a layer it has a rule for (conv, linear, pooling, ...)" if path else "")
-        raise TraceError(
-            f"torch.fx could not trace {type(model).__name__}: in {module}{_innermost_frame(exc)}: "
-            f"{type(exc).__name__}: {exc}. Fix: write that code without Python control flow on tensor "
-            f"values or shapes (if/for on x.sum(), x.item(), x.shape[0] > 1: use torch.where, or decide in "
-            f"__init__){leaf}") from exc
+        # a fresh copy: the failed trace may have stored Proxies in the modules' attributes
+        found = _trace_concrete(_prepared(user_model)[0], tuple(leaf_modules), sample) if sample is not None else None
+        if not isinstance(found, tuple):
+            raise _trace_error(model, exc, found) from exc
+        tracer, graph = found
+        concrete = True
     for node in list(graph.nodes):
         if node.op == "call_function" and getattr(node.target, "__name__", "") == "_assert_is_none":
             graph.erase_node(node)  # fx's check that an option fixed at None is None
@@ -146,8 +142,56 @@ def trace(model: nn.Module, leaf_modules: Iterable[type] = ()) -> fx.GraphModule
             graph.erase_node(node)  # an option fixed at its default (see _optional_arguments)
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     gm.meta["swapped_modules"] = swapped
+    gm.meta["concrete_shapes"] = concrete
     log.debug("traced %s: %d nodes", type(model).__name__, len(gm.graph.nodes))
     return gm
+
+
+def _prepared(model: nn.Module, warn: bool = False) -> tuple[nn.Module, int]:
+    """An eval-mode deep copy of ``model``, hooks removed, attention modules swapped for plain ops."""
+    model = _copy(model).eval()
+    hooks = _remove_hooks(model)
+    if hooks and warn:
+        warnings.warn(f"signgd does not convert hooks: {'; '.join(hooks)}. They stay on your model; the "
+                      f"converted network never calls them (remove a hook that changes a module's output "
+                      f"before converting, and write that change into forward())", stacklevel=4)
+    return make_traceable(model)  # attention/transformer modules -> plain ops fx can see
+
+
+def _trace_concrete(model: nn.Module, leaf_types: tuple[type, ...], sample: torch.Tensor):
+    """``(tracer, graph)`` from tracing with known sizes (``ConcreteTracer``), or the exception when
+    that fails too."""
+    one = sample[:1]
+    two = sample[:2] if sample.shape[0] >= 2 else torch.cat([one, one.flip(-1)])
+    tracer = ConcreteTracer((one, two), leaf_types)
+    try:
+        graph = tracer.trace(model, concrete_args=_optional_arguments(model))
+    except Exception as exc:  # noqa: BLE001 - the plain tracer's error is the one reported
+        log.debug("tracing %s with known sizes failed too: %s", type(model).__name__, exc)
+        return exc
+    log.info("traced %s with its sizes known (plain torch.fx tracing fails on a branch on shapes)",
+             type(model).__name__)
+    return tracer, graph
+
+
+def _trace_error(model: nn.Module, exc: BaseException, again: BaseException | None = None) -> TraceError:
+    path, cls = getattr(exc, "_signgd_module", ("", type(model).__name__))
+    module = f"module {path!r} ({cls})" if path else f"{cls}.forward"
+    leaf = (f"; torch.fx can also keep that module whole with convert(..., leaf_modules=[{cls}]), which "
+            f"signgd accepts when {cls} is a layer it has a rule for (conv, linear, pooling, ...)" if path else "")
+    return TraceError(
+        f"torch.fx could not trace {type(model).__name__}: in {module}{_innermost_frame(exc)}: "
+        f"{type(exc).__name__}: {exc}. Fix: write that code without Python control flow on tensor "
+        f"values or the batch size (if/for on x.sum(), x.item(), x.shape[0] > 1: use torch.where, or decide in "
+        f"__init__){leaf}" + _known_sizes_error(again))
+
+
+def _known_sizes_error(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
+    text = " ".join(str(exc).split())[:200]
+    return (f". With its sizes known, tracing gets past that branch and then fails{_innermost_frame(exc)}: "
+            f"{type(exc).__name__}: {text}")
 
 
 def _optional_arguments(model: nn.Module) -> dict | None:

@@ -1,0 +1,247 @@
+"""The model zoo: does every torchvision and timm family convert, and does its SNN track its ANN?
+
+For each model of ``benchmarks/zoo_models.py`` (smallest variant, random init with zero weights
+re-initialised, small inputs), in its own process with a time limit and one torch thread:
+``signgd.convert(model, torch.randn(16, ...))`` with the defaults, then on another batch of 4:
+
+- converts: yes, or the error's first line;
+- ANN: ``max |snn.ann(x) - model(x)| / max |model(x)|`` (the rewritten graph as an ANN);
+- tracking error ``||snn(x, T) - model(x)|| / ||model(x)||`` at T=32 and T=256 (one run of 256 steps);
+  a model *tracks* when the error falls from T=32 to T=256 (or is 0) and ends below 0.25;
+- spread: ``||model(x) - mean over the batch|| / ||model(x)||``; below 1e-3 the random model's output
+  is nearly constant and its row is marked degenerate;
+- seconds (build, convert and simulate).
+
+``--modes random,realistic`` adds rows with every BatchNorm's running statistics re-estimated on random inputs
+(activation scales like a trained network's) for the models that have BatchNorm. Writes Markdown::
+
+    nice -n 10 python benchmarks/zoo.py --out docs/zoo.md --json benchmarks/.cache/zoo.json
+    python benchmarks/zoo.py --only torchvision:mobilenet_v2,timm:davit_tiny
+    python benchmarks/zoo.py --torchvision all --limit 10 --timeout 120
+    python benchmarks/zoo.py --no-timm --modes realistic
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _common as common  # this folder: a script's own folder is on sys.path
+import zoo_models  # noqa: E402
+
+STEPS = (32, 256)
+TRACKING_BOUND = 0.25
+CALIBRATION, EVALUATION = 16, 4
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--only", default=None, help="comma-separated models (source:name, or a name part to match)")
+    p.add_argument("--limit", type=int, default=None, help="run the first N models only")
+    p.add_argument("--torchvision", choices=("families", "all"), default="families",
+                   help="the smallest variant of each family, or every builder")
+    p.add_argument("--no-timm", action="store_true", help="torchvision only")
+    p.add_argument("--modes", default="random",
+                   help="comma-separated: random (random init), realistic (BatchNorm statistics re-estimated)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds per model and mode")
+    p.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
+    p.add_argument("--json", type=Path, default=None, help="write the raw results here")
+    p.add_argument("--from-json", default=None,
+                   help="comma-separated --json files of earlier runs: render them together, run nothing")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--mode", default="random", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    models = zoo_models.keys(args.torchvision, not args.no_timm)
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        models = [m for m in models if m in wanted or any(w in m for w in wanted)]
+        models += [w for w in wanted if ":" in w and w not in models]  # a model outside the lists
+    args.models = models[:args.limit] if args.limit else models
+    bad = [m for m in args.modes.split(",") if m.strip() not in ("random", "realistic")]
+    if bad:
+        p.error(f"unknown mode(s) {bad}; choose random and/or realistic")
+    return args
+
+
+def first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def measure(key: str, mode: str) -> dict:
+    """Build, convert and simulate one model; every field of its row (run in the worker process)."""
+    import torch
+
+    import signgd
+
+    torch.set_num_threads(1)
+    row = {"model": key, "mode": mode}
+    start = time.perf_counter()
+    model = zoo_models.build(key)
+    s = zoo_models.side(key)
+    gen = torch.Generator().manual_seed(0)
+    calibration = torch.randn(CALIBRATION, 3, s, s, generator=gen)
+    x = torch.randn(EVALUATION, 3, s, s, generator=gen)
+    if mode == "realistic":
+        row["batchnorms"] = zoo_models.reestimate_batchnorm(model, torch.randn(64, 3, s, s, generator=gen))
+        if not row["batchnorms"]:
+            row["status"] = "no BatchNorm"
+            return row
+    row["params"] = sum(p.numel() for p in model.parameters())
+    row["side"] = s
+    with torch.no_grad():
+        ann = model(x)
+    row["spread"] = float((ann - ann.mean(0)).norm() / ann.norm().clamp_min(1e-30))
+    try:
+        snn = signgd.convert(model, calibration)
+    except Exception as exc:  # noqa: BLE001 - the row records any failure
+        row.update(status="error", stage="convert", error=first_line(exc), seconds=time.perf_counter() - start)
+        return row
+    row["convert_seconds"] = time.perf_counter() - start
+    row["neuron_layers"] = len(snn.neurons)
+    try:
+        with torch.no_grad():
+            row["ann_error"] = float((snn.ann(x) - ann).abs().max() / ann.abs().max().clamp_min(1e-30))
+            outs = snn(x, T=list(STEPS))
+    except Exception as exc:  # noqa: BLE001
+        row.update(status="error", stage="simulate", error=first_line(exc), seconds=time.perf_counter() - start)
+        return row
+    for t in STEPS:
+        row[f"err{t}"] = float((outs[t] - ann).norm() / ann.norm().clamp_min(1e-30))
+    row["tracks"] = tracks(row)
+    row["status"] = "ok"
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def tracks(row: dict) -> bool:
+    """The error falls from T=32 to T=256 (or is exactly 0: a constant output) and ends below the bound."""
+    lo, hi = row[f"err{STEPS[0]}"], row[f"err{STEPS[-1]}"]
+    return bool((hi < lo or hi == 0) and hi < TRACKING_BOUND)
+
+
+def run_one(key: str, mode: str, timeout: float) -> dict:
+    """``measure`` in a fresh process (one thread, a time limit); a crash or timeout is a row too."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", MKL_NUM_THREADS="1")
+    cmd = [sys.executable, __file__, "--worker", key, "--mode", mode]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"model": key, "mode": mode, "status": "timeout", "error": f"no result within {timeout:.0f} s",
+                "seconds": timeout}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    tail = " ".join((proc.stderr or "").strip().splitlines()[-1:])[:300]
+    return {"model": key, "mode": mode, "status": "crash", "error": f"exit {proc.returncode}: {tail}",
+            "seconds": time.perf_counter() - start}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        import warnings
+
+        warnings.simplefilter("ignore")
+        try:
+            row = measure(args.worker, args.mode)
+        except Exception as exc:  # noqa: BLE001 - building the model failed: still one row
+            row = {"model": args.worker, "mode": args.mode, "status": "error", "stage": "build",
+                   "error": first_line(exc)}
+        print(json.dumps(row), flush=True)
+        return 0
+    if args.from_json:
+        rows = [r for path in args.from_json.split(",") for r in json.loads(Path(path).read_text())]
+        common.emit(render(args, rows), args.out)
+        return 0
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    rows = []
+    for i, key in enumerate(args.models):
+        for mode in modes:
+            row = run_one(key, mode, args.timeout)
+            rows.append(row)
+            common.log(f"[{i + 1}/{len(args.models)}] {key} ({mode}): {summary(row)}")
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(rows, indent=1))
+    common.emit(render(args, rows), args.out)
+    return 0
+
+
+def summary(row: dict) -> str:
+    if row.get("status") != "ok":
+        return f"{row.get('status')}: {row.get('error', '')}"
+    return (f"ann {row['ann_error']:.1e}, err T=32 {row['err32']:.3g}, T=256 {row['err256']:.3g}, "
+            f"{'tracks' if tracks(row) else 'does not track'} ({row['seconds']:.0f} s)")
+
+
+def _cell(v, fmt="{:.3g}"):
+    return "-" if v is None else fmt.format(v)
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["| model | params | input | converts | ANN max rel. diff | err T=32 | err T=256 | tracks | "
+             "spread | seconds |", "|---|---:|---:|---|---:|---:|---:|---|---:|---:|"]
+    for r in rows:
+        status = r.get("status")
+        if status == "ok":
+            conv = "yes"
+        elif status == "error" and r.get("stage") == "simulate":
+            conv = f"yes; simulation fails: {r['error']}"
+        else:
+            conv = f"no: {r.get('error', status)}".replace("|", "\\|")
+        tracked = "-" if status != "ok" else ("yes" if tracks(r) else "no")
+        if status == "ok" and r.get("spread", 1) < 1e-3:
+            tracked += " (degenerate)"
+        params = f"{r['params'] / 1e6:.1f}M" if "params" in r else "-"
+        lines.append(f"| {r['model']} | {params} | {r.get('side', '-')} | {conv} | "
+                     f"{_cell(r.get('ann_error'), '{:.1e}')} | {_cell(r.get('err32'))} | "
+                     f"{_cell(r.get('err256'))} | {tracked} | "
+                     f"{_cell(r.get('spread'), '{:.2g}')} | {_cell(r.get('seconds'), '{:.0f}')} |")
+    return lines
+
+
+def counts(rows: list[dict], source: str) -> str:
+    mine = [r for r in rows if r["model"].startswith(source + ":") and r.get("status") != "not run"]
+    missing = sum(r.get("status") == "not run" for r in rows if r["model"].startswith(source + ":"))
+    conv = [r for r in mine if r.get("status") == "ok" or r.get("stage") == "simulate"]
+    ok = [r for r in mine if r.get("status") == "ok"]
+    good = [r for r in ok if tracks(r)]
+    return (f"{source}: {len(conv)} of {len(mine)} convert, {len(ok)} also simulate a batch of "
+            f"{EVALUATION}, {len(good)} track" + (f" ({missing} more not run)" if missing else ""))
+
+
+def render(args, rows: list[dict]) -> str:
+    lines = [
+        "# The model zoo: torchvision and timm families, converted with the defaults",
+        "",
+        f"Generated by `benchmarks/zoo.py`; rerun to refresh. Command: `{common.command_line()}`",
+        "",
+        f"Machine: {common.machine_line()} (each model in its own process, 1 torch thread, time limit "
+        f"{args.timeout:.0f} s)",
+        "",
+        f"Random init (seed 0), 10 classes, all-zero weights re-initialised; `convert(model, randn({CALIBRATION}, 3, "
+        f"s, s))`, then a new batch of {EVALUATION}. ANN: max |snn.ann(x) - model(x)| / max |model(x)|. err: "
+        f"||snn(x, T) - model(x)|| / ||model(x)||. Tracks: err falls from T=32 to T=256 and ends below "
+        f"{TRACKING_BOUND}. Spread: how much the output varies over the batch (below 1e-3: degenerate).",
+        "",
+    ]
+    for mode, title in (("random", "Random init"), ("realistic", "Realistic statistics (BatchNorm re-estimated)")):
+        mine = [r for r in rows if r["mode"] == mode and r.get("status") != "no BatchNorm"]
+        if not mine:
+            continue
+        lines += [f"## {title}", ""]
+        sources = [s for s in ("torchvision", "timm") if any(r["model"].startswith(s) for r in mine)]
+        lines += [f"- {counts(mine, s)}" for s in sources]
+        lines += [""] + table(mine) + [""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

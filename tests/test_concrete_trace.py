@@ -1,0 +1,75 @@
+"""Models that branch on their sizes convert: sizes are known numbers, the batch stays free.
+
+timm's TinyViT (``if H == self.window_size``), MobileViT, EfficientViT-M and VGG's ConvMlp
+(``if x.shape[-2] < self.input_kernel_size``) defeat plain torch.fx tracing; ``graph/concrete.py``
+traces them with their sizes known. A branch on the batch or on values is still refused.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torch import nn
+
+import signgd
+from signgd.errors import TraceError
+
+
+def _digits(n: int, seed: int = 0) -> torch.Tensor:
+    x = torch.tensor(load_digits().images, dtype=torch.float32)[:, None] / 16  # 8x8
+    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
+class ShapeBranches(nn.Module):
+    """Pads to a multiple of the window only when needed, and pools windows it counts from H, W."""
+
+    def __init__(self, window: int = 3, on: str = "size"):
+        super().__init__()
+        self.window, self.on = window, on
+        self.stem = nn.Conv2d(1, 6, 3, padding=1)
+        self.head = nn.Linear(6 * 9, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        B, C, H, W = x.shape
+        if self.on == "batch" and B > 1:
+            x = x * 2
+        if self.on == "values" and x.sum() > 0:
+            x = x * 2
+        if H % self.window or W % self.window:  # a branch on a spatial size
+            x = F.pad(x, (0, -W % self.window, 0, -H % self.window))
+        nh, nw = x.shape[-2] // self.window, x.shape[-1] // self.window
+        x = x.view(B, C, nh, self.window, nw, self.window).permute(0, 1, 2, 4, 3, 5)
+        x = x.reshape(B, C, nh * nw, -1).mean(-1)
+        return self.head(torch.relu(x).flatten(1))
+
+
+def test_plain_fx_fails_on_a_branch_on_sizes():
+    with pytest.raises(torch.fx.proxy.TraceError):
+        torch.fx.symbolic_trace(ShapeBranches())
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_a_model_branching_on_sizes_converts_and_runs_on_any_batch(batch):
+    torch.manual_seed(0)
+    model = ShapeBranches().eval()
+    snn = signgd.convert(model, _digits(16))
+    assert snn.graph_module.meta["concrete_shapes"]
+    assert any("sizes known" in note for note in snn.conversion_log)
+    x = _digits(batch, seed=1)
+    with torch.no_grad():
+        ann = model(x)
+    assert torch.allclose(snn.ann(x), ann, atol=1e-5)
+    outs = snn(x, T=[32, 256])
+    err = {t: float((outs[t] - ann).norm() / ann.norm()) for t in outs}
+    assert err[256] < err[32] and err[256] < 0.1, err
+
+
+def test_a_plain_traceable_model_is_traced_as_before():
+    snn = signgd.convert(nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.ReLU()).eval(), _digits(8))
+    assert not snn.graph_module.meta["concrete_shapes"]
+
+
+@pytest.mark.parametrize("on", ["batch", "values"])
+def test_a_branch_on_the_batch_or_on_values_is_still_refused(on):
+    with pytest.raises(TraceError, match="could not trace ShapeBranches"):
+        signgd.convert(ShapeBranches(on=on).eval(), _digits(16))

@@ -1,0 +1,44 @@
+"""A subset of the model zoo (``benchmarks/zoo.py``): each model converts, its rewritten graph equals
+it as an ANN on a new batch of 4, and its SNN tracks it (the error falls from T=32 to T=256 and ends
+below 0.25), with the benchmark's own builder and measurement.
+
+The fast ones run by default (a few seconds each): the mobile nets the scale fallback broke
+(mobilenet_v2, mnasnet). The rest are ``slow``: the windowed attention that failed on a new batch
+size (davit), and the models traced with their sizes known (TinyViT, EfficientViT, MobileViT, VGG).
+"""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import zoo  # noqa: E402
+
+FAST = ["torchvision:mobilenet_v2", "torchvision:mnasnet0_5", "torchvision:squeezenet1_1",
+        "torchvision:shufflenet_v2_x0_5"]
+SLOW = ["torchvision:efficientnet_b0", "torchvision:resnet18", "timm:davit_tiny", "timm:tiny_vit_5m_224",
+        "timm:efficientvit_b0", "timm:efficientvit_m0", "timm:mobilevit_xxs", "timm:vgg11"]
+
+
+def _check(key: str) -> None:
+    threads = torch.get_num_threads()
+    try:
+        row = zoo.measure(key, "random")
+    finally:
+        torch.set_num_threads(threads)
+    assert row["status"] == "ok", row.get("error")
+    assert row["ann_error"] < 1e-4, row
+    assert row["err256"] < row["err32"] and row["err256"] < zoo.TRACKING_BOUND, row
+    assert row["tracks"]
+
+
+@pytest.mark.parametrize("key", FAST)
+def test_zoo_model_converts_and_tracks(key):
+    _check(key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", SLOW)
+def test_zoo_model_converts_and_tracks_slow(key):
+    _check(key)
