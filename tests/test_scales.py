@@ -36,7 +36,7 @@ def test_the_snn_tracks_a_rescaled_network_as_well_as_the_original(gain):
     errors = []
     for g in (1.0, gain):
         model = _mlp(g)
-        snn = signgd.convert(model, x[:200], schedule="exponential", encoding="float")  # the schedule it was written for
+        snn = signgd.convert(model, x[:200], schedule="exponential", encoding="float")  # its schedule
         with torch.no_grad():
             ann = model(x[200:232])
         outs = snn(x[200:232], T=[32, 256])
