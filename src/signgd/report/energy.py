@@ -91,7 +91,7 @@ def dense_synaptic_ops(snn) -> float:
     input_kind, neuron_kind = _kinds(snn)
     counter = SynapseCounter(gm, input_kind=input_kind)
     x = torch.ones((1, *snn.input_shape), dtype=torch.float64)
-    shapes = _neuron_shapes(gm, x)
+    shapes = _neuron_shapes(gm, x).outputs
     counter.neuron_patterns = {n: torch.ones((1, *s), dtype=torch.float64) for n, s in shapes.items()}
     counter.neuron_kinds = dict.fromkeys(shapes, neuron_kind)
     with torch.no_grad():
@@ -104,7 +104,7 @@ def neuron_work(snn) -> dict[str, tuple[float, float]]:
     readout (``READOUT``), from ``report/op_costs.py``."""
     gm = _counting_copy(snn)
     x = torch.zeros((1, *snn.input_shape), dtype=torch.float64)
-    inputs = _neuron_inputs(gm, x)
+    inputs = _neuron_shapes(gm, x).inputs
     dynamics = snn.settings["dynamics"]
     adaptive = dynamics == "signgd" and snn.schedule.rule is not None
     out: dict[str, tuple[float, float]] = {}
@@ -189,18 +189,12 @@ class _Shapes(fx.Interpreter):
         return out
 
 
-def _neuron_inputs(gm, x) -> dict[str, list[tuple[int, ...]]]:
+def _neuron_shapes(gm, x) -> _Shapes:
+    """Every neuron layer's per-sample input shapes (``.inputs``) and output shape (``.outputs``)."""
     probe = _Shapes(gm)
     with torch.no_grad():
         probe.run(x)
-    return probe.inputs
-
-
-def _neuron_shapes(gm, x) -> dict[str, tuple[int, ...]]:
-    probe = _Shapes(gm)
-    with torch.no_grad():
-        probe.run(x)
-    return probe.outputs
+    return probe
 
 
 class EnergyProbe(Probe):
