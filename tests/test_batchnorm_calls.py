@@ -6,16 +6,13 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import relerr as _relerr
 from torch import nn
 
 import signgd
 
 # The schedule these tests were written for (the default tunes one across T since issue 17: slower).
 _convert = functools.partial(signgd.convert, schedule="exponential")
-
-
-def _relerr(a, b):
-    return float((a - b).norm() / b.norm())
 
 
 def _random_bn_statistics(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -3,13 +3,11 @@ side, hold the neurons the design says, and their SNN converges to the ANN."""
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import Fn as _Fn
+from model_helpers import relerr as _relerr
 from torch import nn
 
 import signgd
-
-
-def _relerr(a, b):
-    return float((a - b).norm() / b.norm())
 
 
 def _check(model, x, expected_targets=None, atol=1e-5):
@@ -22,16 +20,6 @@ def _check(model, x, expected_targets=None, atol=1e-5):
     if expected_targets is not None:
         assert sorted({n.target for n in snn.neurons.values()}) == sorted(expected_targets)
     return snn, ref
-
-
-class _Fn(nn.Module):
-    def __init__(self, fn, *mods):
-        super().__init__()
-        self.fn = fn
-        self.mods = nn.ModuleList(mods)
-
-    def forward(self, x):
-        return self.fn(self, x)
 
 
 @pytest.mark.parametrize("affine", [True, False])

@@ -6,6 +6,8 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import Fn as _Fn
+from model_helpers import relerr as _relerr
 from torch import nn
 
 import signgd
@@ -13,20 +15,6 @@ from signgd.report.energy import ann_costs, dense_synaptic_ops, neuron_work
 
 # The schedule these tests were written for (the default tunes one across T since issue 17: slower).
 _convert = functools.partial(signgd.convert, schedule="exponential")
-
-
-def _relerr(a, b):
-    return float((a - b).norm() / b.norm())
-
-
-class _Fn(nn.Module):
-    def __init__(self, fn, *mods):
-        super().__init__()
-        self.fn = fn
-        self.mods = nn.ModuleList(mods)
-
-    def forward(self, x):
-        return self.fn(self, x)
 
 
 def _converge(model, x, targets, tmp_path=None, atol=1e-5):

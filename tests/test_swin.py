@@ -5,6 +5,7 @@ import functools
 
 import pytest
 import torch
+from model_helpers import relerr as _relerr
 
 import signgd
 
@@ -12,10 +13,6 @@ import signgd
 _convert = functools.partial(signgd.convert, schedule="exponential")
 
 swin = pytest.importorskip("torchvision.models.swin_transformer")
-
-
-def _relerr(a, b):
-    return float((a - b).norm() / b.norm())
 
 
 @pytest.fixture(scope="module")
