@@ -39,8 +39,9 @@ The "c" and "triton" backends do the torch reference's operations in the same or
 same precision (``eta`` and a scalar ``out_scale`` are rounded to the tensor's dtype first, as
 torch does for a scalar operand), so their results are bit-identical to it.
 
-``adaptive_scan`` is the same scan with per-neuron steps (``signgd.schedules.adaptive``), on the C
-kernel where it can run and the torch loop elsewhere.
+``adaptive_scan`` is the same scan with per-neuron steps (``signgd.schedules.adaptive``), and
+``sparse_scan`` the sparse neuron's (``dynamics="sparse"``: signed spikes, silent within a tolerance), each
+on the C kernel where it can run and the torch loop elsewhere.
 """
 from __future__ import annotations
 
@@ -62,9 +63,12 @@ from .reference import (
     scan_torch,
     signgd_fire,
     signgd_update,
+    sparse_fire,
+    sparse_scan_torch,
 )
 
 __all__ = ["signgd_scan", "signgd_fire", "signgd_update", "adaptive_scan", "next_step", "prologue_torch",
+           "sparse_scan", "sparse_fire",
            "resolve_backend", "available_backends", "kernel_info", "KernelUnavailableError", "BACKENDS"]
 
 BACKENDS = ("torch", "c", "triton")
@@ -190,6 +194,26 @@ def adaptive_scan(target: torch.Tensor, y: torch.Tensor, d: torch.Tensor, etas: 
         if done is not None:
             return done
     return adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale, spikes, out)
+
+
+def sparse_scan(target: torch.Tensor, y: torch.Tensor, etas: torch.Tensor, thresholds: torch.Tensor,
+                out_scale=None, spikes: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Advance a layer of sparse neurons (``dynamics="sparse"``) by ``Tc = target.shape[0]`` steps, ``y``
+    in place.
+
+    ``target`` ``[Tc, *S]`` (already normalized), ``y`` ``[*S]``, ``etas`` and ``thresholds`` ``[Tc]``
+    (``tolerance * eta_t``, in y's dtype). At each step a neuron sends an up spike and adds ``eta_t`` when
+    its target is above its estimate by more than the threshold, a down spike and subtracts ``eta_t``
+    when below by more, and stays silent otherwise (``reference.sparse_scan_torch``). Returns ``out[t] =
+    y_t * out_scale`` (into ``out`` when given; ``out`` may be ``target`` itself, read before written);
+    ``spikes`` (``[Tc]``) gets each step's count of up and down spikes added.
+    """
+    if target.dim() >= 1 and _choose(target, y, out_scale, None) == "c":
+        sparse_c = getattr(c, "sparse_scan_c", None)
+        done = sparse_c(target, y, etas, thresholds, out_scale, spikes, out) if sparse_c is not None else None
+        if done is not None:
+            return done
+    return sparse_scan_torch(target, y, etas, thresholds, out_scale, spikes, out)
 
 
 def resolve_backend(target: torch.Tensor, y: torch.Tensor | None = None, out_scale=None,

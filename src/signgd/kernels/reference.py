@@ -3,7 +3,8 @@
 ``signgd_fire`` and ``signgd_update`` are one step of the neuron (``signgd.neurons`` re-exports
 them); ``scan_torch`` is the ``"torch"`` backend of ``signgd_scan``; ``prologue_torch`` computes a
 target the way the fused C prologue does (``pre`` / ``normalize``); ``next_step`` and
-``adaptive_scan_torch`` are the adaptive rule (``signgd.schedules.adaptive``). The C and Triton
+``adaptive_scan_torch`` are the adaptive rule (``signgd.schedules.adaptive``); ``sparse_scan_torch`` is
+the sparse neuron (``dynamics="sparse"``: signed spikes, silent within a tolerance). The C and Triton
 backends are checked against these functions bit for bit.
 
 The helpers at the end are shared with the fused backends (``c.py``, ``triton.py``): how a kernel
@@ -15,7 +16,8 @@ import torch
 
 from ..schedules import MAX_GAIN, MIN_GAIN
 
-__all__ = ["signgd_fire", "signgd_update", "scan_torch", "prologue_torch", "next_step", "adaptive_scan_torch"]
+__all__ = ["signgd_fire", "signgd_update", "scan_torch", "prologue_torch", "next_step", "adaptive_scan_torch",
+           "sparse_fire", "sparse_scan_torch"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,6 +102,45 @@ def adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale=None, spikes
             torch.mul(y, out_scale, out=out[t])
         if counts is not None:
             counts[t] = s.sum()
+    if spikes is not None:
+        spikes += counts.to(spikes.device)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The sparse scan (dynamics="sparse")
+# --------------------------------------------------------------------------------------------
+
+def sparse_fire(y_prev: torch.Tensor, target: torch.Tensor, threshold) -> torch.Tensor:
+    """The signed spike of the sparse neuron, ``+1`` ("up"), ``-1`` ("down") or ``0`` (silent), in y's
+    dtype: with ``d = f(x_t) - y_{t-1}`` (one subtraction), up when ``d > threshold``, down when
+    ``d < -threshold``. ``threshold = tolerance * eta_t`` (computed once per step, in y's dtype)."""
+    d = target - y_prev
+    return (d > threshold).to(y_prev.dtype) - (d < -threshold).to(y_prev.dtype)
+
+
+def sparse_scan_torch(target, y, etas, thresholds, out_scale=None, spikes=None, out=None):
+    """The reference loop of ``signgd.kernels.sparse_scan`` in torch ops (any device), ``y`` updated in
+    place: ``s_t = sparse_fire(y, target[t], thresholds[t])``, ``y_t = y_{t-1} + eta_t s_t`` (an add or a
+    subtraction of ``eta_t``; silent: unchanged), ``out[t] = y_t * out_scale``; ``spikes[t]`` gets the
+    number of non-zero ``s_t`` (up and down spikes alike)."""
+    Tc = target.shape[0]
+    if out is None:
+        dtype = y.dtype if out_scale is None else torch.result_type(y, out_scale)
+        out = torch.empty(target.shape, dtype=dtype, device=target.device)
+    counts = torch.zeros(Tc, dtype=torch.int64, device=target.device) if spikes is not None else None
+    etas = etas.to(device=y.device, dtype=y.dtype)
+    thresholds = thresholds.to(device=y.device, dtype=y.dtype)
+    for t in range(Tc):
+        d = target[t] - y
+        up, down = d > thresholds[t], d < -thresholds[t]
+        y.copy_(torch.where(up, y + etas[t], torch.where(down, y - etas[t], y)))
+        if out_scale is None:
+            out[t].copy_(y)
+        else:
+            torch.mul(y, out_scale, out=out[t])
+        if counts is not None:
+            counts[t] = up.sum() + down.sum()
     if spikes is not None:
         spikes += counts.to(spikes.device)
     return out
