@@ -32,15 +32,22 @@ import torch.nn.functional as F  # noqa: E402
 
 import signgd  # noqa: E402
 from signgd.convert import TUNING_SAMPLES  # noqa: E402
+from signgd.costs import EnergyModel, ann_costs  # noqa: E402
 from signgd.report import make_report  # noqa: E402
-from signgd.report.energy import EnergyModel, ann_costs  # noqa: E402
 from signgd.tuning import tune_schedule  # noqa: E402
 
 DEFAULT_T = (4, 8, 16, 32, 64, 128)
 CONFIGS = {"default": {}, "exponential, float": {"schedule": "exponential", "encoding": "float"},
            "convert(T=T)": {"encoding": "analog"}, "paper": {"preset": "paper"},
-           "subgradient": {"preset": "paper", "dynamics": "subgradient"}, "spikingjelly": None}
-TUNED = {"convert(T=T)"}
+           "subgradient": {"preset": "paper", "dynamics": "subgradient"}, "spikingjelly": None,
+           "sparse 0.3/0.9 tol 0.5": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.9"},
+           "sparse 0.3/0.9 tol 1": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.9",
+                                            "tolerance": 1.0},
+           "sparse 0.5/0.8 tol 1": {"dynamics": "sparse", "schedule": "exponential:lr=0.5,decay=0.8",
+                                            "tolerance": 1.0},
+           "sparse": {"dynamics": "sparse"}, "low-energy": {"preset": "low-energy"},
+           "low-energy(T=T)": {"preset": "low-energy"}}
+TUNED = {"convert(T=T)", "low-energy(T=T)"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,7 +86,10 @@ def _signgd_rows(model, calibration, test_set, steps, label, batch_size):
                 zip(steps, rep["accuracy"]["snn"], en["energy_ratio_to_ann"])}
     rows = {}
     for T in steps:
-        snn.schedule = tune_schedule(snn, calibration[:TUNING_SAMPLES], T).schedule
+        if label == "low-energy(T=T)":
+            snn = signgd.convert(model, calibration, T=T, **CONFIGS[label])
+        else:
+            snn.schedule = tune_schedule(snn, calibration[:TUNING_SAMPLES], T).schedule
         rep = make_report(snn, test_set, [T], batch_size=batch_size, progress=False)
         rows[T] = (rep["accuracy"]["snn"][0], rep["energy"]["energy_ratio_to_ann"][0], rep["accuracy"]["ann"])
     return rows

@@ -8,18 +8,21 @@ from torch import nn
 
 import signgd
 from signgd import models
-from signgd.report import energy, op_costs
+from signgd.costs import op_costs
+from signgd.report import energy
 from signgd.report.event_count import count_operations
 from signgd.schedules import adaptive
 
 
-def _fast_count(snn, x, T) -> dict[str, torch.Tensor]:
-    """The report's count (``EnergyProbe``) on one batch: ``{node: [T, 2]}``."""
+def _fast_count(snn, x, T, events=False):
+    """The report's count (``EnergyProbe``) on one batch: ``{node: [T, 2]}`` (and the sparse neurons'
+    events ``{layer: [T, 3]}`` with ``events``)."""
     probe = energy.EnergyProbe(snn, T)
     probe.before_batch(snn, x)
     result = snn.simulate(x, list(range(1, T + 1)), probe=probe.layer)
     probe.after_batch(snn, x, result)
-    return {node: probe.ops[i] for i, node in enumerate(probe.nodes)}
+    ops = {node: probe.steps.ops[i] for i, node in enumerate(probe.nodes)}
+    return (ops, probe.steps.events) if events else ops
 
 
 def _cnn():
@@ -30,28 +33,38 @@ def _cnn():
 
 _NETS = {"cnn": _cnn, "resnet": lambda: models.SmallResNet(widths=(4, 6, 8)),
          "mixer": lambda: models.tiny_mixer(image_size=8), "vit": lambda: models.tiny_vit(image_size=8)}
-_FAST = {("cnn", "float", False), ("cnn", "spike", True), ("cnn", "analog", False), ("cnn", "stochastic", True),
-         ("resnet", "float", True), ("resnet", "spike", False)}
-_CASES = [pytest.param(net, enc, adapt, marks=() if (net, enc, adapt) in _FAST else pytest.mark.slow)
-          for net in _NETS for enc in ("float", "spike", "stochastic", "analog") for adapt in (False, True)]
+_FAST = {("cnn", "float", "binary"), ("cnn", "spike", "adaptive"), ("cnn", "analog", "binary"),
+         ("cnn", "stochastic", "adaptive"), ("resnet", "float", "adaptive"), ("resnet", "spike", "binary"),
+         ("cnn", "analog", "sparse"), ("vit", "analog", "sparse")}
+_CASES = [pytest.param(net, enc, neuron, marks=() if (net, enc, neuron) in _FAST else pytest.mark.slow)
+          for net in _NETS for enc in ("float", "spike", "stochastic", "analog")
+          for neuron in ("binary", "adaptive", "sparse")]
+_NEURONS = {"binary": {"schedule": "exponential"}, "adaptive": {"schedule": adaptive()},
+            "sparse": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.8"}}
 
 
-@pytest.mark.parametrize("net,encoding,adaptive_steps", _CASES)
-def test_fast_count_equals_the_literal_event_driven_count(net, encoding, adaptive_steps):
+@pytest.mark.parametrize("net,encoding,neuron", _CASES)
+def test_fast_count_equals_the_literal_event_driven_count(net, encoding, neuron):
     """Exact integers, node by node and step by step: the report's count on the fast simulator and the
-    count taken on ``signgd.event_driven``'s spike exchange (Jacobians of each node, no shared rule)."""
+    count taken on ``signgd.event_driven``'s spike exchange (Jacobians of each node, no shared rule);
+    for the sparse neuron also its events (input elements that received something, outputs evaluated,
+    spikes) layer by layer."""
     torch.manual_seed(0)
     model = _NETS[net]().eval().double()
     x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
-    schedule = adaptive() if adaptive_steps else "exponential"
-    snn = signgd.convert(model, x, encoding=encoding, schedule=schedule)
+    snn = signgd.convert(model, x, encoding=encoding, **_NEURONS[neuron])
     T = 6
-    literal, fast = count_operations(snn, x, T), _fast_count(snn, x, T)
+    (literal, literal_events), (fast, fast_events) = count_operations(snn, x, T, events=True), \
+        _fast_count(snn, x, T, events=True)
     assert set(literal) == set(fast)
     for node in literal:
         assert torch.equal(literal[node], fast[node]), (node, literal[node].sum(0), fast[node].sum(0))
     total = sum(float(v.sum()) for v in fast.values())
     assert total > 0 and total == int(total)
+    assert set(literal_events) == set(fast_events) - {"readout"} and (neuron == "sparse") == bool(literal_events)
+    for name, ev in literal_events.items():
+        assert torch.equal(ev, fast_events[name]), (name, ev.sum(0), fast_events[name].sum(0))
+        assert float(ev[:, 2].sum()) > 0  # it fired
 
 
 def test_an_mlp_by_hand(digits_train):

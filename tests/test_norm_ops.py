@@ -11,7 +11,7 @@ from model_helpers import relerr as _relerr
 from torch import nn
 
 import signgd
-from signgd.report.energy import ann_costs, dense_synaptic_ops, neuron_work
+from signgd.costs import ann_costs, dense_synaptic_ops, neuron_work
 
 # The schedule these tests were written for (the default tunes one across T since issue 17: slower).
 _convert = functools.partial(signgd.convert, schedule="exponential")

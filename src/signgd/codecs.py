@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from .dynamics import passes_estimates
+
 __all__ = ["ENCODINGS", "InputEncoder", "OutputDecoder", "hash_uniform"]
 
 ENCODINGS = ("float", "spike", "stochastic", "analog")
@@ -79,7 +81,7 @@ class InputEncoder:
 
 
 class OutputDecoder:
-    """signGD: the output at step t is the readout of the estimates, ``A_out(y_t)``.
+    """signGD (and its sparse form): the output at step t is the readout of the estimates, ``A_out(y_t)``.
     Subgradient: the running average ``o_t = o_{t-1} - eta_t (o_{t-1} - A_out(s_t))``.
     IF: the mean of the readouts so far, ``(A_out(s_1) + ... + A_out(s_t)) / t`` (summed in order), which
     is what a library running the exported NIR graph computes from its outputs (no step sizes)."""
@@ -91,7 +93,7 @@ class OutputDecoder:
         return {"o": None, "t": 0}
 
     def run(self, state: dict, readout: torch.Tensor, etas: torch.Tensor) -> torch.Tensor:
-        if self.dynamics == "signgd":
+        if passes_estimates(self.dynamics):
             return readout
         out = torch.empty_like(readout)
         if self.dynamics == "if":

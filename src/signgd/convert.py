@@ -20,8 +20,6 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from . import batches
 from . import distributed as _dist
-from . import schedules as sched
-from .codecs import ENCODINGS
 from .errors import CalibrationError, ConversionError
 from .feedback import bar, say, seconds
 from .graph.attention import decompose_attention, decompose_softmax
@@ -42,16 +40,13 @@ from .graph.trace import trace
 from .graph.vector_norms import decompose_vector_norms
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
+from .options import resolve
 from .preprocessing import checked, from_data
-from .schedules import check_dynamics
-from .tuning import DEFAULT_STEPS, check_steps, steps_text, tune_schedule
+from .tuning import tune_network
 from .validation import check_finite_output
 
 log = logging.getLogger("signgd")
 
-DYNAMICS = ("signgd", "subgradient", "if")
-NORMALIZATIONS = ("relu", "all", "none")
-PRESETS = ("paper",)
 #: Calibration samples the schedule is tuned on (the first ones).
 TUNING_SAMPLES = 256
 #: Samples of a calibration Dataset used by default (a seeded random subset; the command's --calibration).
@@ -61,7 +56,7 @@ DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
 def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule=None,
             encoding: str | None = None, normalize: str | None = None, T: int | None = None,
-            preset: str | None = None, seed: int = 0,
+            preset: str | None = None, tolerance: float | None = None, seed: int = 0,
             pad_value: float = -200.0, leaf_modules: Iterable[type] = (),
             memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int = 256,
             distributed: bool | None = None, preprocessing="auto",
@@ -74,7 +69,9 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             ``(x, y, ...)`` batches. Used for normalization scales, the input shape and tuning. A
             Dataset longer than ``calibration_samples`` is sampled (see there); a tensor or an
             iterable is used whole.
-        dynamics: ``"signgd"`` (the paper's neuron), ``"subgradient"`` (the paper's integrate-and-fire
+        dynamics: ``"signgd"`` (the paper's neuron), ``"sparse"`` (signGD with signed spikes, silent
+            within ``tolerance * eta_t`` of its target: the neuron of ``preset="low-energy"``, docs/sparse.md),
+            ``"subgradient"`` (the paper's integrate-and-fire
             baseline) or ``"if"`` (the classic integrate-and-fire neuron, reset by subtraction, one
             threshold per channel from the calibration maxima; ``signgd.nir.export`` writes it as ``nir.IF``).
         schedule: step sizes; a Schedule, a name (``"exponential"``, ``"inverse"``, ``"constant"``,
@@ -98,8 +95,12 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             explicit ``schedule`` or ``encoding`` wins (no tuning with an explicit schedule). The
             network still runs any number of steps.
         preset: ``"paper"`` fixes the paper's settings (normalize ``"relu"``, encoding ``"float"``,
-            ``exponential(0.15, 0.95)``, no tuning) so results compare with the paper; explicit
-            arguments win.
+            ``exponential(0.15, 0.95)``, no tuning) so results compare with the paper;
+            ``"low-energy"``: the sparse neuron with the schedule, tolerance and (without ``T``) the number
+            of steps tuned for the least energy at which the SNN agrees with the ANN on the tuning
+            samples (``signgd.options``, ``signgd.tuning.tune_energy``). Explicit arguments win.
+        tolerance: the sparse neuron's silence band as a fraction of ``eta_t`` (default 0.5: a neuron
+            moves when the move brings it closer to its target; ``preset="low-energy"`` tunes it).
         pad_value: the constant that pads max pooling windows (never wins a max).
         leaf_modules: module classes torch.fx should not trace into.
         memory_budget: bytes of activations one chunk of simulated steps may use.
@@ -122,37 +123,11 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             (``signgd.feedback``).
     """
     start = time.perf_counter()
-    if dynamics not in DYNAMICS:
-        raise ValueError(f"unknown dynamics {dynamics!r}; choose one of {list(DYNAMICS)}")
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)} or leave it out")
-    default_encoding = "float" if dynamics == "signgd" else "analog"
-    if preset == "paper":  # the paper's normalization and encoding (its schedule is the default)
-        normalize, encoding = normalize or "relu", encoding or default_encoding
-    if T is not None:
-        if dynamics != "signgd":
-            raise ValueError(f"tuning the schedule for T covers the signGD dynamics; leave T out for "
-                             f"dynamics={dynamics!r}")
-        T = check_steps(T)
-    elif dynamics == "signgd" and preset is None and schedule is None:
-        T = DEFAULT_STEPS  # the default: one schedule tuned across the range of T users evaluate at
-    if T is not None:
-        encoding = encoding or "analog"
-    normalize = normalize or ("all" if dynamics == "signgd" else "relu")
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalize {normalize!r}; choose one of {list(NORMALIZATIONS)}")
-    encoding = encoding or default_encoding
-    if encoding not in ENCODINGS:
-        raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODINGS)}")
+    opts = resolve(dynamics, schedule, encoding, normalize, T, preset, tolerance)
+    dynamics, schedule, encoding, normalize, T, tune = (opts.dynamics, opts.schedule, opts.encoding, opts.normalize,
+                                                        opts.T, opts.tune)
     preprocessing = from_data(calibration) if preprocessing == "auto" else checked(preprocessing)
-    if dynamics == "if" and schedule is not None:
-        raise ValueError("the IF dynamics takes no step sizes (its output is the mean of the readouts); "
-                         "leave schedule out for dynamics='if'")
     share = _dist.active(distributed)  # before the work: distributed=True without a group fails now
-    default = sched.exponential() if dynamics == "signgd" else sched.inverse(1.0)
-    tune = T is not None and schedule is None
-    schedule = sched.make_schedule(schedule, default=default)
-    check_dynamics(schedule, dynamics)
 
     ref = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     device = ref.device if ref is not None else torch.device("cpu")
@@ -218,6 +193,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     settings = dict(dynamics=dynamics, schedule=schedule.spec(), encoding=encoding, seed=int(seed),
                     normalize=normalize, pad_value=float(pad_value), memory_budget=int(memory_budget),
                     preprocessing=preprocessing)
+    if opts.tolerance is not None:
+        settings["tolerance"] = opts.tolerance
     if T is not None:
         settings["tuned_for"] = list(T) if isinstance(T, tuple) else int(T)
     snn = SpikingNetwork(gm, settings, calib.input_shape, values_per_sample, schedule=schedule)
@@ -227,19 +204,9 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     tuned = ""
     if tune:
         tune_start = time.perf_counter()
-        result = tune_schedule(snn, calib.kept(), T, progress=progress)
-        chosen = result.schedule.spec()
-        if share:  # every rank tunes the same network; rank 0's choice is the one kept
-            chosen = _dist.broadcast_object(chosen)
-        snn.schedule = sched.make_schedule(chosen)
-        snn.settings["schedule"] = chosen
-        snn.tuning = result
-        notes.append(f"tuned the schedule for T={steps_text(T)} on {result.samples} calibration samples: "
-                     f"{snn.schedule!r} "
-                     f"({100 * result.best.agreement:.1f}% agreement with the ANN; the paper's schedule: "
-                     f"{100 * result.paper.agreement:.1f}%)")
-        tuned = (f"; schedule {snn.schedule!r} tuned for T={steps_text(T)} on {result.samples} samples "
-                 f"({seconds(tune_start)})")
+        note, summary = tune_network(snn, calib.kept(), T, opts.objective, opts.tune_tolerance, share, progress)
+        notes.append(note)
+        tuned = f"; {summary} ({seconds(tune_start)})"
     for note in notes:
         log.info(note)
     snn.conversion_log = notes

@@ -5,17 +5,20 @@ the upstream estimates, ``x_t = A(y^up_t)``. Spiking hardware cannot send an est
 spike ``s_t`` and every downstream neuron integrates it, ``x_t = x_{t-1} - eta_t L(2 s^up_t - 1)``
 from ``x_0 = A(0)``, where ``L = A - A(0)`` is the linear part. This module simulates that second
 view literally, one step at a time, so a test can show that both give the same spikes and outputs.
-It is slow and meant for checking, not for use (signGD dynamics only). With an adaptive schedule
-(``signgd.schedules.adaptive``) each receiver rebuilds the sender's step from the spikes it has seen, the
-way spiking hardware would.
+It is slow and meant for checking, not for use (the signGD dynamics and its sparse form). With an adaptive
+schedule (``signgd.schedules.adaptive``) each receiver rebuilds the sender's step from the spikes it has
+seen, the way spiking hardware would. A sparse neuron (``dynamics="sparse"``) sends an up or a down spike
+or nothing; each receiver adds ``+- eta_t`` times the sender's scale for it.
 """
 from __future__ import annotations
 
 import torch
 import torch.fx as fx
 
+from .dynamics import passes_estimates
 from .graph.calibrate import zero_response
-from .kernels import next_step
+from .kernels import next_step, sparse_fire
+from .kernels.reference import sparse_thresholds
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron, signgd_fire, signgd_update
 
@@ -23,8 +26,10 @@ from .neurons import SpikingNeuron, signgd_fire, signgd_update
 class _SpikeInterpreter(fx.Interpreter):
     """Evaluates the affine maps on the *changes* (spike deltas) of one step."""
 
-    def __init__(self, gm, zero_inputs, eta, rule=None, observer=None):
+    def __init__(self, gm, zero_inputs, eta, rule=None, observer=None, tolerance=None):
         super().__init__(gm, garbage_collect_values=True)
+        self.tolerance = tolerance  # the sparse dynamics: its silence band (a fraction of eta_t)
+        self.threshold = None
         self.observer = observer
         self.rule = rule
         self.d: dict[str, torch.Tensor] = {}  # adaptive: the signed last step of each neuron
@@ -55,6 +60,14 @@ class _SpikeInterpreter(fx.Interpreter):
         target_value = mod(*xs)
         if mod.normalized:
             target_value = target_value / mod.scale
+        if self.tolerance is not None:  # sparse: +1 up, -1 down, 0 silent
+            spike = sparse_fire(self.y[target], target_value, self.threshold)
+            y_new = torch.where(spike > 0, self.y[target] + self.eta,
+                                torch.where(spike < 0, self.y[target] - self.eta, self.y[target]))
+            delta = (y_new - self.y[target]) * (mod.scale if mod.normalized else 1)
+            self.y[target] = y_new
+            self.spikes[target] = spike
+            return delta
         spike = signgd_fire(self.y[target], target_value)
         if self.rule is None:
             y_new = signgd_update(self.y[target], spike, self.eta)
@@ -68,26 +81,30 @@ class _SpikeInterpreter(fx.Interpreter):
 
 
 def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int, observer=None):
-    """Returns ``(outputs [T, B, ...], spikes {neuron: [T, B, ...] bool}, inputs {neuron: [T, B, ...]})``
+    """Returns ``(outputs [T, B, ...], spikes {neuron: [T, B, ...]}, inputs {neuron: [T, B, ...]})``
+    (spikes: bool for signGD, +1/-1/0 in the input's dtype for the sparse dynamics)
     where ``inputs`` are the integrated input estimates of each neuron's first input.
 
     ``observer(interpreter, node, value)``, when given, sees every node of every step as it is
     computed: the change it passes on (a neuron's change of output, the input's change of encoding),
     with ``interpreter.env`` holding the changes its inputs received (``signgd.report.event_count`` counts
     the operations this way)."""
-    if snn.settings["dynamics"] != "signgd":
-        raise ValueError("the spike-propagation reference covers the signGD dynamics")
+    if not passes_estimates(snn.settings["dynamics"]):
+        raise ValueError("the spike-propagation reference covers the signGD dynamics and its sparse form")
     gm = snn.graph_module
     zero_inputs, out0 = zero_response(gm, x)
     etas = snn.schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
     enc_state = snn.encoder.init_state(x)
     e_prev = torch.zeros_like(x)
-    interp = _SpikeInterpreter(gm, zero_inputs, None, snn.schedule.rule, observer)
+    tolerance = snn.settings.get("tolerance") if snn.settings["dynamics"] == "sparse" else None
+    interp = _SpikeInterpreter(gm, zero_inputs, None, snn.schedule.rule, observer, tolerance)
+    thresholds = sparse_thresholds(etas, tolerance) if tolerance is not None else None
     readout = out0.expand(x.shape[0], *out0.shape).clone()
     outputs, spikes, inputs = [], {}, {}
     with torch.no_grad():
         for t in range(1, T + 1):
             interp.eta = etas[t - 1]
+            interp.threshold = thresholds[t - 1] if thresholds is not None else None
             e = snn.encoder.run(enc_state, x, etas[t - 1:t], t)[0]
             delta_out = interp.run(e - e_prev)
             e_prev = e

@@ -90,7 +90,7 @@ class SpikingNetwork(nn.Module):
 
     def simulate(self, x: torch.Tensor, T: Steps = 64, *, stats: bool = False,
                  chunk: int | None = None, batch_chunk: int | None = None,
-                 schedule: Schedule | None = None, probe=None) -> SimulationResult:
+                 schedule: Schedule | None = None, probe=None, tolerance: float | None = None) -> SimulationResult:
         """Run ``max(T)`` steps; the result holds outputs at each requested step and, with
         ``stats=True``, the spikes of every neuron layer at every step.
 
@@ -99,7 +99,8 @@ class SpikingNetwork(nn.Module):
         the next). Left out, both are planned (``plan``); a ``chunk`` given alone runs the whole
         batch together. Every choice gives the same numbers up to float rounding.
         ``schedule``: step sizes for this run instead of the network's own (``signgd.tuning``
-        compares candidates this way, leaving the network as it is).
+        compares candidates this way, leaving the network as it is); ``tolerance``: likewise, the sparse
+        dynamics' silence band instead of the network's.
         ``probe(name, t0, out)``: called with what each neuron layer passes downstream for steps
         ``t0 .. t0 + len(out) - 1`` (``out``: ``[steps, batch, ...]``, read-only, valid during the
         call; the report's per-layer error uses it); the whole batch is then simulated together
@@ -117,7 +118,8 @@ class SpikingNetwork(nn.Module):
         chunk, batch_chunk = _positive_int(chunk, "chunk"), _positive_int(batch_chunk, "batch_chunk")
         return simulate(self.graph_module, x, steps, schedule=self.schedule if schedule is None else schedule,
                         dynamics=self.settings["dynamics"], encoder=self.encoder, chunk=chunk,
-                        batch_chunk=batch_chunk, stats=stats, probe=probe)
+                        batch_chunk=batch_chunk, stats=stats, probe=probe,
+                        tolerance=self.settings.get("tolerance") if tolerance is None else tolerance)
 
     def plan(self, x: torch.Tensor, T: int, batch_chunk: int | None = None) -> tuple[int, int]:
         """``(batch_chunk, chunk)``: how the default path splits a run on ``x`` over samples and steps.

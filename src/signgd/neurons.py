@@ -1,5 +1,6 @@
-"""Spiking neurons: the signGD neuron (any target), the subgradient neuron of the paper's theorem, and the
-classic integrate-and-fire neuron (``dynamics="if"``, what ``signgd.nir.export`` writes as ``nir.IF``).
+"""Spiking neurons: the signGD neuron (any target), its sparse form (``dynamics="sparse"``: signed spikes,
+silent within a tolerance), the subgradient neuron of the paper's theorem, and the classic
+integrate-and-fire neuron (``dynamics="if"``, what ``signgd.nir.export`` writes as ``nir.IF``).
 
 The update rules are small pure tensor functions, so that a test can drive one neuron by hand (the
 signGD rule is defined once, beside its fused kernels in ``signgd.kernels``, and re-exported here). The
@@ -17,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import adaptive_scan, prologue_torch, signgd_fire, signgd_scan, signgd_update
+from .kernels import adaptive_scan, prologue_torch, signgd_fire, signgd_scan, signgd_update, sparse_scan
+from .kernels.reference import sparse_thresholds
 from .targets import get_target
 
 __all__ = ["signgd_fire", "signgd_update", "subgradient_step", "if_step", "SpikingNeuron"]
@@ -158,15 +160,18 @@ class SpikingNeuron(nn.Module):
 
     def run(self, state: dict, xs: tuple[torch.Tensor, ...], etas: torch.Tensor, dynamics: str,
             spikes_out: torch.Tensor | None = None, owned: bool = False,
-            rule: tuple[float, float] | None = None) -> torch.Tensor:
+            rule: tuple[float, float] | None = None, tolerance: float | None = None) -> torch.Tensor:
         """Advance ``len(etas)`` steps. ``xs`` are the input sequences ``[Tc, B, ...]``.
 
         Returns the sequence passed downstream, ``[Tc, B, ...]``. When ``spikes_out`` (a
         ``[Tc]`` tensor) is given, the number of spikes fired at each step is added to it.
         ``owned``: the caller will not read ``xs[0]`` again, so the neuron may overwrite it.
         ``rule``: ``(grow, shrink)`` of an adaptive schedule (signGD only; state from
-        ``init_state(..., adaptive=True)``), or None.
+        ``init_state(..., adaptive=True)``), or None. ``tolerance``: the sparse dynamics' silence band,
+        as a fraction of ``eta_t``.
         """
+        if dynamics == "sparse":
+            return self._run_sparse(state, xs, etas, spikes_out, owned, tolerance)
         if dynamics == "signgd" and rule is not None:
             return self._run_adaptive(state, xs, etas, spikes_out, owned, rule)
         if dynamics == "signgd":
@@ -216,10 +221,8 @@ class SpikingNeuron(nn.Module):
         target = self.f(*xs)
         return target, not any(_shares_memory(target, x) for x in xs)
 
-    def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule):
-        """Adaptive steps (``signgd.schedules.adaptive``): torch computes the normalized target, then the
-        scan steps each neuron by its own gain, writing its output over the target when the
-        target buffer is ours."""
+    def _normalized_target(self, xs, owned):
+        """``(f(*xs) / scale, fresh)`` computed by torch (``fresh``: a buffer no input shares)."""
         scale = self.scale if self.normalized else None
         prologue = _PROLOGUES.get(self.target)
         found = prologue(xs, self.params) if prologue is not None else None
@@ -230,6 +233,26 @@ class SpikingNeuron(nn.Module):
             target, fresh = self._target(xs, owned)
         if scale is not None:
             target, fresh = prologue_torch(target, None, None, scale, donated=fresh), True
+        return target, fresh
+
+    def _run_sparse(self, state, xs, etas, spikes_out, owned, tolerance):
+        """The sparse neuron (``signgd.kernels.sparse_scan``): silent while its estimate is within
+        ``tolerance * eta_t`` of its target, an up or down spike (a step of ``eta_t``) otherwise."""
+        if tolerance is None:
+            raise ValueError("the sparse dynamics needs its tolerance (a fraction of eta_t)")
+        scale = self.scale if self.normalized else None
+        target, fresh = self._normalized_target(xs, owned)
+        y = state["y"]
+        result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
+        buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
+        return sparse_scan(target, y, etas, sparse_thresholds(etas, tolerance), scale, spikes_out, out=buf)
+
+    def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule):
+        """Adaptive steps (``signgd.schedules.adaptive``): torch computes the normalized target, then the
+        scan steps each neuron by its own gain, writing its output over the target when the
+        target buffer is ours."""
+        scale = self.scale if self.normalized else None
+        target, fresh = self._normalized_target(xs, owned)
         y = state["y"]
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None

@@ -29,7 +29,8 @@ from typing import Callable, Union
 
 import torch
 
-__all__ = ["Schedule", "exponential", "inverse", "constant", "polynomial", "adaptive", "make_schedule",
+__all__ = ["Schedule", "exponential", "to_power_of_two", "is_power_of_two",
+           "inverse", "constant", "polynomial", "adaptive", "make_schedule",
            "MIN_GAIN", "MAX_GAIN", "check_rule", "check_dynamics"]
 
 #: Bounds of the adaptive gain. The floor keeps a settled neuron able to follow a target that moves
@@ -83,13 +84,40 @@ class Schedule:
         return f"{self.name}({args})"
 
 
-def exponential(lr: float = 0.15, decay: float = 0.95) -> Schedule:
-    """The paper's default: ``eta_t = lr * decay**(t-1)`` (sum to infinity: ``lr / (1 - decay)``)."""
+def exponential(lr: float = 0.15, decay: float = 0.95, floor: float = 0.0, pow2: bool = False) -> Schedule:
+    """The paper's default: ``eta_t = lr * decay**(t-1)`` (sum to infinity: ``lr / (1 - decay)``).
+
+    ``floor``: the steps stop decaying there, ``eta_t = max(lr * decay**(t-1), floor)``: a sparse neuron
+    (``dynamics="sparse"``) then settles within ``tolerance * floor`` of its target and falls silent,
+    instead of firing ever finer corrections. ``pow2``: every step rounded to the nearest power of two
+    (in log scale), so that scaling by ``eta_t`` is an exponent add, not a multiply (``signgd.costs``
+    counts it as an AC)."""
     _check_positive(lr=lr)
     if not 0 < decay <= 1:
         raise ValueError(f"exponential schedule needs 0 < decay <= 1, got {decay}")
-    return Schedule("exponential", lambda t: lr * torch.pow(torch.tensor(decay, dtype=torch.float64), t - 1),
-                    lr=lr, decay=decay)
+    if not (isinstance(floor, (int, float)) and math.isfinite(floor) and 0 <= floor <= lr):
+        raise ValueError(f"exponential schedule needs 0 <= floor <= lr, got floor={floor!r}")
+    pow2 = bool(pow2)
+
+    def fn(t):
+        eta = lr * torch.pow(torch.tensor(decay, dtype=torch.float64), t - 1)
+        if floor:
+            eta = eta.clamp_min(floor)
+        return to_power_of_two(eta) if pow2 else eta
+
+    extra = {**({"floor": float(floor)} if floor else {}), **({"pow2": True} if pow2 else {})}
+    return Schedule("exponential", fn, lr=lr, decay=decay, **extra)
+
+
+def to_power_of_two(eta: torch.Tensor) -> torch.Tensor:
+    """Each positive step rounded to the nearest power of two in log scale (zeros stay zero)."""
+    return torch.where(eta > 0, torch.exp2(torch.round(torch.log2(eta.clamp_min(1e-300)))), eta)
+
+
+def is_power_of_two(schedule: Schedule) -> bool:
+    """Whether every step of ``schedule`` is a power of two by construction (``exponential(pow2=True)``):
+    a receiver scales by it with an exponent add."""
+    return bool(schedule.params.get("pow2")) and schedule.rule is None
 
 
 def inverse(lr: float = 1.0) -> Schedule:

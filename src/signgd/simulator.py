@@ -48,9 +48,10 @@ class SimulationResult:
 
 class _Run:
     def __init__(self, dynamics: str, batch: int, stats: bool, total_steps: int, probe=None,
-                 rule: tuple[float, float] | None = None):
+                 rule: tuple[float, float] | None = None, tolerance: float | None = None):
         self.dynamics = dynamics
         self.rule = rule  # an adaptive schedule's (grow, shrink), or None
+        self.tolerance = tolerance  # the sparse dynamics' silence band (a fraction of eta_t), or None
         self.probe = probe
         self.batch = batch
         self.stats = stats
@@ -76,7 +77,8 @@ class _Run:
         counts = None
         if self.stats:
             counts = torch.zeros(steps, dtype=torch.float64, device=xs[0].device)
-        out = mod.run(state, xs, self.etas, self.dynamics, counts, owned=owned, rule=self.rule)
+        out = mod.run(state, xs, self.etas, self.dynamics, counts, owned=owned, rule=self.rule,
+                      tolerance=self.tolerance)
         if counts is not None:
             self.spikes[name][self.t0 - 1:self.t0 - 1 + steps] += counts
         if self.probe is not None:
@@ -284,7 +286,7 @@ def _keeps_layout(op, shape, stride, dtype, layout_b) -> bool:
 
 def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule: Schedule, dynamics: str,
              encoder: InputEncoder, chunk: int, batch_chunk: int | None = None,
-             stats: bool = False, probe=None) -> SimulationResult:
+             stats: bool = False, probe=None, tolerance: float | None = None) -> SimulationResult:
     """Simulate ``max(steps)`` steps of the converted graph on input ``x`` ``[B, ...]``.
 
     Samples are independent, so the batch is simulated ``batch_chunk`` samples at a time (all
@@ -294,7 +296,8 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
 
     ``probe(name, t0, out)``, when given, sees what each neuron layer passes downstream for steps
     ``t0 .. t0 + Tc - 1`` (``out`` is ``[Tc, b, ...]`` for the slice being simulated, read-only,
-    valid only during the call): per-layer statistics use it."""
+    valid only during the call): per-layer statistics use it. ``tolerance``: the sparse dynamics'
+    silence band (a fraction of ``eta_t``)."""
     check_dynamics(schedule, dynamics)
     T = max(steps)
     batch = x.shape[0]
@@ -307,7 +310,7 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
     neurons: dict[str, int] = {}
     with torch.inference_mode():
         for xb in x.split(batch_chunk):
-            run = _Run(dynamics, xb.shape[0], stats, T, probe, schedule.rule)
+            run = _Run(dynamics, xb.shape[0], stats, T, probe, schedule.rule, tolerance)
             interp.sim = run
             parts.append(_simulate_slice(interp, xb, steps, etas, chunk, encoder, OutputDecoder(dynamics)))
             for name, counts in run.spikes.items():

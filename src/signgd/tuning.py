@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import distributed as _dist
 from . import schedules as sched
+from .costs import EnergyModel, StepCounter, ann_energy, energy_per_sample
 from .feedback import bar
 
 #: The grid of exponential schedules ``lr * decay**(t-1)``, plus the paper's (0.15, 0.95).
@@ -31,6 +33,14 @@ PAPER = (0.15, 0.95)
 #: Adaptive candidates ``(lr, grow, shrink)``: Rprop's classic (1.2, 0.5) at three start steps, and a
 #: gentler (1.1, 0.6) for targets that keep moving.
 ADAPTIVE = ((0.1, 1.2, 0.5), (0.2, 1.2, 0.5), (0.35, 1.2, 0.5), (0.2, 1.1, 0.6), (0.35, 1.1, 0.6))
+#: The energy objective (``preset="low-energy"``, the sparse neuron): its grid of exponential schedules and
+#: tolerances (fractions of ``eta_t``), the agreement with the ANN a candidate must reach on the tuning
+#: samples, and how many of them the energy is counted on (an average: it settles on a few).
+ENERGY_LEARNING_RATES = (0.2, 0.3, 0.5)
+ENERGY_DECAYS = (0.8, 0.87, 0.93)
+ENERGY_TOLERANCES = (0.5, 1.0)
+MIN_AGREEMENT = 0.99
+ENERGY_SAMPLES = 64
 #: The steps ``convert`` tunes for when it is given no ``T``: one schedule that does well over the
 #: range users evaluate at (its score is the mean over these T).
 DEFAULT_STEPS = (8, 16, 32, 64)
@@ -45,6 +55,51 @@ class Candidate:
     @property
     def key(self):
         return (-self.agreement, self.error)
+
+
+@dataclass
+class EnergyCandidate:
+    """One configuration of the sparse neuron at one T: its agreement with the ANN and its energy."""
+
+    schedule: sched.Schedule
+    tolerance: float
+    T: int
+    agreement: float
+    error: float
+    energy_ratio: float  # the SNN's energy per sample after T steps / the ANN's (signgd.costs)
+
+    def __repr__(self) -> str:
+        return (f"{self.schedule!r}, tolerance {self.tolerance:g}, T={self.T}: {100 * self.agreement:.1f}% "
+                f"agreement, {self.energy_ratio:.3f}x the ANN's energy")
+
+
+@dataclass
+class EnergyTuningResult:
+    """The cheapest configuration that reaches ``min_agreement`` (or, when none does, the one that agrees
+    best), and every candidate's score at every T."""
+
+    T: tuple[int, ...]
+    samples: int
+    min_agreement: float
+    best: EnergyCandidate
+    candidates: list[EnergyCandidate] = field(default_factory=list)
+
+    @property
+    def schedule(self) -> sched.Schedule:
+        return self.best.schedule
+
+    @property
+    def reached(self) -> bool:
+        return self.best.agreement >= self.min_agreement
+
+    def table(self) -> str:
+        rows = [f"sparse neurons tuned for energy at T={steps_text(self.T)} on {self.samples} calibration samples "
+                f"(at least {100 * self.min_agreement:.0f}% agreement with the ANN)",
+                "| schedule | tolerance | T | agreement (%) | relative error | energy / ANN |",
+                "|---|---:|---:|---:|---:|---:|"]
+        rows += [f"| {c.schedule!r} | {c.tolerance:g} | {c.T} | {100 * c.agreement:.2f} | {c.error:.4f} | "
+                 f"{c.energy_ratio:.3f} |" for c in sorted(self.candidates, key=lambda c: c.energy_ratio)]
+        return "\n".join(rows)
 
 
 @dataclass
@@ -132,3 +187,78 @@ def _agreement_and_error(out: torch.Tensor, ann_out: torch.Tensor) -> tuple[floa
     else:
         agreement = 0.0  # no classes to agree on: the error alone decides
     return agreement, error
+
+
+def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=ENERGY_LEARNING_RATES, decays=ENERGY_DECAYS,
+                tolerances=ENERGY_TOLERANCES, min_agreement: float = MIN_AGREEMENT,
+                energy_samples: int = ENERGY_SAMPLES, model: EnergyModel = EnergyModel(),
+                progress: bool | None = None) -> EnergyTuningResult:
+    """The cheapest sparse network that agrees with the ANN: for every exponential schedule of the grid and
+    every tolerance, one simulation of ``max(T)`` steps on ``x`` scores the agreement with the ANN at each
+    T of the list, and one on the first ``energy_samples`` samples counts the energy (``signgd.costs``,
+    the report's counter). The winner is the configuration and T of least energy whose agreement is at
+    least ``min_agreement`` (ties: the better agreement); if none reaches it, the best agreement (then the
+    least energy). ``snn`` (``dynamics="sparse"``) keeps its own schedule and tolerance."""
+    if snn.settings["dynamics"] != "sparse":
+        raise ValueError("tuning for energy covers the sparse dynamics (convert with preset='low-energy')")
+    steps = list(check_steps(T)) if isinstance(T, (list, tuple)) else [check_steps(T)]
+    if x.shape[0] == 0:
+        raise ValueError("tuning for energy needs at least one calibration sample")
+    with torch.inference_mode():
+        ann_out = snn.ann(x)
+    ann_pj = ann_energy(snn, model)
+    sub = x[:energy_samples]
+    grid = [(lr, decay, tol) for tol in tolerances for decay in decays for lr in learning_rates]
+    candidates = []
+    for lr, decay, tol in bar(grid, progress, desc=f"tune for energy at T={steps_text(tuple(steps))}",
+                              unit="candidate"):
+        schedule = sched.exponential(lr, decay)
+        outputs = snn.simulate(x, steps, schedule=schedule, tolerance=tol).outputs
+        counter = StepCounter(snn, max(steps))
+        counter.start(sub, schedule)
+        snn.simulate(sub, max(steps), schedule=schedule, tolerance=tol, probe=counter.layer)
+        counter.finish_batch()
+        energy = energy_per_sample(snn, counter, sub.shape[0], model)
+        for t in steps:
+            agreement, error = _agreement_and_error(outputs[t], ann_out)
+            candidates.append(EnergyCandidate(schedule, tol, t, agreement, error, float(energy[t - 1]) / ann_pj))
+    feasible = [c for c in candidates if c.agreement >= min_agreement]
+    best = min(feasible, key=lambda c: (c.energy_ratio, -c.agreement)) if feasible else \
+        min(candidates, key=lambda c: (-c.agreement, c.energy_ratio))
+    return EnergyTuningResult(tuple(steps), int(x.shape[0]), min_agreement, best, candidates)
+
+
+def tune_network(snn, x: torch.Tensor, T, objective: str = "agreement", tune_tolerance: bool = False,
+                 share: bool = False, progress: bool | None = None) -> tuple[str, str]:
+    """Tune ``snn`` in place for ``T`` on ``x`` (``convert`` does this): ``objective="agreement"`` picks the
+    schedule that agrees best (``tune_schedule``; no adaptive candidates for the sparse neuron, whose steps
+    are the schedule's), ``"energy"`` the cheapest sparse configuration that agrees (``tune_energy``; its
+    tolerance too when ``tune_tolerance``, and the T it needs, recorded as ``settings["tuned_for"]``).
+    With ``share`` rank 0's choice is kept on every rank. Returns the conversion log's note and what the
+    summary line says."""
+    sparse = snn.settings["dynamics"] == "sparse"
+    if objective == "energy":
+        tolerances = ENERGY_TOLERANCES if tune_tolerance else (snn.settings["tolerance"],)
+        result = tune_energy(snn, x, T, tolerances=tolerances, progress=progress)
+        chosen = {"schedule": result.schedule.spec(), "tolerance": result.best.tolerance, "T": result.best.T}
+    else:
+        result = tune_schedule(snn, x, T, adaptive=() if sparse else ADAPTIVE, progress=progress)
+        chosen = {"schedule": result.schedule.spec()}
+    if share:  # every rank tunes the same network; rank 0's choice is the one kept
+        chosen = _dist.broadcast_object(chosen)
+    snn.schedule = sched.make_schedule(chosen["schedule"])
+    snn.settings["schedule"] = chosen["schedule"]
+    snn.tuning = result
+    if objective == "energy":
+        snn.settings["tolerance"], snn.settings["tuned_for"] = chosen["tolerance"], chosen["T"]
+        verdict = "" if result.reached else (f"; no candidate reached {100 * result.min_agreement:.0f}% agreement, "
+                                             f"this one agrees best")
+        what = f"{snn.schedule!r}, tolerance {chosen['tolerance']:g}, T={chosen['T']}"
+        return (f"tuned for energy at T={steps_text(result.T)} on {result.samples} calibration samples: {what} "
+                f"({100 * result.best.agreement:.1f}% agreement with the ANN, {result.best.energy_ratio:.2f}x "
+                f"its energy{verdict})",
+                f"sparse neurons with {what} tuned for energy at T={steps_text(result.T)} on {result.samples} samples")
+    return (f"tuned the schedule for T={steps_text(T)} on {result.samples} calibration samples: "
+            f"{snn.schedule!r} ({100 * result.best.agreement:.1f}% agreement with the ANN; the paper's schedule: "
+            f"{100 * result.paper.agreement:.1f}%)",
+            f"schedule {snn.schedule!r} tuned for T={steps_text(T)} on {result.samples} samples")

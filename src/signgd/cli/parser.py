@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 
 from ..codecs import ENCODINGS
-from ..convert import CALIBRATION_SAMPLES, DYNAMICS, NORMALIZATIONS, PRESETS
+from ..convert import CALIBRATION_SAMPLES
 from ..errors import InputError
 from ..network import parse_steps
+from ..options import DYNAMICS, NORMALIZATIONS, PRESETS
 from .usage import OneLineParser
 
 __all__ = ["build_parser", "parse_steps_arg"]

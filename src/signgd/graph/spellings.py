@@ -12,13 +12,13 @@ category                    read by
 ==========================  ====================================================================
 neuron targets              ``graph/neuronize.py`` (``match``), ``graph/check.py`` (the names
                             in its message), ``snnfile.py`` (the functions a file may call)
-affine modules              ``graph/check.py``, ``graph/fold_bn.py``, ``report/synapses.py``,
+affine modules              ``graph/check.py``, ``graph/fold_bn.py``, ``costs/synapses.py``,
                             ``snnfile.py`` (the module classes a file may hold); functional batch
                             norms: ``graph/batchnorm_calls.py``
-affine functions, methods   ``graph/check.py``, ``report/synapses.py``, ``report/event_count.py``,
+affine functions, methods   ``graph/check.py``, ``costs/synapses.py``, ``report/event_count.py``,
                             ``snnfile.py``
 products and ratios         ``graph/check.py`` (scalings), ``graph/products.py`` (two
-                            activations: a 2-input neuron), ``report/synapses.py``
+                            activations: a 2-input neuron), ``costs/synapses.py``
 in-place spellings          ``graph/neuronize.py``, ``graph/products.py``, ``simulator.py``
 identities, shape checks    ``graph/simplify.py``
 pooling, norms, attention   ``graph/maxpool.py``, ``graph/max_reduce.py``, ``graph/norms.py``,

@@ -17,7 +17,7 @@ import torch
 from ..schedules import MAX_GAIN, MIN_GAIN
 
 __all__ = ["signgd_fire", "signgd_update", "scan_torch", "prologue_torch", "next_step", "adaptive_scan_torch",
-           "sparse_fire", "sparse_scan_torch"]
+           "sparse_fire", "sparse_thresholds", "sparse_scan_torch"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,6 +117,12 @@ def sparse_fire(y_prev: torch.Tensor, target: torch.Tensor, threshold) -> torch.
     ``d < -threshold``. ``threshold = tolerance * eta_t`` (computed once per step, in y's dtype)."""
     d = target - y_prev
     return (d > threshold).to(y_prev.dtype) - (d < -threshold).to(y_prev.dtype)
+
+
+def sparse_thresholds(etas: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """``tolerance * eta_t`` per step in the etas' dtype: the product of the (already rounded) steps and
+    the tolerance, in float64, rounded once. The simulator and the event-driven check share it."""
+    return (etas.to(torch.float64) * float(tolerance)).to(etas.dtype)
 
 
 def sparse_scan_torch(target, y, etas, thresholds, out_scale=None, spikes=None, out=None):

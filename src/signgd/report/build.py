@@ -54,7 +54,7 @@ def build_report(snn: SpikingNetwork, stats: RunStatistics, *, energy_model=ener
         })
     energy = energy_mod.energy_section(snn, steps, stats.synaptic_ops, stats.synaptic_nodes, ev.n,
                                        [ev.snn_accuracy[t] for t in steps], ev.ann_accuracy,
-                                       labels=layer_names(snn), model=energy_model)
+                                       labels=layer_names(snn), model=energy_model, events=stats.neuron_events)
     return {
         "format": REPORT_FORMAT, "version": REPORT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

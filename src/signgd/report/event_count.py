@@ -1,19 +1,23 @@
 """The literal operation count: the event-driven simulation run step by step, counting what each affine
 node receives. It checks the report's fast count (``signgd.report.energy``), which follows the same
-changes through the graph on 0/1 patterns: both must give the same integers.
+changes through the graph on 0/1 patterns (``signgd.costs``): both must give the same integers.
 
 Nothing here reuses the fast count's per-op rules for fan-out. For each affine node and each of its
 input-dependent operands the Jacobian of the node (its linear part, ``f(v) - f(0)`` with the other
 operands at 0) is computed once with ``torch.func.jacfwd``; an input element's synapses are the non-zero
 entries of its column. At each step the elements that changed are read off the event-driven
 simulation itself (``signgd.event_driven``): the neurons whose output moved down (binary signGD: the
-spike) or moved at all (adaptive steps), the input elements whose encoding changed (moved down for
-the binary encodings), and downstream of them every output element that a changed input reaches.
+spike) or moved at all (adaptive steps, the sparse neuron's up and down spikes), the input elements
+whose encoding changed (moved down for the binary encodings), and downstream of them every output
+element that a changed input reaches.
 
 Pricing follows the cost model of ``docs/energy.md``: a weighted op costs an AC per synapse on an event
 (a spike times a static scale, possibly reshaped or scaled by a constant) and a MAC on a real-valued
 change; additions are ACs; a mean or average pool adds a MAC per output element that changed; a
 scaling by a constant is free on events and a MAC per changed element otherwise; moving data is free.
+For the sparse dynamics it also counts each neuron layer's events: the input elements that received
+something (read off the changes, as above), the spikes (the neurons whose estimate moved) and the outputs
+evaluated again (those with a changed input: ``costs.synapses.changed_outputs``, the one rule shared).
 Slow (a Jacobian per node): for checking small networks.
 """
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..costs.changed import changed_outputs
 from ..event_driven import simulate_spikes
 from ..graph import spellings as sp
 from ..graph.deps import depends_on_input
@@ -97,6 +102,10 @@ class EventCounter:
         self.modules = dict(gm.named_modules())
         self.input_event = snn.settings["encoding"] in ("spike", "stochastic")
         self.adaptive = snn.schedule.rule is not None
+        self.sparse = snn.settings["dynamics"] == "sparse"
+        # sparse: per neuron layer, [T, 3] received input elements, outputs evaluated, spikes
+        self.events = {name: torch.zeros(T, 3, dtype=torch.float64) for name, m in self.modules.items()
+                       if isinstance(m, SpikingNeuron)} if self.sparse else {}
         self.names = [n.name for n in gm.graph.nodes]
         self.ops = {name: torch.zeros(T, 2, dtype=torch.float64) for name in self.names}
         self.changed: dict[fx.Node, object] = {}
@@ -117,8 +126,15 @@ class EventCounter:
         if node.op in ("output", "get_attr") or node not in self.dependent:
             return
         if node.op == "call_module" and isinstance(self.modules[node.target], SpikingNeuron):
-            self.changed[node] = (value != 0) if self.adaptive else (value < 0)
+            self.changed[node] = (value != 0) if self.adaptive or self.sparse else (value < 0)
             self.event[node] = not self.adaptive
+            if self.sparse:
+                received = [self.changed[a].to(torch.float64) if a in self.changed else
+                            torch.zeros_like(interp.env[a], dtype=torch.float64) for a in node.args]
+                row = self.events[node.target][self.t - 1]
+                row[0] += sum(float(r.sum()) for r in received)
+                row[1] += changed_outputs(self.modules[node.target], received)
+                row[2] += float(self.changed[node].sum())
             return
         self._affine(interp, node, value)
 
@@ -185,10 +201,11 @@ def _as_bool(value):
     return tuple(_as_bool(v) for v in value)
 
 
-def count_operations(snn, x: torch.Tensor, T: int) -> dict[str, torch.Tensor]:
+def count_operations(snn, x: torch.Tensor, T: int, events: bool = False):
     """``{node name: [T, 2]}``: the ACs and MACs each affine node does at each step on the batch ``x``
     (summed over its samples), counted on ``signgd.event_driven``'s step-by-step simulation. Nodes
-    that do nothing have rows of zeros."""
+    that do nothing have rows of zeros. ``events``: also return the sparse neurons' events
+    (``{neuron: [T, 3]}``: received input elements, outputs evaluated, spikes), as ``(ops, events)``."""
     counter = EventCounter(snn, T)
     simulate_spikes(snn, x, T, observer=counter)
-    return counter.ops
+    return (counter.ops, counter.events) if events else counter.ops

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 
+from ..dynamics import passes_estimates
 from ..evaluate import EvaluationReport
 from ..network import SpikingNetwork, Steps, parse_steps
 from ..neurons import SpikingNeuron
@@ -58,6 +59,9 @@ class RunStatistics:
     # summed over the samples, and the node names of its rows.
     synaptic_ops: torch.Tensor | None = None
     synaptic_nodes: list[str] | None = None
+    # The sparse neurons' events per layer (and the readout): ``[T, 3]`` sums over the samples of the
+    # input elements that received something, the outputs evaluated again and the spikes (costs.EVENT_KINDS).
+    neuron_events: dict[str, torch.Tensor] | None = None
 
 
 class _AnnProbe(fx.Interpreter):
@@ -102,7 +106,7 @@ class _ErrorProbe:
         if name in self.spike_routers:
             self.routed[name][t0 - 1:t0 - 1 + tc] += (out != 0).flatten(1).sum(1).to(torch.float64).cpu()
         wanted = {t for t in self.steps if t0 <= t < t0 + tc}
-        if self.dynamics == "signgd":
+        if passes_estimates(self.dynamics):
             for t in sorted(wanted):
                 self._accumulate(name, t, out[t - t0], act)
             return
@@ -143,7 +147,7 @@ class _ReportProbe(Probe):
         self.names, self.steps, self.T = list(snn.neurons), steps, max(steps)
         device, _ = snn.placement
         dynamics = snn.settings["dynamics"]
-        self.routers = {name for name, m in snn.neurons.items() if dynamics != "signgd" and m.target == "max"}
+        self.routers = {name for name, m in snn.neurons.items() if not passes_estimates(dynamics) and m.target == "max"}
         self.errors = _ErrorProbe(steps, snn.schedule.etas(1, self.T + 1, dtype=torch.float64, device=device),
                                   dynamics, self.routers)
         self.binary_input = snn.settings["encoding"] in ("spike", "stochastic")
@@ -228,4 +232,5 @@ def collect(snn: SpikingNetwork, data, T: Steps, *, batch_size: int = 256, limit
             label=labels[name])
     binary = probe.binary_input
     return RunStatistics(evaluation, layers, (totals["input_spikes"] / n).tolist() if binary else None,
-                         counter.reduced if counter else None, counter.nodes if counter else None)
+                         counter.reduced if counter else None, counter.nodes if counter else None,
+                         counter.events if counter else None)

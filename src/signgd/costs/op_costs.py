@@ -21,7 +21,21 @@ drift ``c`` of the senders that did not spike is a constant of the receiver: 1 A
 averages its input (1 AC, 1 MAC), compares (1 AC) and averages its spikes (1 AC, 1 MAC); the classic
 IF neuron (``dynamics="if"``) integrates, compares and subtracts its threshold (3 AC); the input of
 either adds the bias to what arrived (1 AC). The signGD readout integrates like a neuron's input; the
-subgradient decoder averages (1 AC, 1 MAC). The input encoders: ``float`` moves its estimate toward
+subgradient decoder averages (1 AC, 1 MAC).
+
+Two static factors cost nothing. A normalized neuron whose target is positively homogeneous
+(``HOMOGENEOUS``: relu, leaky_relu, abs, max: ``f(x) / s = f(x / s)``) has ``1 / s`` folded into the
+weights of the synapses that reach its input, as a sender's static scale is: no ``NORMALIZE``. And a
+schedule whose steps are powers of two (``exponential(pow2=True)``) makes every scaling by ``eta_t`` an
+add to the exponent: the receive rules' MAC is then counted as an AC (``receive``).
+
+The sparse neuron (``dynamics="sparse"``) works on events: at every step it compares its gap
+``d = f(x) - y`` with ``tolerance * eta_t`` (``SPARSE_CHECK``, 1 AC: the threshold is one number per
+step for the whole network); only when one of its inputs changed does it evaluate its target again,
+normalize it and take the new gap (target cost + ``NORMALIZE`` + ``SPARSE_EVALUATE``, 1 AC); when it
+fires it moves its estimate and its gap (``SPARSE_SPIKE``, 2 AC); each of its input elements that
+received something integrates it, ``x += eta_t * acc`` (``RECEIVE_SPARSE``, 1 AC + 1 MAC), and so does
+each readout element. The input encoders: ``float`` moves its estimate toward
 the input (1 AC, 1 MAC per element per step), ``spike`` compares and moves (2 AC), ``stochastic``
 also draws its noise (a hash and a sigmoid: 2 AC + the sigmoid's cost), ``analog`` costs nothing.
 """
@@ -31,7 +45,8 @@ import math
 
 __all__ = ["FUNCTION_MACS", "TARGET_COSTS", "target_cost", "SIGNGD_STEP", "NORMALIZE", "ADAPTIVE_STEP",
            "RECEIVE_BINARY", "RECEIVE_ADAPTIVE", "SUBGRADIENT_STEP", "IF_STEP", "RECEIVE_SUBGRADIENT",
-           "DECODE_SUBGRADIENT",
+           "DECODE_SUBGRADIENT", "HOMOGENEOUS", "normalize_cost", "receive",
+           "SPARSE_CHECK", "SPARSE_EVALUATE", "SPARSE_SPIKE", "RECEIVE_SPARSE",
            "ENCODER_STEP"]
 
 FUNCTION_MACS = 4
@@ -73,7 +88,25 @@ SUBGRADIENT_STEP = (3, 2)  # average the input, compare, average the spikes
 IF_STEP = (3, 0)  # integrate-and-fire (dynamics="if"): integrate, compare, subtract the threshold
 RECEIVE_SUBGRADIENT = (1, 0)  # the bias added to what arrived
 DECODE_SUBGRADIENT = (1, 1)  # the output's running average
+SPARSE_CHECK = (1, 0)  # per neuron per step: |f(x) - y| against tolerance * eta_t
+SPARSE_EVALUATE = (1, 0)  # after its target was evaluated again: the new gap f(x) - y
+SPARSE_SPIKE = (2, 0)  # per spike: y +- eta_t, and the gap with it
+RECEIVE_SPARSE = (1, 1)  # per input element that received something: x += eta_t * acc
 ENCODER_STEP = {"float": (1, 1), "spike": (2, 0), "stochastic": (3, 2 * _F), "analog": (0, 0)}
+
+
+HOMOGENEOUS = frozenset({"relu", "leaky_relu", "abs", "max"})
+
+
+def normalize_cost(target: str, normalized: bool) -> tuple[int, int]:
+    """What dividing the target by the neuron's scale costs per evaluation: nothing when it is not
+    normalized or when ``1 / scale`` folds into the weights (``HOMOGENEOUS``), else ``NORMALIZE``."""
+    return (0, 0) if not normalized or target in HOMOGENEOUS else NORMALIZE
+
+
+def receive(cost: tuple[int, int], pow2: bool) -> tuple[int, int]:
+    """A receive rule's cost with power-of-two steps: the multiply by ``eta_t`` is an exponent add (an AC)."""
+    return (cost[0] + cost[1], 0) if pow2 else cost
 
 
 def target_cost(target: str, output_elements: int, input_shapes: list[tuple[int, ...]],
@@ -81,7 +114,7 @@ def target_cost(target: str, output_elements: int, input_shapes: list[tuple[int,
     """``(ACs, MACs)`` of evaluating ``target`` once on one sample: ``output_elements`` outputs from
     inputs of the given per-sample shapes (``params``: the neuron's, for an einsum's equation)."""
     if target not in TARGET_COSTS:
-        raise KeyError(f"no cost for the neuron target {target!r}; add it to signgd.report.op_costs.TARGET_COSTS")
+        raise KeyError(f"no cost for the neuron target {target!r}; add it to signgd.costs.op_costs.TARGET_COSTS")
     ac, mac, _ = TARGET_COSTS[target]
     if target == "matmul":
         k = input_shapes[0][-1] if input_shapes and input_shapes[0] else 1

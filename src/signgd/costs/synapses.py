@@ -35,6 +35,7 @@ from ..graph import ops
 from ..graph import spellings as sp
 from ..graph.deps import depends_on_input
 from ..neurons import SpikingNeuron
+from .changed import changed_outputs
 
 __all__ = ["EVENT", "REAL", "SynapseCounter"]
 
@@ -74,12 +75,14 @@ class SynapseCounter(fx.Interpreter):
         self.neuron_patterns: dict[str, torch.Tensor] = {}
         self.neuron_kinds: dict[str, str] = {}
         self.neuron_inputs: dict[str, list[tuple[int, ...]]] = {}  # per-sample input shapes (ANN pricing)
+        # neuron -> (changed input elements, output elements with a changed input) of the last run
+        self.neuron_events: dict[str, tuple[float, float]] = {}
         self.kinds: dict[str, str] = {}
         self.ops: dict[str, list[float]] = {}
         self._node: fx.Node | None = None
 
     def run(self, *args, **kwargs):
-        self.kinds, self.ops = {}, {}
+        self.kinds, self.ops, self.neuron_events = {}, {}, {}
         return super().run(*args, **kwargs)
 
     def run_node(self, n: fx.Node):
@@ -125,6 +128,8 @@ class SynapseCounter(fx.Interpreter):
             self.kinds[node.name] = REAL if self.ann else self.neuron_kinds[target]
             if self.ann:
                 return torch.ones_like(mod(*args))
+            self.neuron_events[target] = (sum(float(a.sum(dtype=torch.float64)) for a in args),
+                                          changed_outputs(mod, args))
             return self.neuron_patterns[target]
         kind = self.kinds[node.name]
         if isinstance(mod, sp.CONV_MODULES):
@@ -220,7 +225,7 @@ class SynapseCounter(fx.Interpreter):
     # ---- the rules -------------------------------------------------------------------------------
     def _unknown(self, what: str) -> ReportError:
         return ReportError(f"the energy count does not know the op {what} (node {self._node.name}); "
-                           f"add its rule to signgd/report/synapses.py")
+                           f"add its rule to signgd/costs/synapses.py")
 
     def _constants_unchanged(self):
         """The node's arguments with every constant tensor as zeros: joining an activation with a

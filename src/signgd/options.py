@@ -1,0 +1,91 @@
+"""What ``convert``'s arguments and preset resolve to: the dynamics, schedule, encoding, normalization,
+the T to tune for and what tuning optimizes, checked once with one-line errors.
+
+Defaults (docs/defaults.md): signGD and its sparse form tune one schedule across T in
+``tuning.DEFAULT_STEPS`` with ``analog`` input when neither ``T`` nor a schedule is given; the
+subgradient and IF dynamics take ``inverse(1)`` / no steps with ``analog`` input. Presets:
+
+- ``"paper"``: the paper's settings (``normalize="relu"``, ``float`` input, ``exponential(0.15, 0.95)``,
+  nothing tuned), so results compare with the paper;
+- ``"low-energy"``: the sparse neuron (``dynamics="sparse"``), ``analog`` input, every neuron normalized,
+  and the schedule, tolerance and (without ``T``) the number of steps tuned for the least energy at which
+  the SNN agrees with the ANN (``signgd.tuning.tune_energy``; docs/sparse.md).
+
+Explicit arguments win over a preset's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import schedules as sched
+from .codecs import ENCODINGS
+from .dynamics import DYNAMICS, check_tolerance, passes_estimates
+from .schedules import check_dynamics
+from .tuning import DEFAULT_STEPS, check_steps
+
+__all__ = ["PRESETS", "NORMALIZATIONS", "DYNAMICS", "Options", "resolve"]
+
+NORMALIZATIONS = ("relu", "all", "none")
+PRESETS = ("paper", "low-energy")
+
+
+@dataclass
+class Options:
+    dynamics: str
+    schedule: sched.Schedule
+    encoding: str
+    normalize: str
+    T: int | tuple[int, ...] | None  # the steps tuned for (None: no tuning)
+    tune: bool  # tune the schedule (and the tolerance) on the calibration data
+    objective: str  # "agreement" (the best agreement with the ANN) or "energy" (the least energy that agrees)
+    tolerance: float | None  # the sparse dynamics' silence band, a fraction of eta_t
+    tune_tolerance: bool  # the energy objective also picks the tolerance (none was given)
+
+
+def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None, T, preset: str | None,
+            tolerance) -> Options:
+    """The options ``convert`` runs with, or a ValueError naming the bad argument and the choices."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)} or leave it out")
+    objective = "agreement"
+    if preset == "low-energy":
+        if dynamics not in ("signgd", "sparse"):
+            raise ValueError(f"preset='low-energy' builds sparse signGD neurons; leave dynamics out "
+                             f"(got dynamics={dynamics!r})")
+        dynamics, objective = "sparse", "energy"
+        encoding, normalize = encoding or "analog", normalize or "all"
+    if dynamics not in DYNAMICS:
+        raise ValueError(f"unknown dynamics {dynamics!r}; choose one of {list(DYNAMICS)}")
+    estimates = passes_estimates(dynamics)
+    default_encoding = "float" if dynamics == "signgd" else "analog"
+    if preset == "paper":  # the paper's normalization and encoding (its schedule is the default)
+        if dynamics == "sparse":
+            raise ValueError("preset='paper' is the paper's binary neuron; use dynamics='signgd' with it")
+        normalize, encoding = normalize or "relu", encoding or default_encoding
+    if T is not None:
+        if not estimates:
+            raise ValueError(f"tuning the schedule for T covers the signGD dynamics; leave T out for "
+                             f"dynamics={dynamics!r}")
+        T = check_steps(T)
+    elif estimates and preset != "paper" and schedule is None:
+        T = DEFAULT_STEPS  # the default: one schedule tuned across the range of T users evaluate at
+    if T is not None:
+        encoding = encoding or "analog"
+    normalize = normalize or ("all" if estimates else "relu")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalize {normalize!r}; choose one of {list(NORMALIZATIONS)}")
+    encoding = encoding or default_encoding
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODINGS)}")
+    if dynamics == "if" and schedule is not None:
+        raise ValueError("the IF dynamics takes no step sizes (its output is the mean of the readouts); "
+                         "leave schedule out for dynamics='if'")
+    tune = T is not None and schedule is None
+    tune_tolerance = tune and objective == "energy" and tolerance is None
+    tolerance = check_tolerance(tolerance, dynamics)
+    default = (sched.exponential() if dynamics == "signgd" else sched.exponential(0.3, 0.9) if dynamics == "sparse"
+               else sched.inverse(1.0))
+    schedule = sched.make_schedule(schedule, default=default)
+    check_dynamics(schedule, dynamics)
+    return Options(dynamics, schedule, encoding, normalize, T, tune, objective if tune else "agreement",
+                   tolerance, tune_tolerance)
