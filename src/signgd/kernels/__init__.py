@@ -197,22 +197,32 @@ def adaptive_scan(target: torch.Tensor, y: torch.Tensor, d: torch.Tensor, etas: 
 
 
 def sparse_scan(target: torch.Tensor, y: torch.Tensor, etas: torch.Tensor, thresholds: torch.Tensor,
-                out_scale=None, spikes: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+                out_scale=None, spikes: torch.Tensor | None = None, out: torch.Tensor | None = None, *,
+                normalize: bool = False) -> torch.Tensor:
     """Advance a layer of sparse neurons (``dynamics="sparse"``) by ``Tc = target.shape[0]`` steps, ``y``
     in place.
 
-    ``target`` ``[Tc, *S]`` (already normalized), ``y`` ``[*S]``, ``etas`` and ``thresholds`` ``[Tc]``
-    (``tolerance * eta_t``, in y's dtype). At each step a neuron sends an up spike and adds ``eta_t`` when
-    its target is above its estimate by more than the threshold, a down spike and subtracts ``eta_t``
-    when below by more, and stays silent otherwise (``reference.sparse_scan_torch``). Returns ``out[t] =
-    y_t * out_scale`` (into ``out`` when given; ``out`` may be ``target`` itself, read before written);
-    ``spikes`` (``[Tc]``) gets each step's count of up and down spikes added.
+    ``target`` ``[Tc, *S]`` (already normalized, unless ``normalize``), ``y`` ``[*S]``, ``etas`` and
+    ``thresholds`` ``[Tc]`` (``tolerance * eta_t``, rounded to y's dtype). At each step a neuron sends an
+    up spike and adds ``eta_t`` when its target is above its estimate by more than the threshold, a down
+    spike and subtracts ``eta_t`` when below by more, and stays silent otherwise
+    (``reference.sparse_scan_torch``). Returns ``out[t] = y_t * out_scale`` (into ``out`` when given;
+    ``out`` may be ``target`` itself, read before written); ``spikes`` (``[Tc]``) gets each step's count
+    of up and down spikes added. ``normalize``: the neuron's target is ``target / out_scale`` (torch's
+    division, ``prologue_torch``; the C kernel divides in its pass), ignored when ``out_scale`` is None.
+    Runs the C kernel where the auto backend choice picks it and it takes these inputs, else the torch loop.
     """
+    normalize = bool(normalize) and out_scale is not None
     if target.dim() >= 1 and _choose(target, y, out_scale, None) == "c":
-        sparse_c = getattr(c, "sparse_scan_c", None)
-        done = sparse_c(target, y, etas, thresholds, out_scale, spikes, out) if sparse_c is not None else None
+        done = c.sparse_scan_c(target, y, etas, thresholds, out_scale, spikes, out, normalize)
         if done is not None:
             return done
+    if normalize:  # torch divides first (in place when the caller gave target's memory as out)
+        target = prologue_torch(target, None, None, out_scale, out is not None and same_buffer(out, target))
+        if target.dim() >= 1 and _choose(target, y, out_scale, None) == "c":
+            done = c.sparse_scan_c(target, y, etas, thresholds, out_scale, spikes, out)
+            if done is not None:
+                return done
     return sparse_scan_torch(target, y, etas, thresholds, out_scale, spikes, out)
 
 

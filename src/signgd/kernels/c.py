@@ -17,9 +17,20 @@ import torch
 
 from ..schedules import MAX_GAIN, MIN_GAIN
 from .build import build_and_load
-from .reference import adaptive_scan_torch, empty_out, finish, kernel_out, prologue_torch, scale_for_kernel, scan_torch
+from .reference import (
+    adaptive_scan_torch,
+    empty_out,
+    finish,
+    kernel_out,
+    overlap,
+    prologue_torch,
+    same_buffer,
+    scale_for_kernel,
+    scan_torch,
+    sparse_scan_torch,
+)
 
-__all__ = ["CPU_DTYPES", "library", "reset", "scan_c", "c_prologue", "adaptive_scan_c", "log_once"]
+__all__ = ["CPU_DTYPES", "library", "reset", "scan_c", "c_prologue", "adaptive_scan_c", "sparse_scan_c", "log_once"]
 
 log = logging.getLogger("signgd")
 
@@ -91,6 +102,10 @@ def _bind(lib):
         fn = getattr(lib, name)
         fn.argtypes = [p, p, p, p, p, i64, p, p, i64, i64, ctypes.c_int, real, real, real, real]
         fn.restype = ctypes.c_int
+    for name in ("signgd_sparse_f32", "signgd_sparse_f64"):
+        fn = getattr(lib, name)
+        fn.argtypes = [p, p, p, p, p, i64, p, p, i64, i64, ctypes.c_int, ctypes.c_int]
+        fn.restype = ctypes.c_int
     return lib
 
 
@@ -119,6 +134,8 @@ def _self_check(lib) -> str | None:
                 return f"failed its self-check against the torch reference ({dtype}, pre={pre})"
         if not _adaptive_matches(lib, target, etas.to(dtype), scale):
             return f"failed its self-check against the torch reference ({dtype}, adaptive steps)"
+        if not _sparse_matches(lib, target, etas.to(dtype), scale):
+            return f"failed its self-check against the torch reference ({dtype}, sparse neuron)"
     return None
 
 
@@ -131,6 +148,25 @@ def _adaptive_matches(lib, target, etas, scale) -> bool:
         out = _run_adaptive_c(lib, *args) if c else adaptive_scan_torch(*args)
         runs.append((out, y, d, sp))
     return all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def _sparse_matches(lib, target, etas, scale) -> bool:
+    """Thresholds of half a step on multiples of 1/4: differences land exactly on them (silent)."""
+    thresholds = etas * 0.5
+    for divide in (False, True):
+        runs = []
+        for c in (False, True):
+            y = torch.zeros(target.shape[1:], dtype=target.dtype)
+            sp = torch.zeros(target.shape[0], dtype=torch.float64)
+            if c:
+                out = _run_sparse_c(lib, target, y, etas, thresholds, scale, sp, None, divide)
+            else:
+                tgt = prologue_torch(target, None, None, scale) if divide else target
+                out = sparse_scan_torch(tgt, y, etas, thresholds, scale, sp)
+            runs.append((out, y, sp))
+        if not all(torch.equal(a, b) for a, b in zip(*runs)):
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,6 +272,64 @@ def _run_adaptive_c(lib, target, y, d, etas, grow, shrink, out_scale=None, spike
                 max(1, torch.get_num_threads()), grow, shrink, MIN_GAIN, MAX_GAIN)
         if rc != 0:
             raise RuntimeError(f"signgd adaptive scan (C) failed with code {rc}")
+    if counts is not None:
+        spikes += counts.to(spikes.device)
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# The sparse scan (dynamics="sparse")
+# --------------------------------------------------------------------------------------------
+
+def sparse_scan_c(target, y, etas, thresholds, out_scale=None, spikes=None, out=None, normalize=False):
+    """``signgd.kernels.sparse_scan`` in C (same arguments), or None when the C kernel cannot run these
+    inputs (not CPU float32/float64, a non-contiguous ``y`` or ``out``, an ``out`` of another dtype or
+    partly overlapping ``target``, a scale that promotes, a ``normalize`` the kernel cannot fuse, the C
+    library unavailable): the caller then runs torch. ``normalize``: the target is ``target /
+    out_scale``, divided in the pass as torch divides (``prologue_torch``); ignored without a scale."""
+    if not (isinstance(target, torch.Tensor) and isinstance(y, torch.Tensor) and target.dim() >= 1
+            and target.device.type == "cpu" and target.dtype in CPU_DTYPES):
+        return None
+    Tc, S = target.shape[0], tuple(target.shape[1:])
+    if not (y.is_contiguous() and y.dtype == target.dtype and y.device == target.device and tuple(y.shape) == S
+            and not overlap(y, target)):
+        return None
+    for steps in (etas, thresholds):
+        if not (isinstance(steps, torch.Tensor) and steps.dim() == 1 and steps.shape[0] >= Tc):
+            return None
+    if scale_for_kernel(out_scale, y, S)[0] == "after":
+        return None
+    if out is not None and not (
+            isinstance(out, torch.Tensor) and tuple(out.shape) == tuple(target.shape) and out.dtype == target.dtype
+            and out.device == target.device and out.is_contiguous() and not overlap(out, y)
+            and (same_buffer(out, target) or not overlap(out, target))):
+        return None
+    divide = bool(normalize) and out_scale is not None
+    if divide and c_prologue(target, y, out_scale, None, None, True) is None:
+        return None
+    lib, _ = library()
+    if lib is None:
+        return None
+    return _run_sparse_c(lib, target, y, etas, thresholds, out_scale, spikes, out, divide)
+
+
+def _run_sparse_c(lib, target, y, etas, thresholds, out_scale=None, spikes=None, out=None, divide=False):
+    Tc, S = target.shape[0], tuple(target.shape[1:])
+    mode, scale, scale_len = scale_for_kernel(out_scale, y, S)
+    tgt = target.detach().contiguous()
+    res = out if out is not None else torch.empty(target.shape, dtype=target.dtype)
+    # torch rounds the steps and thresholds to the tensor's dtype (sparse_scan_torch: .to(dtype)); so does this
+    eta = etas.detach()[:Tc].to(device="cpu", dtype=target.dtype).contiguous()
+    thr = thresholds.detach()[:Tc].to(device="cpu", dtype=target.dtype).contiguous()
+    counts = torch.zeros(Tc, dtype=torch.int64) if spikes is not None else None
+    if Tc > 0 and y.numel() > 0:
+        fn = lib.signgd_sparse_f32 if target.dtype == torch.float32 else lib.signgd_sparse_f64
+        rc = fn(tgt.data_ptr(), y.data_ptr(), eta.data_ptr(), thr.data_ptr(),
+                scale.data_ptr() if mode == "kernel" else None, scale_len, res.data_ptr(),
+                counts.data_ptr() if counts is not None else None, Tc, y.numel(),
+                max(1, torch.get_num_threads()), int(bool(divide) and mode == "kernel"))
+        if rc != 0:
+            raise RuntimeError(f"signgd sparse scan (C) failed with code {rc}")
     if counts is not None:
         spikes += counts.to(spikes.device)
     return res

@@ -289,3 +289,100 @@ DEFINE_SCAN(signgd_scan_f64, block_f64, double, int64_t)
 
 DEFINE_ADAPTIVE(signgd_adaptive_f32, float)
 DEFINE_ADAPTIVE(signgd_adaptive_f64, double)
+
+/*
+ * Sparse scan (dynamics="sparse"; the torch loop sparse_scan_torch in signgd/kernels/reference.py is
+ * the reference): signed spikes, silent within a threshold.
+ *     g = target[t, i]  (or target[t, i] / scale(i) when divide: the normalized target)
+ *     d = g - y;  up = d > thr[t];  down = d < -thr[t]
+ *     y = up ? y + eta[t] : (down ? y - eta[t] : y);  out[t, i] = y * scale(i)
+ *     counts[t] += up + down
+ * y ([N]) is updated in place; target and out are contiguous [Tc, N] and out may be target itself
+ * (each element is read before it is written). Same blocking as the adaptive scan; MODE and DIV are
+ * compile-time constants after inlining, so each variant's inner loop is a plain vectorizable run;
+ * a block's counts (n <= 4096) fit the narrow type that matches the value width.
+ */
+#define DEFINE_SPARSE_BLOCK(NAME, T, CNT_T)                                                   \
+    static inline __attribute__((always_inline)) void NAME(                                  \
+        const T *target, T *restrict yb, const T *restrict etas, const T *restrict thrs,     \
+        const T *restrict sb, T *out, int64_t *counts, int64_t Tc, int64_t N, int64_t n,     \
+        int64_t i0, const int MODE, const int DIV)                                            \
+    {                                                                                         \
+        const T s0 = (MODE == SCALE_ONE) ? sb[0] : (T)1;                                      \
+        for (int64_t t = 0; t < Tc; ++t) {                                                    \
+            const T eta = etas[t];                                                            \
+            const T thr = thrs[t];                                                            \
+            const T nthr = -thr;                                                              \
+            const T *tr = target + t * N + i0;                                                \
+            T *orow = out + t * N + i0;                                                       \
+            CNT_T c = 0;                                                                      \
+            _Pragma("GCC ivdep")                                                              \
+            for (int64_t j = 0; j < n; ++j) {                                                 \
+                T g = tr[j];                                                                  \
+                if (DIV) {                                                                    \
+                    if (MODE == SCALE_ONE) g = g / s0;                                        \
+                    else if (MODE == SCALE_ARRAY) g = g / sb[j];                              \
+                }                                                                             \
+                const T yv = yb[j];                                                           \
+                const T dv = g - yv;                                                          \
+                const CNT_T up = dv > thr;                                                    \
+                const CNT_T down = dv < nthr;                                                 \
+                const T yu = yv + eta;                                                        \
+                const T yd = yv - eta;                                                        \
+                const T yn = up ? yu : (down ? yd : yv);                                      \
+                yb[j] = yn;                                                                   \
+                if (MODE == SCALE_NONE) orow[j] = yn;                                         \
+                else if (MODE == SCALE_ONE) orow[j] = yn * s0;                                \
+                else orow[j] = yn * sb[j];                                                    \
+                c += up + down;                                                               \
+            }                                                                                 \
+            if (counts != NULL) {                                                             \
+                _Pragma("omp atomic")                                                         \
+                counts[t] += (int64_t)c;                                                      \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+#define DEFINE_SPARSE(NAME, BLOCKFN, T)                                                       \
+    int NAME(const T *target, T *y, const T *etas, const T *thrs, const T *scale,            \
+             int64_t scale_len, T *out, int64_t *counts, int64_t Tc, int64_t N, int nthreads, \
+             int divide)                                                                      \
+    {                                                                                         \
+        if (Tc <= 0 || N <= 0) return 0;                                                      \
+        if (scale != NULL && (scale_len <= 0 || N % scale_len != 0)) return -1;               \
+        const int mode = scale == NULL ? SCALE_NONE : (scale_len == 1 ? SCALE_ONE : SCALE_ARRAY); \
+        if (mode == SCALE_NONE) divide = 0;                                                   \
+        if (nthreads < 1) nthreads = 1;                                                       \
+        const int64_t by_work = (Tc * N) / SIGNGD_GRAIN;                                      \
+        if ((int64_t)nthreads > by_work) nthreads = by_work < 1 ? 1 : (int)by_work;           \
+        const int64_t blk = 4096;                                                             \
+        const int64_t nblocks = (N + blk - 1) / blk;                                          \
+        if ((int64_t)nthreads > nblocks) nthreads = (int)nblocks;                             \
+        _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                    \
+        for (int64_t b = 0; b < nblocks; ++b) {                                               \
+            const int64_t i0 = b * blk;                                                       \
+            const int64_t n = (N - i0) < blk ? (N - i0) : blk;                                \
+            T sb[4096];                                                                       \
+            if (mode == SCALE_ARRAY) {                                                        \
+                int64_t k = i0 % scale_len;                                                   \
+                for (int64_t j = 0; j < n; ++j) {                                             \
+                    sb[j] = scale[k];                                                         \
+                    if (++k == scale_len) k = 0;                                              \
+                }                                                                             \
+            } else if (mode == SCALE_ONE) {                                                   \
+                sb[0] = scale[0];                                                             \
+            }                                                                                 \
+            T *yb = y + i0;                                                                   \
+            if (mode == SCALE_NONE) BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_NONE, 0); \
+            else if (mode == SCALE_ONE && !divide) BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_ONE, 0); \
+            else if (mode == SCALE_ONE) BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_ONE, 1); \
+            else if (!divide) BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_ARRAY, 0); \
+            else BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_ARRAY, 1); \
+        }                                                                                     \
+        return 0;                                                                             \
+    }
+
+DEFINE_SPARSE_BLOCK(sparse_block_f32, float, int32_t)
+DEFINE_SPARSE_BLOCK(sparse_block_f64, double, int64_t)
+DEFINE_SPARSE(signgd_sparse_f32, sparse_block_f32, float)
+DEFINE_SPARSE(signgd_sparse_f64, sparse_block_f64, double)
