@@ -37,6 +37,7 @@ import torch  # noqa: E402
 import signgd  # noqa: E402
 from signgd import kernels  # noqa: E402
 
+SPARSE_SCHEDULE = "exponential:lr=0.3,decay=0.87,floor=0.02,pow2=1"
 MODELS = ("vgg", "resnet18", "mixer", "fmnist-mixer", "postnorm-mixer")
 #: The trained timm models of the beyond-ReLU benchmark (benchmarks/architectures.py, cached weights):
 #: "fmnist-<name>" runs that model on the first test images (padded to 32x32) with its accuracy.
@@ -147,8 +148,10 @@ def _prepare(mode: str, model, make, x, T: int, dev):
         step_mode = mode[3:]
         return (lambda xb=x: _peers.run(net, xb, T, step_mode)), {}
     schedule = "adaptive" if mode.endswith(":ada") else None  # per-neuron steps (signgd.schedules.adaptive)
+    # the sparse neuron (dynamics="sparse") with the low-energy preset's kind of schedule
+    sparse = {"dynamics": "sparse", "schedule": SPARSE_SCHEDULE, "tolerance": 0.75} if mode.endswith(":sparse") else {}
     try:  # calibrated on 8 samples: conversion cost is not what is measured
-        snn = signgd.convert(model, make(8).to(dev), schedule=schedule)
+        snn = signgd.convert(model, make(8).to(dev), **({"schedule": schedule} | sparse))
     except signgd.UnsupportedOperationError as exc:
         return None, {"skip": "not convertible yet: " + str(exc).split(":")[0]}
     parts = mode.split(":")
@@ -211,6 +214,8 @@ def _modes(args) -> list[tuple[str, str]]:
     modes = [("signgd default", "snn:auto"), ("signgd default, stats=True", "snn:auto:stats")]
     if args.adaptive:
         modes.append(("signgd, adaptive schedule", "snn:auto:ada"))
+    if args.sparse:
+        modes.append(("sparse signGD (dynamics='sparse')", "snn:auto:sparse"))
     for c in sorted({int(c) for c in args.chunks.split(",") if c} | {1, args.T}):
         label = "time-major" if c == 1 else "layer-major" if c == args.T else f"{c} steps per call"
         modes.append((f"signgd chunk={c}, whole batch ({label})", f"snn:{c}"))
@@ -229,6 +234,8 @@ def main(argv=None) -> int:
     p.add_argument("--T", type=int, default=64)
     p.add_argument("--adaptive", action="store_true",
                    help="also time the adaptive schedule (signgd.schedules.adaptive)")
+    p.add_argument("--sparse", action="store_true",
+                   help="also time the sparse neuron (dynamics='sparse', the low-energy preset's neuron)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the best is kept)")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0: one per CPU")

@@ -241,11 +241,18 @@ class SpikingNeuron(nn.Module):
         if tolerance is None:
             raise ValueError("the sparse dynamics needs its tolerance (a fraction of eta_t)")
         scale = self.scale if self.normalized else None
-        target, fresh = self._normalized_target(xs, owned)
+        prologue = _PROLOGUES.get(self.target)
+        found = prologue(xs, self.params) if prologue is not None else None
+        if found is not None:
+            target, fresh = prologue_torch(found[0], found[1], found[2], None), True
+        else:
+            target, fresh = self._target(xs, owned)
         y = state["y"]
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
-        return sparse_scan(target, y, etas, sparse_thresholds(etas, tolerance), scale, spikes_out, out=buf)
+        # The scan divides by the scale in its own pass (torch first where the kernel cannot).
+        return sparse_scan(target, y, etas, sparse_thresholds(etas, tolerance), scale, spikes_out, out=buf,
+                           normalize=scale is not None)
 
     def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule):
         """Adaptive steps (``signgd.schedules.adaptive``): torch computes the normalized target, then the

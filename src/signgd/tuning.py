@@ -36,9 +36,10 @@ ADAPTIVE = ((0.1, 1.2, 0.5), (0.2, 1.2, 0.5), (0.35, 1.2, 0.5), (0.2, 1.1, 0.6),
 #: The energy objective (``preset="low-energy"``, the sparse neuron): its grid of exponential schedules and
 #: tolerances (fractions of ``eta_t``), the agreement with the ANN a candidate must reach on the tuning
 #: samples, and how many of them the energy is counted on (an average: it settles on a few).
-ENERGY_LEARNING_RATES = (0.2, 0.3, 0.5)
-ENERGY_DECAYS = (0.8, 0.87, 0.93)
-ENERGY_TOLERANCES = (0.5, 1.0)
+ENERGY_LEARNING_RATES = (0.3, 0.5)
+ENERGY_DECAYS = (0.8, 0.87)
+ENERGY_FLOORS = (1 / 64, 1 / 32)
+ENERGY_TOLERANCES = (0.5, 0.75)
 MIN_AGREEMENT = 0.99
 ENERGY_SAMPLES = 64
 #: The steps ``convert`` tunes for when it is given no ``T``: one schedule that does well over the
@@ -189,16 +190,18 @@ def _agreement_and_error(out: torch.Tensor, ann_out: torch.Tensor) -> tuple[floa
     return agreement, error
 
 
-def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=ENERGY_LEARNING_RATES, decays=ENERGY_DECAYS,
-                tolerances=ENERGY_TOLERANCES, min_agreement: float = MIN_AGREEMENT,
-                energy_samples: int = ENERGY_SAMPLES, model: EnergyModel = EnergyModel(),
-                progress: bool | None = None) -> EnergyTuningResult:
-    """The cheapest sparse network that agrees with the ANN: for every exponential schedule of the grid and
-    every tolerance, one simulation of ``max(T)`` steps on ``x`` scores the agreement with the ANN at each
-    T of the list, and one on the first ``energy_samples`` samples counts the energy (``signgd.costs``,
-    the report's counter). The winner is the configuration and T of least energy whose agreement is at
-    least ``min_agreement`` (ties: the better agreement); if none reaches it, the best agreement (then the
-    least energy). ``snn`` (``dynamics="sparse"``) keeps its own schedule and tolerance."""
+def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=None, decays=None, floors=None, pow2: bool = True,
+                tolerances=None, min_agreement: float = MIN_AGREEMENT, energy_samples: int = ENERGY_SAMPLES,
+                model: EnergyModel = EnergyModel(), progress: bool | None = None) -> EnergyTuningResult:
+    """The cheapest sparse network that agrees with the ANN: for every exponential schedule of the grid
+    (``exponential(lr, decay, floor, pow2)``: steps that stop decaying at ``floor``, so that a settled
+    neuron falls silent, and are powers of two, so that no receiver multiplies) and every tolerance, one
+    simulation of ``max(T)`` steps on ``x`` scores the agreement with the ANN at each T of the list, and
+    one on the first ``energy_samples`` samples counts the energy (``signgd.costs``, the report's counter).
+    The winner is the configuration and T of least energy whose agreement is at least ``min_agreement``
+    (ties: the better agreement); if none reaches it, the best agreement (then the least energy). ``snn``
+    (``dynamics="sparse"``) keeps its own schedule and tolerance. The grid's axes default to this module's
+    ``ENERGY_*`` values (read at the call)."""
     if snn.settings["dynamics"] != "sparse":
         raise ValueError("tuning for energy covers the sparse dynamics (convert with preset='low-energy')")
     steps = list(check_steps(T)) if isinstance(T, (list, tuple)) else [check_steps(T)]
@@ -208,17 +211,18 @@ def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=ENERGY_LEARNING_RATES
         ann_out = snn.ann(x)
     ann_pj = ann_energy(snn, model)
     sub = x[:energy_samples]
-    grid = [(lr, decay, tol) for tol in tolerances for decay in decays for lr in learning_rates]
+    grid = [(lr, decay, floor, tol) for tol in tolerances or ENERGY_TOLERANCES for floor in floors or ENERGY_FLOORS
+            for decay in decays or ENERGY_DECAYS for lr in learning_rates or ENERGY_LEARNING_RATES]
     candidates = []
-    for lr, decay, tol in bar(grid, progress, desc=f"tune for energy at T={steps_text(tuple(steps))}",
-                              unit="candidate"):
-        schedule = sched.exponential(lr, decay)
+    counter = StepCounter(snn, max(steps))
+    for lr, decay, floor, tol in bar(grid, progress, desc=f"tune for energy at T={steps_text(tuple(steps))}",
+                                     unit="candidate"):
+        schedule = sched.exponential(lr, decay, floor=floor, pow2=pow2)
         outputs = snn.simulate(x, steps, schedule=schedule, tolerance=tol).outputs
-        counter = StepCounter(snn, max(steps))
-        counter.start(sub, schedule)
+        counter.start(sub, schedule, reset=True)
         snn.simulate(sub, max(steps), schedule=schedule, tolerance=tol, probe=counter.layer)
         counter.finish_batch()
-        energy = energy_per_sample(snn, counter, sub.shape[0], model)
+        energy = energy_per_sample(snn, counter, sub.shape[0], model, schedule)
         for t in steps:
             agreement, error = _agreement_and_error(outputs[t], ann_out)
             candidates.append(EnergyCandidate(schedule, tol, t, agreement, error, float(energy[t - 1]) / ann_pj))
@@ -238,7 +242,7 @@ def tune_network(snn, x: torch.Tensor, T, objective: str = "agreement", tune_tol
     summary line says."""
     sparse = snn.settings["dynamics"] == "sparse"
     if objective == "energy":
-        tolerances = ENERGY_TOLERANCES if tune_tolerance else (snn.settings["tolerance"],)
+        tolerances = None if tune_tolerance else (snn.settings["tolerance"],)
         result = tune_energy(snn, x, T, tolerances=tolerances, progress=progress)
         chosen = {"schedule": result.schedule.spec(), "tolerance": result.best.tolerance, "T": result.best.T}
     else:

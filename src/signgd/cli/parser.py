@@ -113,13 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"training samples for normalization and tuning, a seeded random subset (default "
                         f"{CALIBRATION_SAMPLES}, as convert() takes of a Dataset)")
     g.add_argument("--dynamics", choices=DYNAMICS, default="signgd",
-                   help="signgd (the paper's neuron), subgradient (its IF baseline) or if (integrate-and-fire, "
+                   help="signgd (the paper's neuron), sparse (signed spikes, silent within --tolerance x eta_t: "
+                        "the low-energy neuron), subgradient (its IF baseline) or if (integrate-and-fire, "
                         "reset by subtraction: exports to NIR with signgd export)")
+    g.add_argument("--tolerance", type=float, default=None, metavar="F",
+                   help="sparse neurons stay silent within F x eta_t of their target (default 0.5; "
+                        "--preset low-energy tunes it)")
     g.add_argument("--encoding", choices=ENCODINGS, default=None,
                    help="input encoding (default float for signgd, analog for subgradient and if)")
     g.add_argument("--schedule", default=None,
                    help="step sizes, e.g. exponential:lr=0.15,decay=0.95 (the default), inverse:lr=1, "
                         "constant:lr=0.05, "
+                        "exponential:lr=0.3,decay=0.87,floor=0.02,pow2=1 (steps stop at floor, powers of two), "
                         "adaptive:lr=0.2,grow=1.2,shrink=0.5 (per-neuron steps, signgd only)")
     g.add_argument("--normalize", choices=NORMALIZATIONS, default=None,
                    help="neurons normalized by their calibration range (default all for signgd, relu for "
@@ -128,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tune the schedule for T time steps on the calibration data (and encode analog); "
                         "default: one schedule tuned across T in 8,16,32,64; the network still runs any T")
     g.add_argument("--preset", choices=PRESETS, default=None,
-                   help="paper: the paper's settings (normalize relu, float encoding, exponential:lr=0.15,decay=0.95)")
+                   help="paper: the paper's settings (normalize relu, float encoding, exponential:lr=0.15,decay=0.95); "
+                        "low-energy: sparse neurons, schedule, tolerance and T tuned for the least energy that "
+                        "agrees with the ANN (docs/sparse.md)")
     conv.add_argument("--out", default="signgd-report", help="output folder for snn.pt and the report "
                                                              "(default ./signgd-report)")
     _evaluation(conv)

@@ -90,16 +90,17 @@ def dense_synaptic_ops(snn) -> float:
     return sum(ac + mac for ac, mac in counter.ops.values())
 
 
-def neuron_work(snn) -> dict[str, tuple[float, float]]:
+def neuron_work(snn, schedule=None) -> dict[str, tuple[float, float]]:
     """``{layer: (ACs, MACs)}`` per sample per step of the SNN's neurons, encoder (``INPUT``) and
     readout (``READOUT``), from ``costs/op_costs.py``: the work done at every step whatever is sent
-    (for the sparse dynamics, only the check of each neuron's gap: the rest is ``event_costs``)."""
+    (for the sparse dynamics, only the check of each neuron's gap: the rest is ``event_costs``).
+    ``schedule``: the steps to price (whether they are powers of two) instead of the network's own."""
     gm = counting_copy(snn)
     x = torch.zeros((1, *snn.input_shape), dtype=torch.float64)
     inputs = _neuron_shapes(gm, x).inputs
     dynamics = snn.settings["dynamics"]
     adaptive = _adaptive(snn)
-    pow2 = is_power_of_two(snn.schedule)
+    pow2 = is_power_of_two(schedule or snn.schedule)
     out: dict[str, tuple[float, float]] = {}
     enc = oc.ENCODER_STEP[snn.settings["encoding"]]
     n_in = x.numel()
@@ -137,16 +138,16 @@ def neuron_work(snn) -> dict[str, tuple[float, float]]:
     return out
 
 
-def event_costs(snn) -> dict[str, dict[str, tuple[float, float]]]:
+def event_costs(snn, schedule=None) -> dict[str, dict[str, tuple[float, float]]]:
     """``{layer: {event: (ACs, MACs)}}``: what one event costs a sparse neuron layer (``EVENT_KINDS``:
     an input element that received something, an output whose target is evaluated again, a spike),
     and the readout (``READOUT``: per output element that received something). Empty for the other
-    dynamics (their neurons work at every step: ``neuron_work``)."""
+    dynamics (their neurons work at every step: ``neuron_work``). ``schedule``: as for ``neuron_work``."""
     if snn.settings["dynamics"] != "sparse":
         return {}
     gm = counting_copy(snn)
     x = torch.zeros((1, *snn.input_shape), dtype=torch.float64)
-    pow2 = is_power_of_two(snn.schedule)
+    pow2 = is_power_of_two(schedule or snn.schedule)
     out = {}
     for name, shapes in _neuron_shapes(gm, x).inputs.items():
         mod = gm.get_submodule(name)
@@ -235,7 +236,13 @@ class StepCounter:
         self._index = {name: i for i, name in enumerate(self.nodes)}
         self.encoder, self.schedule = snn.encoder, snn.schedule
 
-    def start(self, x: torch.Tensor, schedule=None) -> None:
+    def start(self, x: torch.Tensor, schedule=None, reset: bool = False) -> None:
+        """Before a batch (``schedule``: the steps of the run, when not the network's own; ``reset``:
+        forget what earlier runs counted)."""
+        if reset:
+            self.ops.zero_()
+            for ev in self.events.values():
+                ev.zero_()
         self.x = x.detach().to("cpu", torch.float64)
         self.enc_state = self.encoder.init_state(self.x)
         self.etas = (schedule or self.schedule).etas(1, self.T + 1, dtype=torch.float64, device="cpu")
@@ -297,18 +304,20 @@ def ann_energy(snn, model: EnergyModel = EnergyModel()) -> float:
     return model.energy(sum(a for a, _ in costs), sum(m for _, m in costs))
 
 
-def energy_per_sample(snn, counter: StepCounter, samples: int, model: EnergyModel = EnergyModel()) -> torch.Tensor:
+def energy_per_sample(snn, counter: StepCounter, samples: int, model: EnergyModel = EnergyModel(),
+                      schedule=None) -> torch.Tensor:
     """``[T]``: the SNN's energy per sample (pJ) after 1..T steps, from a ``StepCounter`` that saw
-    ``samples`` samples: synaptic work, neuron work every step, and the sparse neurons' events."""
+    ``samples`` samples: synaptic work, neuron work every step, and the sparse neurons' events.
+    ``schedule``: the steps the counter's run used, when not the network's own."""
     T = counter.T
     steps = torch.arange(1, T + 1, dtype=torch.float64)
     syn = counter.ops.sum(0) / max(samples, 1)  # [T, 2]
     total = model.pj_per_ac * syn[:, 0] + model.pj_per_mac * syn[:, 1]
-    for name, (ac, mac) in neuron_work(snn).items():
+    for name, (ac, mac) in neuron_work(snn, schedule).items():
         per_step = model.energy(ac, mac)
         once = name == INPUT and snn.settings["encoding"] == "analog"
         total = total + (per_step * (steps == 1) if once else per_step)
-    for name, costs in event_costs(snn).items():
+    for name, costs in event_costs(snn, schedule).items():
         ev = counter.events[name] / max(samples, 1)
         for k, what in enumerate(EVENT_KINDS):
             if what in costs:
