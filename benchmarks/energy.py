@@ -5,11 +5,15 @@ the SNN's test accuracy and its energy per sample relative to the ANN's at each 
 of ``signgd.report.energy`` (``docs/energy.md``):
 
 - ``default``: ``convert(model, calibration)`` (one schedule tuned across T = 8..64);
-- ``exponential, float``: the default before it was tuned (``schedule="exponential", encoding="float"``);
+- ``exponential float``: the default before it was tuned (``schedule="exponential", encoding="float"``);
 - ``convert(T=T)``: the low-latency configuration, tuned for each T of ``--tuned-T`` (tuning tries
   22 schedules at that T, so it is measured at the low T it is for);
 - ``paper``: ``preset="paper"``;
 - ``subgradient``: the integrate-and-fire baseline of the paper (``dynamics="subgradient"``, ReLU nets);
+- ``low-energy``: ``preset="low-energy"`` (sparse neurons; schedule, tolerance and T tuned for the least
+  energy that agrees with the ANN, ``signgd.tuning.tune_energy``), measured at every T; ``low-energy(T=T)``
+  tuned for each T of ``--tuned-T``;
+- ``sparse tol0.5``, ``sparse floor+pow2 tol0.75``: the sparse neuron with fixed schedules (docs/sparse.md);
 - ``spikingjelly``: SpikingJelly's IF conversion (``benchmarks/_peers.py``), its spikes counted by
   ``count_spikingjelly`` below with the same rules (ReLU nets only).
 
@@ -37,14 +41,12 @@ from signgd.report import make_report  # noqa: E402
 from signgd.tuning import tune_schedule  # noqa: E402
 
 DEFAULT_T = (4, 8, 16, 32, 64, 128)
-CONFIGS = {"default": {}, "exponential, float": {"schedule": "exponential", "encoding": "float"},
+CONFIGS = {"default": {}, "exponential float": {"schedule": "exponential", "encoding": "float"},
            "convert(T=T)": {"encoding": "analog"}, "paper": {"preset": "paper"},
            "subgradient": {"preset": "paper", "dynamics": "subgradient"}, "spikingjelly": None,
-           "sparse 0.3/0.9 tol 0.5": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.9"},
-           "sparse 0.3/0.9 tol 1": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.9",
-                                            "tolerance": 1.0},
-           "sparse 0.5/0.8 tol 1": {"dynamics": "sparse", "schedule": "exponential:lr=0.5,decay=0.8",
-                                            "tolerance": 1.0},
+           "sparse tol0.5": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.87"},
+           "sparse floor+pow2 tol0.75": {"dynamics": "sparse", "tolerance": 0.75,
+                                          "schedule": "exponential:lr=0.5,decay=0.87,floor=0.03125,pow2=1"},
            "sparse": {"dynamics": "sparse"}, "low-energy": {"preset": "low-energy"},
            "low-energy(T=T)": {"preset": "low-energy"}}
 TUNED = {"convert(T=T)", "low-energy(T=T)"}
@@ -203,7 +205,7 @@ def main(argv=None) -> int:
 
 
 def render(args, results, threads) -> str:
-    lines = ["# Accuracy and energy (signgd.report.energy's cost model)", "",
+    lines = ["# Accuracy and energy (the cost model of signgd.costs)", "",
              f"`{common.command_line()}`", "",
              f"Fashion-MNIST, {args.limit} test images (seeded subset), calibration {args.calibration} "
              f"training images, {threads} threads; energy per sample relative to the ANN's, both counted "

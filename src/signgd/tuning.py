@@ -261,7 +261,9 @@ def tune_network(snn, x: torch.Tensor, T, objective: str = "agreement", tune_tol
         return (f"tuned for energy at T={steps_text(result.T)} on {result.samples} calibration samples: {what} "
                 f"({100 * result.best.agreement:.1f}% agreement with the ANN, {result.best.energy_ratio:.2f}x "
                 f"its energy{verdict})",
-                f"sparse neurons with {what} tuned for energy at T={steps_text(result.T)} on {result.samples} samples")
+                f"sparse neurons with {what} tuned for energy at T={steps_text(result.T)} on {result.samples} samples"
+                + ("" if result.reached else f" (none agreed with the ANN on {100 * result.min_agreement:.0f}% of "
+                   f"them; best {100 * result.best.agreement:.1f}%: the default may serve this model better)"))
     return (f"tuned the schedule for T={steps_text(T)} on {result.samples} calibration samples: "
             f"{snn.schedule!r} ({100 * result.best.agreement:.1f}% agreement with the ANN; the paper's schedule: "
             f"{100 * result.paper.agreement:.1f}%)",
