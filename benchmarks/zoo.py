@@ -10,12 +10,22 @@ re-initialised, small inputs), in its own process with a time limit and one torc
   a model *tracks* when the error falls from T=32 to T=256 (or is 0) and ends below 0.25;
 - spread: ``||model(x) - mean over the batch|| / ||model(x)||``; below 1e-3 the random model's output
   is nearly constant and its row is marked degenerate;
-- seconds (build, convert and simulate).
+- tuning seconds (the default ``convert`` tunes its schedule: 22 candidates simulated for 64 steps on the
+  calibration batch, most of a row's time), and the worker's CPU and wall seconds.
+
+The time limit (``--timeout``) is in CPU seconds of the worker process (``RLIMIT_CPU``), so that a busy
+shared machine slows a model down without turning it into a timeout; a wall-clock backstop of
+``WALL_FACTOR`` times the limit catches a worker that sleeps. ``--schedule exponential`` passes that schedule
+to ``convert`` (no tuning: not the defaults; its rows get their own section of the report). ``--shard K/N``
+runs every Nth model, to run N processes side by side; ``--from-json`` renders their files together.
 
 ``--modes random,realistic`` adds rows with every BatchNorm's running statistics re-estimated on random inputs
 (activation scales like a trained network's) for the models that have BatchNorm. Writes Markdown::
 
     nice -n 10 python benchmarks/zoo.py --out docs/zoo.md --json benchmarks/.cache/zoo.json
+    nice -n 10 python benchmarks/zoo.py --shard 0/2 --json a.json &
+    nice -n 10 python benchmarks/zoo.py --shard 1/2 --json b.json
+    python benchmarks/zoo.py --from-json a.json,b.json --notes docs/zoo_notes.md --out docs/zoo.md
     python benchmarks/zoo.py --only torchvision:mobilenet_v2,timm:davit_tiny
     python benchmarks/zoo.py --torchvision all --limit 10 --timeout 120
     python benchmarks/zoo.py --no-timm --modes realistic
@@ -63,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="write the raw results here")
     p.add_argument("--from-json", default=None,
                    help="comma-separated --json files of earlier runs: render them together, run nothing")
+    p.add_argument("--notes", type=Path, default=None,
+                   help="a hand-written Markdown file to put between the header and the tables")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--mode", default="random", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -319,6 +331,8 @@ def render(args, rows: list[dict]) -> str:
         f"runs: wall seconds only).",
         "",
     ]
+    if getattr(args, "notes", None):
+        lines += [args.notes.read_text().strip(), ""]
     schedules = ["default"] + sorted({r.get("schedule", "default") for r in rows} - {"default"})
     for (mode, title), schedule in itertools.product(MODES.items(), schedules):
         mine = [r for r in rows if r["mode"] == mode and r.get("status") != "no BatchNorm"
