@@ -33,6 +33,7 @@ runs every Nth model, to run N processes side by side; ``--from-json`` renders t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -104,11 +105,19 @@ def measure(key: str, mode: str, schedule: str | None = None) -> dict:
     """Build, convert and simulate one model; every field of its row (run in the worker process)."""
     import torch
 
-    import signgd
+    import signgd.convert  # noqa: F401 - loaded for _tuning_timed
 
     torch.set_num_threads(1)
     row = {"model": key, "mode": mode, "schedule": schedule or "default"}
-    _time_tuning(row)
+    with _tuning_timed(row):
+        return _measure(row, key, mode, schedule)
+
+
+def _measure(row: dict, key: str, mode: str, schedule: str | None) -> dict:
+    import torch
+
+    import signgd
+
     start = time.perf_counter()
     model = zoo_models.build(key)
     s = zoo_models.side(key)
@@ -149,9 +158,10 @@ def measure(key: str, mode: str, schedule: str | None = None) -> dict:
     return row
 
 
-def _time_tuning(row: dict):
-    """Record in ``row["tune_seconds"]`` how long ``convert``'s schedule tuning takes (it wraps the function
-    ``signgd.convert`` calls; the call itself is unchanged)."""
+@contextlib.contextmanager
+def _tuning_timed(row: dict):
+    """Within: record in ``row["tune_seconds"]`` how long ``convert``'s schedule tuning takes (it wraps the
+    function ``signgd.convert`` calls, and puts it back after; the call itself is unchanged)."""
     module = sys.modules["signgd.convert"]
     tune = module.tune_schedule
 
@@ -163,6 +173,10 @@ def _time_tuning(row: dict):
             row["tune_seconds"] = row.get("tune_seconds", 0.0) + time.perf_counter() - t0
 
     module.tune_schedule = timed
+    try:
+        yield
+    finally:
+        module.tune_schedule = tune
 
 
 def tracks(row: dict) -> bool:
