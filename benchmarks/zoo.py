@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--only", default=None, help="comma-separated models (source:name, or a name part to match)")
     p.add_argument("--limit", type=int, default=None, help="run the first N models only")
+    p.add_argument("--no-simulate", action="store_true",
+                   help="convert and check the ANN side only (no tracking): a cheap answer to 'does it convert'")
     p.add_argument("--shard", default=None, help="K/N: every Nth model from the Kth (0-based), to run N side by side")
     p.add_argument("--torchvision", choices=("families", "all"), default="families",
                    help="the smallest variant of each family, or every builder")
@@ -101,7 +103,7 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
-def measure(key: str, mode: str, schedule: str | None = None) -> dict:
+def measure(key: str, mode: str, schedule: str | None = None, simulate: bool = True) -> dict:
     """Build, convert and simulate one model; every field of its row (run in the worker process)."""
     import torch
 
@@ -110,10 +112,10 @@ def measure(key: str, mode: str, schedule: str | None = None) -> dict:
     torch.set_num_threads(1)
     row = {"model": key, "mode": mode, "schedule": schedule or "default"}
     with _tuning_timed(row):
-        return _measure(row, key, mode, schedule)
+        return _measure(row, key, mode, schedule, simulate)
 
 
-def _measure(row: dict, key: str, mode: str, schedule: str | None) -> dict:
+def _measure(row: dict, key: str, mode: str, schedule: str | None, simulate: bool) -> dict:
     import torch
 
     import signgd
@@ -146,6 +148,9 @@ def _measure(row: dict, key: str, mode: str, schedule: str | None) -> dict:
     try:
         with torch.no_grad():
             row["ann_error"] = float((snn.ann(x) - ann).abs().max() / ann.abs().max().clamp_min(1e-30))
+            if not simulate:
+                row.update(status="converted", seconds=time.perf_counter() - start)
+                return row
             outs = snn(x, T=list(STEPS))
     except Exception as exc:  # noqa: BLE001
         row.update(status="error", stage="simulate", error=first_line(exc), seconds=time.perf_counter() - start)
@@ -185,12 +190,13 @@ def tracks(row: dict) -> bool:
     return bool((hi < lo or hi == 0) and hi < TRACKING_BOUND)
 
 
-def run_one(key: str, mode: str, limit: float, schedule: str | None = None) -> dict:
+def run_one(key: str, mode: str, limit: float, schedule: str | None = None, simulate: bool = True) -> dict:
     """``measure`` in a fresh process (one thread) with a limit of ``limit`` CPU seconds (``RLIMIT_CPU``: a busy
     machine slows the worker's wall clock, not its CPU time) and a wall-clock backstop of ``WALL_FACTOR * limit``;
     a crash or a limit reached is a row too. Every row gets the worker's CPU and wall seconds (imports included)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", MKL_NUM_THREADS="1")
     cmd = [sys.executable, __file__, "--worker", key, "--mode", mode] + (["--schedule", schedule] if schedule else [])
+    cmd += [] if simulate else ["--no-simulate"]
     cpu_before, start = _children_cpu(), time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WALL_FACTOR * limit, env=env,
@@ -238,7 +244,7 @@ def main(argv=None) -> int:
 
         warnings.simplefilter("ignore")
         try:
-            row = measure(args.worker, args.mode, args.schedule)
+            row = measure(args.worker, args.mode, args.schedule, not args.no_simulate)
         except Exception as exc:  # noqa: BLE001 - building the model failed: still one row
             row = {"model": args.worker, "mode": args.mode, "schedule": args.schedule or "default",
                    "status": "error", "stage": "build",
@@ -256,7 +262,7 @@ def main(argv=None) -> int:
     rows, version = [], common.source_version()
     for i, key in enumerate(args.models):
         for mode in modes:
-            row = dict(run_one(key, mode, args.timeout, args.schedule), version=version)
+            row = dict(run_one(key, mode, args.timeout, args.schedule, not args.no_simulate), version=version)
             rows.append(row)
             common.log(f"[{i + 1}/{len(args.models)}] {key} ({mode}): {summary(row)}")
             if args.json:
@@ -267,6 +273,8 @@ def main(argv=None) -> int:
 
 
 def summary(row: dict) -> str:
+    if row.get("status") == "converted":
+        return f"converts (not simulated), ann {row['ann_error']:.1e}"
     if row.get("status") != "ok":
         return f"{row.get('status')}: {row.get('error', '')}"
     return (f"ann {row['ann_error']:.1e}, err T=32 {row['err32']:.3g}, T=256 {row['err256']:.3g}, "
@@ -284,6 +292,8 @@ def table(rows: list[dict]) -> list[str]:
         status = r.get("status")
         if status == "ok":
             conv = "yes"
+        elif status == "converted":
+            conv = "yes (not simulated)"
         elif status == "error" and r.get("stage") == "simulate":
             conv = f"yes; simulation fails: {r['error']}"
         else:
@@ -305,11 +315,14 @@ def table(rows: list[dict]) -> list[str]:
 def counts(rows: list[dict], source: str) -> str:
     mine = [r for r in rows if r["model"].startswith(source + ":") and r.get("status") != "not run"]
     missing = sum(r.get("status") == "not run" for r in rows if r["model"].startswith(source + ":"))
-    conv = [r for r in mine if r.get("status") == "ok" or r.get("stage") == "simulate"]
+    conv = [r for r in mine if r.get("status") in ("ok", "converted") or r.get("stage") == "simulate"]
+    unsimulated = sum(r.get("status") == "converted" for r in mine)
     ok = [r for r in mine if r.get("status") == "ok"]
     good = [r for r in ok if tracks(r)]
     return (f"{source}: {len(conv)} of {len(mine)} convert, {len(ok)} also simulate a batch of "
-            f"{EVALUATION}, {len(good)} track" + (f" ({missing} more not run)" if missing else ""))
+            f"{EVALUATION}, {len(good)} track" + (f" ({missing} more not run)" if missing else "")
+            + (f"; {unsimulated} converted without a simulation (--no-simulate: tracking not measured)"
+               if unsimulated else ""))
 
 
 def time_spent(rows: list[dict]) -> str:
