@@ -75,7 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
     p.add_argument("--json", type=Path, default=None, help="write the raw results here")
     p.add_argument("--from-json", default=None,
-                   help="comma-separated --json files of earlier runs: render them together, run nothing")
+                   help="comma-separated --json files of earlier runs: render them together (and write the merged "
+                        "rows to --json), run nothing")
     p.add_argument("--notes", type=Path, default=None,
                    help="a hand-written Markdown file to put between the header and the tables")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -256,6 +257,8 @@ def main(argv=None) -> int:
         latest = {(r["model"], r["mode"], r.get("schedule", "default")): cpu_limited(r) for r in rows}
         order = {key: i for i, key in enumerate(zoo_models.keys("families", True))}
         rows = sorted(latest.values(), key=lambda r: order.get(r["model"], len(order)))  # a rerun wins
+        if args.json:  # the merged rows
+            args.json.write_text(json.dumps(rows, indent=1))
         common.emit(render(args, rows), args.out)
         return 0
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
