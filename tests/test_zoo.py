@@ -42,3 +42,11 @@ def test_zoo_model_converts_and_tracks(key):
 @pytest.mark.parametrize("key", SLOW)
 def test_zoo_model_converts_and_tracks_slow(key):
     _check(key)
+
+
+def test_a_worker_past_its_cpu_time_limit_is_a_timeout_row_with_its_seconds():
+    """The limit is CPU seconds of the worker (RLIMIT_CPU), not wall seconds: a worker given 1 CPU second
+    (less than importing torch takes) is ended by SIGXCPU, and its row says so, with the seconds it used."""
+    row = zoo.run_one("torchvision:squeezenet1_1", "random", 1)
+    assert row["status"] == "timeout" and row["error"] == "no result within 1 CPU s", row
+    assert 0.5 <= row["cpu_seconds"] <= 10 and row["wall_seconds"] > 0, row

@@ -20,6 +20,22 @@ from ..neurons import SpikingNeuron
 from . import ops
 
 
+def _not_finite(target: str, neuron: SpikingNeuron, args) -> str:
+    """Why neuron ``target`` gave NaN or Inf: its inputs already were (the model and the data), or its op
+    overflowed on finite inputs (an ``exp`` of a softmax, which signgd computes without its row maximum)."""
+    inputs = [a for a in args if isinstance(a, torch.Tensor)]
+    if not inputs or not all(bool(torch.isfinite(a).all()) for a in inputs):
+        return (f"neuron {target!r} produced NaN or Inf on the calibration data; check the model "
+                f"and the data (the ANN itself is not finite here)")
+    peak = max(float(a.abs().max()) for a in inputs)
+    op = neuron.target
+    why = (" (signgd computes a softmax as exp(x) / sum(exp(x)), without subtracting the row maximum as torch "
+           "does, so logits above ~88 overflow float32)" if op == "exp" else "")
+    return (f"neuron {target!r} ({op}) overflows on the calibration data: its inputs are finite, up to "
+            f"{peak:.3g}, its output is not{why}; scale that op's inputs down in the model (a smaller attention "
+            f"scale, a norm before it) or calibrate on data that keeps it finite")
+
+
 class _RangeProbe(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, pad_value: float):
         super().__init__(gm, garbage_collect_values=True)
@@ -44,9 +60,7 @@ class _RangeProbe(fx.Interpreter):
         mod = self.submodules[target]
         if isinstance(mod, SpikingNeuron):
             if not torch.isfinite(out).all():
-                raise CalibrationError(
-                    f"neuron {target!r} produced NaN or Inf on the calibration data; check the model "
-                    f"and the data (the ANN itself is not finite here)")
+                raise CalibrationError(_not_finite(target, mod, args))
             peak = out.detach().abs().amax(dim=0)
             prev = self.ranges.get(target)
             self.ranges[target] = peak if prev is None else torch.maximum(prev, peak)
