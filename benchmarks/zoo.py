@@ -169,7 +169,7 @@ def _tuning_timed(row: dict):
     """Within: record in ``row["tune_seconds"]`` how long ``convert``'s schedule tuning takes (it wraps the
     function ``signgd.convert`` calls, and puts it back after; the call itself is unchanged)."""
     module = sys.modules["signgd.convert"]
-    tune = module.tune_schedule
+    tune = module.tune_network
 
     def timed(*args, **kwargs):
         t0 = time.perf_counter()
@@ -178,11 +178,11 @@ def _tuning_timed(row: dict):
         finally:
             row["tune_seconds"] = row.get("tune_seconds", 0.0) + time.perf_counter() - t0
 
-    module.tune_schedule = timed
+    module.tune_network = timed
     try:
         yield
     finally:
-        module.tune_schedule = tune
+        module.tune_network = tune
 
 
 def tracks(row: dict) -> bool:
