@@ -1,6 +1,7 @@
-"""Small helpers the op tests share: a model written as a forward function, and a relative error."""
+"""Small helpers the tests share: a model written as a forward function, a relative error, and a small CNN."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -20,3 +21,13 @@ class Fn(nn.Module):
 def relerr(a, b) -> float:
     """``||a - b|| / ||b||``."""
     return float((a - b).norm() / b.norm())
+
+
+def small_cnn(seed=0):
+    """Conv, BN (non-trivial running mean), ReLU, max pool, conv, ReLU, avg pool, linear on 8x8 inputs."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                          nn.Linear(8 * 2 * 2, 10))
+    model[1].running_mean.uniform_(-0.2, 0.2)
+    return model.eval()

@@ -1,20 +1,12 @@
 """The SpikingNetwork: simulation semantics, equivalence of execution orders, input checking."""
 import pytest
 import torch
+from model_helpers import small_cnn as _net
 from torch import nn
 
 import signgd
 from signgd import models
 from signgd.event_driven import simulate_spikes
-
-
-def _net(seed=0):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
-                          nn.Linear(8 * 2 * 2, 10))
-    model[1].running_mean.uniform_(-0.2, 0.2)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

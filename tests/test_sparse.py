@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from torch import nn
+from model_helpers import small_cnn as _cnn
 
 import signgd
 from signgd import models, tuning
@@ -20,15 +20,6 @@ from signgd.event_driven import simulate_spikes
 from signgd.kernels import sparse_scan
 from signgd.report import make_report
 from signgd.schedules import exponential, is_power_of_two
-
-
-def _cnn(seed=0):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
-                          nn.Linear(8 * 2 * 2, 10))
-    model[1].running_mean.uniform_(-0.2, 0.2)
-    return model.eval()
 
 
 def test_one_neuron_by_hand():

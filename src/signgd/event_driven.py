@@ -60,21 +60,18 @@ class _SpikeInterpreter(fx.Interpreter):
         target_value = mod(*xs)
         if mod.normalized:
             target_value = target_value / mod.scale
+        y = self.y[target]
         if self.tolerance is not None:  # sparse: +1 up, -1 down, 0 silent
-            spike = sparse_fire(self.y[target], target_value, self.threshold)
-            y_new = torch.where(spike > 0, self.y[target] + self.eta,
-                                torch.where(spike < 0, self.y[target] - self.eta, self.y[target]))
-            delta = (y_new - self.y[target]) * (mod.scale if mod.normalized else 1)
-            self.y[target] = y_new
-            self.spikes[target] = spike
-            return delta
-        spike = signgd_fire(self.y[target], target_value)
-        if self.rule is None:
-            y_new = signgd_update(self.y[target], spike, self.eta)
+            spike = sparse_fire(y, target_value, self.threshold)
+            y_new = torch.where(spike > 0, y + self.eta, torch.where(spike < 0, y - self.eta, y))
+        elif self.rule is None:
+            spike = signgd_fire(y, target_value)
+            y_new = signgd_update(y, spike, self.eta)
         else:
-            d = self.d[target] = next_step(spike, self.d.get(target, torch.zeros_like(self.y[target])), *self.rule)
-            y_new = self.y[target] + self.eta * d
-        delta = (y_new - self.y[target]) * (mod.scale if mod.normalized else 1)
+            spike = signgd_fire(y, target_value)
+            d = self.d[target] = next_step(spike, self.d.get(target, torch.zeros_like(y)), *self.rule)
+            y_new = y + self.eta * d
+        delta = (y_new - y) * (mod.scale if mod.normalized else 1)
         self.y[target] = y_new
         self.spikes[target] = spike
         return delta

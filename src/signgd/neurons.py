@@ -221,18 +221,21 @@ class SpikingNeuron(nn.Module):
         target = self.f(*xs)
         return target, not any(_shares_memory(target, x) for x in xs)
 
-    def _normalized_target(self, xs, owned):
-        """``(f(*xs) / scale, fresh)`` computed by torch (``fresh``: a buffer no input shares)."""
-        scale = self.scale if self.normalized else None
+    def _raw_target(self, xs, owned):
+        """``(f(*xs), fresh)`` computed by torch, through the LayerNorm neurons' prologue where they have
+        one (``fresh``: a buffer no input shares)."""
         prologue = _PROLOGUES.get(self.target)
         found = prologue(xs, self.params) if prologue is not None else None
         if found is not None:
             x, pre, factor = found
-            target, fresh = prologue_torch(x, pre, factor, None), True
-        else:
-            target, fresh = self._target(xs, owned)
-        if scale is not None:
-            target, fresh = prologue_torch(target, None, None, scale, donated=fresh), True
+            return prologue_torch(x, pre, factor, None), True
+        return self._target(xs, owned)
+
+    def _normalized_target(self, xs, owned):
+        """``(f(*xs) / scale, fresh)`` computed by torch."""
+        target, fresh = self._raw_target(xs, owned)
+        if self.normalized:
+            target, fresh = prologue_torch(target, None, None, self.scale, donated=fresh), True
         return target, fresh
 
     def _run_sparse(self, state, xs, etas, spikes_out, owned, tolerance):
@@ -241,12 +244,7 @@ class SpikingNeuron(nn.Module):
         if tolerance is None:
             raise ValueError("the sparse dynamics needs its tolerance (a fraction of eta_t)")
         scale = self.scale if self.normalized else None
-        prologue = _PROLOGUES.get(self.target)
-        found = prologue(xs, self.params) if prologue is not None else None
-        if found is not None:
-            target, fresh = prologue_torch(found[0], found[1], found[2], None), True
-        else:
-            target, fresh = self._target(xs, owned)
+        target, fresh = self._raw_target(xs, owned)
         y = state["y"]
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None

@@ -71,6 +71,16 @@ def prologue_torch(target, pre, factor, divisor, donated=False):
     return t
 
 
+def _loop_buffers(target, y, out_scale, spikes, out):
+    """The output buffer (``out`` or a new one of ``y * out_scale``'s dtype) and the per-step spike counts
+    (None without ``spikes``) of a torch reference loop."""
+    if out is None:
+        dtype = y.dtype if out_scale is None else torch.result_type(y, out_scale)
+        out = torch.empty(target.shape, dtype=dtype, device=target.device)
+    counts = torch.zeros(target.shape[0], dtype=torch.int64, device=target.device) if spikes is not None else None
+    return out, counts
+
+
 # --------------------------------------------------------------------------------------------
 # The adaptive scan (signgd.schedules.adaptive)
 # --------------------------------------------------------------------------------------------
@@ -87,10 +97,7 @@ def next_step(spike: torch.Tensor, d: torch.Tensor, grow: float, shrink: float) 
 def adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None):
     """The reference loop of ``signgd.kernels.adaptive_scan`` in torch ops (any device)."""
     Tc = target.shape[0]
-    if out is None:
-        dtype = y.dtype if out_scale is None else torch.result_type(y, out_scale)
-        out = torch.empty(target.shape, dtype=dtype, device=target.device)
-    counts = torch.zeros(Tc, dtype=torch.int64, device=target.device) if spikes is not None else None
+    out, counts = _loop_buffers(target, y, out_scale, spikes, out)
     etas = etas.to(device=y.device, dtype=y.dtype)
     for t in range(Tc):
         s = y >= target[t]
@@ -131,10 +138,7 @@ def sparse_scan_torch(target, y, etas, thresholds, out_scale=None, spikes=None, 
     subtraction of ``eta_t``; silent: unchanged), ``out[t] = y_t * out_scale``; ``spikes[t]`` gets the
     number of non-zero ``s_t`` (up and down spikes alike)."""
     Tc = target.shape[0]
-    if out is None:
-        dtype = y.dtype if out_scale is None else torch.result_type(y, out_scale)
-        out = torch.empty(target.shape, dtype=dtype, device=target.device)
-    counts = torch.zeros(Tc, dtype=torch.int64, device=target.device) if spikes is not None else None
+    out, counts = _loop_buffers(target, y, out_scale, spikes, out)
     etas = etas.to(device=y.device, dtype=y.dtype)
     thresholds = thresholds.to(device=y.device, dtype=y.dtype)
     for t in range(Tc):
