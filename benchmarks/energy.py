@@ -13,7 +13,9 @@ of ``signgd.report.energy`` (``docs/energy.md``):
 - ``low-energy``: ``preset="low-energy"`` (sparse neurons; schedule, tolerance and T tuned for the least
   energy that agrees with the ANN, ``signgd.tuning.tune_energy``), measured at every T; ``low-energy(T=T)``
   tuned for each T of ``--tuned-T``;
-- ``sparse tol0.5``, ``sparse floor+pow2 tol0.75``: the sparse neuron with fixed schedules (docs/sparse.md);
+- ``sparse tol0.5``, ``sparse floor+pow2 tol0.75``: the sparse neuron with fixed schedules (docs/sparse.md),
+  its variance neurons starting at their calibration mean (the default ``start="variance"``); ``start=zero``
+  / ``start=mean``: every estimate starting at 0 / at its calibration mean;
 - ``spikingjelly``: SpikingJelly's IF conversion (``benchmarks/_peers.py``), its spikes counted by
   ``count_spikingjelly`` below with the same rules (ReLU nets only).
 
@@ -47,6 +49,12 @@ CONFIGS = {"default": {}, "exponential float": {"schedule": "exponential", "enco
            "sparse tol0.5": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.87"},
            "sparse floor+pow2 tol0.75": {"dynamics": "sparse", "tolerance": 0.75,
                                           "schedule": "exponential:lr=0.5,decay=0.87,floor=0.03125,pow2=1"},
+           "sparse start=zero tol0.5": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.87",
+                                        "start": "zero"},
+           "sparse start=mean tol0.5": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.87",
+                                        "start": "mean"},
+           "sparse start=mean floor+pow2 tol0.75": {"dynamics": "sparse", "tolerance": 0.75, "start": "mean",
+                                                    "schedule": "exponential:lr=0.5,decay=0.87,floor=0.03125,pow2=1"},
            "sparse": {"dynamics": "sparse"}, "low-energy": {"preset": "low-energy"},
            "low-energy(T=T)": {"preset": "low-energy"}}
 TUNED = {"convert(T=T)", "low-energy(T=T)"}

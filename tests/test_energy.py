@@ -16,7 +16,7 @@ from signgd.schedules import adaptive
 
 def _fast_count(snn, x, T, events=False):
     """The report's count (``EnergyProbe``) on one batch: ``{node: [T, 2]}`` (and the sparse neurons'
-    events ``{layer: [T, 3]}`` with ``events``)."""
+    events ``{layer: [T, 4]}`` with ``events``)."""
     probe = energy.EnergyProbe(snn, T)
     probe.before_batch(snn, x)
     result = snn.simulate(x, list(range(1, T + 1)), probe=probe.layer)
@@ -40,7 +40,9 @@ _CASES = [pytest.param(net, enc, neuron, marks=() if (net, enc, neuron) in _FAST
           for net in _NETS for enc in ("float", "spike", "stochastic", "analog")
           for neuron in ("binary", "adaptive", "sparse")]
 _NEURONS = {"binary": {"schedule": "exponential"}, "adaptive": {"schedule": adaptive()},
-            "sparse": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.8"}}
+            # power-of-two steps with a floor: the threshold stays put between its changes, so a neuron
+            # checks its gap only where it must (costs.changed.checked_mask)
+            "sparse": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.8,floor=0.0625,pow2=1"}}
 
 
 @pytest.mark.parametrize("net,encoding,neuron", _CASES)
@@ -48,12 +50,12 @@ def test_fast_count_equals_the_literal_event_driven_count(net, encoding, neuron)
     """Exact integers, node by node and step by step: the report's count on the fast simulator and the
     count taken on ``signgd.event_driven``'s spike exchange (Jacobians of each node, no shared rule);
     for the sparse neuron also its events (input elements that received something, outputs evaluated,
-    spikes) layer by layer."""
+    spikes, checks of the gap) layer by layer."""
     torch.manual_seed(0)
     model = _NETS[net]().eval().double()
     x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
     snn = signgd.convert(model, x, encoding=encoding, **_NEURONS[neuron])
-    T = 6
+    T = 8
     (literal, literal_events), (fast, fast_events) = count_operations(snn, x, T, events=True), \
         _fast_count(snn, x, T, events=True)
     assert set(literal) == set(fast)
@@ -65,6 +67,10 @@ def test_fast_count_equals_the_literal_event_driven_count(net, encoding, neuron)
     for name, ev in literal_events.items():
         assert torch.equal(ev, fast_events[name]), (name, ev.sum(0), fast_events[name].sum(0))
         assert float(ev[:, 2].sum()) > 0  # it fired
+        # the threshold changes at steps 1, 4 and 7: every neuron checks there, at most that many between
+        assert ev[[0, 3, 6], 3].eq(ev[0, 3]).all() and ev[:, 3].le(ev[0, 3]).all()
+    if literal_events:  # and somewhere a neuron with nothing new skips its check
+        assert any(float(ev[[1, 2, 4, 5, 7], 3].min()) < float(ev[0, 3]) for ev in literal_events.values())
 
 
 def test_an_mlp_by_hand(digits_train):
@@ -200,3 +206,16 @@ def test_the_zoo_ops_count_exactly():
     assert sum(float(v.sum()) for v in fast.values()) > 0
     work = energy.neuron_work(snn)
     assert all(ac >= 0 and mac >= 0 for ac, mac in work.values())
+
+
+def test_a_sparse_neuron_checks_its_gap_only_when_the_gap_or_the_threshold_changed():
+    """``costs.changed``: every neuron at the first step and where the step changes; otherwise those whose
+    target was evaluated again or that spiked at the step before."""
+    from signgd.costs.changed import checked_mask, threshold_changes
+
+    etas = torch.tensor([0.25, 0.25, 0.125, 0.125, 0.125])
+    assert threshold_changes(etas).tolist() == [True, False, True, False, False]
+    evaluated = torch.tensor([[True, False, False, False]])
+    spiked = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+    assert checked_mask(evaluated, spiked, False).tolist() == [[True, True, False, False]]
+    assert checked_mask(evaluated, spiked, True).all() and checked_mask(evaluated, None, False).all()

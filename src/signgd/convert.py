@@ -40,7 +40,7 @@ from .graph.trace import trace
 from .graph.vector_norms import decompose_vector_norms
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
-from .options import resolve
+from .options import resolve, starts_at_mean
 from .preprocessing import checked, from_data
 from .tuning import tune_network
 from .validation import check_finite_output
@@ -56,7 +56,7 @@ DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
 def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule=None,
             encoding: str | None = None, normalize: str | None = None, T: int | None = None,
-            preset: str | None = None, tolerance: float | None = None, seed: int = 0,
+            preset: str | None = None, tolerance: float | None = None, start: str | None = None, seed: int = 0,
             pad_value: float = -200.0, leaf_modules: Iterable[type] = (),
             memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int = 256,
             distributed: bool | None = None, preprocessing="auto",
@@ -101,6 +101,10 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             samples (``signgd.options``, ``signgd.tuning.tune_energy``). Explicit arguments win.
         tolerance: the sparse neuron's silence band as a fraction of ``eta_t`` (default 0.5: a neuron
             moves when the move brings it closer to its target; ``preset="low-energy"`` tunes it).
+        start: where the signGD estimates start: ``"zero"`` (the paper's neuron; the default except for
+            the sparse dynamics), ``"variance"`` (LayerNorm's, GroupNorm's and ``F.normalize``'s variance
+            neurons start at their calibration mean, the others at 0; the sparse dynamics' default) or
+            ``"mean"`` (every neuron at its calibration mean) (``signgd.options``; docs/sparse.md).
         pad_value: the constant that pads max pooling windows (never wins a max).
         leaf_modules: module classes torch.fx should not trace into.
         memory_budget: bytes of activations one chunk of simulated steps may use.
@@ -122,8 +126,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             summary line on stderr at the end (what was chosen, how long it took) unless False
             (``signgd.feedback``).
     """
-    start = time.perf_counter()
-    opts = resolve(dynamics, schedule, encoding, normalize, T, preset, tolerance)
+    began = time.perf_counter()
+    opts = resolve(dynamics, schedule, encoding, normalize, T, preset, tolerance, start)
     dynamics, schedule, encoding, normalize, T, tune = (opts.dynamics, opts.schedule, opts.encoding, opts.normalize,
                                                         opts.T, opts.tune)
     preprocessing = from_data(calibration) if preprocessing == "auto" else checked(preprocessing)
@@ -173,7 +177,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     check_any_batch(gm, sample)
     record_origins(gm)  # what each neuron was in the model, for the reports' layer names
     calib_start = time.perf_counter()
-    ranges, values_per_sample = activation_ranges(gm, calib, pad_value)
+    means: dict = {}
+    ranges, values_per_sample = activation_ranges(gm, calib, pad_value, means)
     calib_time = seconds(calib_start)
     _verify(gm, sample, expected)
     check_sample_major(gm, sample)  # after _verify: an output coupled across the batch is named there
@@ -183,6 +188,12 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     for name, neuron in neurons.items():
         if normalize == "all" or (normalize == "relu" and neuron.preset_normalized):
             neuron.set_scale(_per_channel(scales[name]) if dynamics == "if" else scales[name])
+    started = [name for name, neuron in neurons.items() if starts_at_mean(neuron.target, opts.start)]
+    for name in started:
+        neurons[name].set_start(means[name])
+    if started:
+        notes.append(f"started the estimates of {len(started)} neuron layers at their calibration mean "
+                     f"(start={opts.start!r})")
     used = f"{calib.count} samples" + (f" (a random subset of the Dataset's {of})" if of else "")
     notes.append(f"calibrated on {used}; normalized "
                  f"{sum(n.normalized for n in neurons.values())} of {len(neurons)} neuron layers ({normalize})")
@@ -195,6 +206,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
                     preprocessing=preprocessing)
     if opts.tolerance is not None:
         settings["tolerance"] = opts.tolerance
+    if opts.start != "zero":
+        settings["start"] = opts.start
     if T is not None:
         settings["tuned_for"] = list(T) if isinstance(T, tuple) else int(T)
     snn = SpikingNetwork(gm, settings, calib.input_shape, values_per_sample, schedule=schedule)
@@ -210,7 +223,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     for note in notes:
         log.info(note)
     snn.conversion_log = notes
-    say(f"signgd: converted {type(model).__name__} in {seconds(start)}: {len(neurons)} neuron layers, "
+    say(f"signgd: converted {type(model).__name__} in {seconds(began)}: {len(neurons)} neuron layers, "
         f"calibrated on {used} ({calib_time}){tuned}, {encoding} input", progress)
     return snn
 

@@ -1,22 +1,22 @@
 """The event-driven simulation: neurons exchange signed spikes, not estimates.
 
-The fast simulator propagates estimates: each neuron's input at step t is the ANN pre-activation of
-the upstream estimates, ``x_t = A(y^up_t)``. Spiking hardware cannot send an estimate; it sends the
-spike ``s_t`` and every downstream neuron integrates it, ``x_t = x_{t-1} - eta_t L(2 s^up_t - 1)``
-from ``x_0 = A(0)``, where ``L = A - A(0)`` is the linear part. This module simulates that second
-view literally, one step at a time, so a test can show that both give the same spikes and outputs.
-It is slow and meant for checking, not for use (the signGD dynamics and its sparse form). With an adaptive
-schedule (``signgd.schedules.adaptive``) each receiver rebuilds the sender's step from the spikes it has
-seen, the way spiking hardware would. A sparse neuron (``dynamics="sparse"``) sends an up or a down spike
-or nothing; each receiver adds ``+- eta_t`` times the sender's scale for it.
-"""
+The fast simulator propagates estimates: each neuron's input at step t is the ANN pre-activation of the
+upstream estimates, ``x_t = A(y^up_t)``. Spiking hardware cannot send an estimate; it sends the spike
+``s_t`` and every downstream neuron integrates it, ``x_t = x_{t-1} - eta_t L(2 s^up_t - 1)`` from ``x_0
+= A(y_0)`` (``A(0)`` where the estimates start at 0), where ``L = A - A(0)`` is the linear part. This
+module simulates that second view literally, one step at a time, so a test can show that both give the
+same spikes and outputs. It is slow and meant for checking, not for use (the signGD dynamics and its
+sparse form). With an adaptive schedule (``signgd.schedules.adaptive``) each receiver rebuilds the
+sender's step from the spikes it has seen, the way spiking hardware would. A sparse neuron
+(``dynamics="sparse"``) sends an up or a down spike or nothing; each receiver adds ``+- eta_t`` times
+the sender's scale for it."""
 from __future__ import annotations
 
 import torch
 import torch.fx as fx
 
 from .dynamics import passes_estimates
-from .graph.calibrate import zero_response
+from .graph.calibrate import start_response, zero_response
 from .kernels import next_step, sparse_fire
 from .kernels.reference import sparse_thresholds
 from .network import SpikingNetwork
@@ -26,7 +26,7 @@ from .neurons import SpikingNeuron, signgd_fire, signgd_update
 class _SpikeInterpreter(fx.Interpreter):
     """Evaluates the affine maps on the *changes* (spike deltas) of one step."""
 
-    def __init__(self, gm, zero_inputs, eta, rule=None, observer=None, tolerance=None):
+    def __init__(self, gm, zero_inputs, eta, rule=None, observer=None, tolerance=None, start_inputs=None):
         super().__init__(gm, garbage_collect_values=True)
         self.tolerance = tolerance  # the sparse dynamics: its silence band (a fraction of eta_t)
         self.threshold = None
@@ -34,6 +34,7 @@ class _SpikeInterpreter(fx.Interpreter):
         self.rule = rule
         self.d: dict[str, torch.Tensor] = {}  # adaptive: the signed last step of each neuron
         self.zero_inputs = zero_inputs
+        self.start_inputs = start_inputs or zero_inputs  # x_0 = A(y_0)
         self.x: dict[str, list[torch.Tensor]] = {}
         self.y: dict[str, torch.Tensor] = {}
         self.spikes: dict[str, torch.Tensor] = {}
@@ -50,9 +51,10 @@ class _SpikeInterpreter(fx.Interpreter):
         if not isinstance(mod, SpikingNeuron):
             return super().call_module(target, args, kwargs)
         a0 = self.zero_inputs[target]
-        if target not in self.x:  # x_0 = A(0); y_0 = 0
-            self.x[target] = [a0[i].expand_as(args[i]).clone() for i in range(len(args))]
-            self.y[target] = torch.zeros_like(mod(*args))
+        if target not in self.x:  # x_0 = A(y_0); y_0 = start / scale (0 unless convert(start=...))
+            x0 = self.start_inputs[target]
+            self.x[target] = [x0[i].expand_as(args[i]).clone() for i in range(len(args))]
+            self.y[target] = mod.initial_estimate(mod(*args))
         # Integrate the linear part of what arrived: A(delta) - A(0).
         xs = self.x[target]
         for i, a in enumerate(args):
@@ -90,13 +92,14 @@ def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int, observer=None)
         raise ValueError("the spike-propagation reference covers the signGD dynamics and its sparse form")
     gm = snn.graph_module
     zero_inputs, out0 = zero_response(gm, x)
+    start_inputs, start_out = start_response(gm, x)
     etas = snn.schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
     enc_state = snn.encoder.init_state(x)
     e_prev = torch.zeros_like(x)
     tolerance = snn.settings.get("tolerance") if snn.settings["dynamics"] == "sparse" else None
-    interp = _SpikeInterpreter(gm, zero_inputs, None, snn.schedule.rule, observer, tolerance)
+    interp = _SpikeInterpreter(gm, zero_inputs, None, snn.schedule.rule, observer, tolerance, start_inputs)
     thresholds = sparse_thresholds(etas, tolerance) if tolerance is not None else None
-    readout = out0.expand(x.shape[0], *out0.shape).clone()
+    readout = start_out.expand(x.shape[0], *start_out.shape).clone()
     outputs, spikes, inputs = [], {}, {}
     with torch.no_grad():
         for t in range(1, T + 1):

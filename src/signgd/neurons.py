@@ -122,6 +122,9 @@ class SpikingNeuron(nn.Module):
         # Per-element normalization scale and A(0) (one per input), shaped like one sample.
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("bias0", torch.zeros(()))
+        # Where a signGD neuron's estimate starts, in raw units (shape of one sample's output, or 0):
+        # y_0 = start / scale (``convert(start=...)``; the paper's neuron starts at 0).
+        self.register_buffer("start", torch.zeros(()))
         self.normalized = False
 
     def extra_repr(self) -> str:
@@ -145,11 +148,35 @@ class SpikingNeuron(nn.Module):
             self.scale = scale.detach().clone()
             self.normalized = True
 
+    def set_start(self, start: torch.Tensor | None) -> None:
+        """Start the estimate at ``start`` (raw units, shape of one sample's output) instead of 0."""
+        self.start = torch.zeros((), dtype=self.scale.dtype, device=self.scale.device) if start is None \
+            else start.detach().clone()
+
+    @property
+    def starts_at_zero(self) -> bool:
+        return not bool(self.start.ne(0).any())
+
+    def initial_estimate(self, like: torch.Tensor) -> torch.Tensor:
+        """``y_0`` for a batch shaped like ``like`` (normalized units): ``start / scale``."""
+        if self.starts_at_zero:
+            return torch.zeros_like(like)
+        y0 = self.start.to(like.device, like.dtype)
+        if self.normalized:
+            y0 = y0 / self.scale.to(like.device, like.dtype)
+        return y0.expand_as(like).clone()
+
+    def initial_output(self, like: torch.Tensor) -> torch.Tensor:
+        """What the neuron passes downstream before its first step (raw units): ``scale * y_0``, computed
+        as the scans compute their outputs, so that a silent first step sends no change."""
+        y0 = self.initial_estimate(like)
+        return y0 * self.scale.to(like.device, like.dtype) if self.normalized else y0
+
     # ---- simulation -------------------------------------------------------------------------
     def init_state(self, like: torch.Tensor, dynamics: str, adaptive: bool = False) -> dict:
         """Fresh state for a batch; ``like`` has the shape of one step's output ``[B, ...]``.
         ``adaptive``: also the signed last step of each neuron (``signgd.schedules.adaptive``)."""
-        state = {"y": torch.zeros_like(like)}
+        state = {"y": self.initial_estimate(like)}
         if adaptive:
             state["d"] = torch.zeros_like(like)
         if dynamics == "subgradient":

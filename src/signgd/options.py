@@ -11,6 +11,13 @@ subgradient and IF dynamics take ``inverse(1)`` / no steps with ``analog`` input
   and the schedule, tolerance and (without ``T``) the number of steps tuned for the least energy at which
   the SNN agrees with the ANN (``signgd.tuning.tune_energy``; docs/sparse.md).
 
+Where the estimates start (``start``, ``STARTS``): ``"zero"`` (the paper's neuron), ``"variance"`` (the
+neurons that estimate a variance, the ``square`` neurons of LayerNorm, GroupNorm and ``F.normalize``, start
+at their calibration mean; every other neuron at 0) or ``"mean"`` (every neuron at its calibration mean).
+The sparse dynamics defaults to ``"variance"``: a silent square neuron would otherwise leave the variance at
+~``eps`` for the first steps, and the normalized values its neuron divides by it run far off (docs/sparse.md);
+the other dynamics default to ``"zero"``.
+
 Explicit arguments win over a preset's.
 """
 from __future__ import annotations
@@ -23,10 +30,13 @@ from .dynamics import DYNAMICS, check_tolerance, passes_estimates
 from .schedules import check_dynamics
 from .tuning import DEFAULT_STEPS, check_steps
 
-__all__ = ["PRESETS", "NORMALIZATIONS", "DYNAMICS", "Options", "resolve"]
+__all__ = ["PRESETS", "NORMALIZATIONS", "STARTS", "DYNAMICS", "Options", "resolve"]
 
 NORMALIZATIONS = ("relu", "all", "none")
 PRESETS = ("paper", "low-energy")
+STARTS = ("zero", "variance", "mean")
+#: The targets ``start="variance"`` starts at their calibration mean: the variance estimates of the norms.
+VARIANCE_TARGETS = frozenset({"square"})
 
 
 @dataclass
@@ -40,10 +50,11 @@ class Options:
     objective: str  # "agreement" (the best agreement with the ANN) or "energy" (the least energy that agrees)
     tolerance: float | None  # the sparse dynamics' silence band, a fraction of eta_t
     tune_tolerance: bool  # the energy objective also picks the tolerance (none was given)
+    start: str = "zero"  # where the estimates start (STARTS)
 
 
 def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None, T, preset: str | None,
-            tolerance) -> Options:
+            tolerance, start: str | None = None) -> Options:
     """The options ``convert`` runs with, or a ValueError naming the bad argument and the choices."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)} or leave it out")
@@ -87,5 +98,16 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
                else sched.inverse(1.0))
     schedule = sched.make_schedule(schedule, default=default)
     check_dynamics(schedule, dynamics)
+    if start is not None and start not in STARTS:
+        raise ValueError(f"unknown start {start!r}; choose one of {list(STARTS)}")
+    if start not in (None, "zero") and not estimates:
+        raise ValueError(f"start={start!r} sets where signGD estimates start; dynamics={dynamics!r} has none: "
+                         f"leave start out")
+    start = start or ("variance" if dynamics == "sparse" else "zero")
     return Options(dynamics, schedule, encoding, normalize, T, tune, objective if tune else "agreement",
-                   tolerance, tune_tolerance)
+                   tolerance, tune_tolerance, start)
+
+
+def starts_at_mean(target: str, start: str) -> bool:
+    """Whether a neuron with this target starts at its calibration mean under ``start``."""
+    return start == "mean" or (start == "variance" and target in VARIANCE_TARGETS)

@@ -7,7 +7,7 @@ from ..codecs import ENCODINGS
 from ..convert import CALIBRATION_SAMPLES
 from ..errors import InputError
 from ..network import parse_steps
-from ..options import DYNAMICS, NORMALIZATIONS, PRESETS
+from ..options import DYNAMICS, NORMALIZATIONS, PRESETS, STARTS
 from .usage import OneLineParser
 
 __all__ = ["build_parser", "parse_steps_arg"]
@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tolerance", type=float, default=None, metavar="F",
                    help="sparse neurons stay silent within F x eta_t of their target (default 0.5; "
                         "--preset low-energy tunes it)")
+    g.add_argument("--start", choices=STARTS, default=None,
+                   help="where signGD estimates start: zero (the paper's neuron), variance (LayerNorm's variance "
+                        "neurons at their calibration mean; the default for --dynamics sparse) or mean (every "
+                        "neuron at its calibration mean)")
     g.add_argument("--encoding", choices=ENCODINGS, default=None,
                    help="input encoding (default float for signgd, analog for subgradient and if)")
     g.add_argument("--schedule", default=None,

@@ -13,7 +13,7 @@ its ANN by the same rules (docs/energy.md has the model with examples).
   real-valued change (float input, adaptive gains, anything a sum produced) a MAC; additions are ACs.
 - **Neuron work** (``op_costs.py``): per neuron per step, evaluating its target, comparing, moving its
   estimate, normalizing, the adaptive gain, and each input element's integration; the sparse neuron
-  does only its check at every step and the rest when an event asks for it.
+  works only when an event asks for it: it checks its gap only when the gap or the threshold changed.
 - **The ANN**: the same graph and rules on dense, real values.
 - **Energy**: ``ACs x E_AC + MACs x E_MAC``, 0.9 pJ and 4.6 pJ by default (45 nm, Horowitz 2014;
   ``EnergyModel``). Memory traffic is not counted, on either side.

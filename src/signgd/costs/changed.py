@@ -1,17 +1,18 @@
-"""Which outputs of a neuron layer an event-driven neuron must evaluate again: those with an input that
-changed. The sparse neuron's cost (``op_costs``) is counted on them, by the fast count and the literal
-one alike."""
+"""What an event-driven sparse neuron layer must do at a step, read off what changed: the outputs it
+must evaluate again (those with an input that changed) and the neurons that must check their gap against
+the threshold (``checked_mask``). The sparse neuron's cost (``op_costs``) is counted on them, by the fast
+count and the literal one alike: these functions are the one rule both use."""
 from __future__ import annotations
 
 import torch
 
-__all__ = ["changed_outputs"]
+__all__ = ["changed_mask", "changed_outputs", "threshold_changes", "checked_mask"]
 
 
-def changed_outputs(mod, patterns) -> float:
-    """How many of a neuron layer's outputs have an input that changed (0/1 ``patterns``, one per input).
-    Element-wise targets broadcast; a matmul or einsum output depends on a row and a column of its
-    operands."""
+def changed_mask(mod, patterns) -> torch.Tensor:
+    """Bool mask of a neuron layer's outputs that have an input that changed (0/1 ``patterns``, one per
+    input, batch first). Element-wise targets broadcast; a matmul or einsum output depends on a row and a
+    column of its operands."""
     if mod.target in ("matmul", "einsum"):
         a, b = patterns
         if mod.target == "matmul":
@@ -21,4 +22,28 @@ def changed_outputs(mod, patterns) -> float:
             hit = torch.einsum(eq, a, torch.ones_like(b)) + torch.einsum(eq, torch.ones_like(a), b)
     else:
         hit = sum(torch.broadcast_tensors(*patterns))
-    return float((hit > 0).sum(dtype=torch.float64))
+    return hit > 0
+
+
+def changed_outputs(mod, patterns) -> float:
+    """How many of a neuron layer's outputs have an input that changed (``changed_mask``)."""
+    return float(changed_mask(mod, patterns).sum(dtype=torch.float64))
+
+
+def threshold_changes(etas: torch.Tensor) -> torch.Tensor:
+    """``[T]`` bool: the steps at which the sparse neurons' threshold ``tolerance * eta_t`` differs from the
+    step before (and step 1). A power-of-two schedule with a floor changes it at a few steps only."""
+    etas = etas.reshape(-1)
+    changed = torch.ones(etas.shape, dtype=torch.bool)
+    changed[1:] = etas[1:].cpu() != etas[:-1].cpu()
+    return changed
+
+
+def checked_mask(evaluated: torch.Tensor, spiked_before: torch.Tensor | None, threshold_changed: bool) -> torch.Tensor:
+    """The neurons that must compare their gap with the threshold at a step: all of them when the threshold
+    changed, else those whose gap changed since they last compared, i.e. whose target was evaluated again
+    (``evaluated``) or that spiked at the step before (``spiked_before``, None at the first step). Any other
+    neuron's gap and threshold are those it found inside the band: it stays silent without looking."""
+    if threshold_changed or spiked_before is None:
+        return torch.ones_like(evaluated, dtype=torch.bool)
+    return evaluated | (spiked_before != 0)

@@ -6,7 +6,8 @@ module holds the parts that read a converted network:
 - ``ann_costs``: one ANN forward pass per sample, node by node;
 - ``neuron_work``: the neuron work every step costs whatever is sent (per layer, per sample);
 - ``event_costs``: what the sparse neuron pays per event (an input element that received something, an
-  output evaluated again, a spike), zero for the other dynamics, whose neurons work at every step;
+  output evaluated again, a spike, a check of its gap), zero for the other dynamics, whose neurons work at
+  every step;
 - ``StepCounter``: reads each neuron layer's output sequence during a simulation, recovers which neurons
   sent a change at each step, and runs ``SynapseCounter`` once per step: the synaptic ACs and MACs per
   node and step, and the sparse neurons' events per layer and step.
@@ -23,6 +24,7 @@ from ..dynamics import SPIKE_DYNAMICS
 from ..neurons import SpikingNeuron
 from ..schedules import is_power_of_two
 from . import op_costs as oc
+from .changed import checked_mask, threshold_changes
 from .synapses import EVENT, REAL, SynapseCounter
 
 __all__ = ["EnergyModel", "StepCounter", "ann_costs", "neuron_work", "event_costs", "dense_synaptic_ops",
@@ -30,7 +32,7 @@ __all__ = ["EnergyModel", "StepCounter", "ann_costs", "neuron_work", "event_cost
 
 INPUT, READOUT = "input", "readout"
 #: The events a sparse neuron layer pays for, in the order ``StepCounter.events`` stores them.
-EVENT_KINDS = ("received", "evaluated", "spike")
+EVENT_KINDS = ("received", "evaluated", "spike", "checked")
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def dense_synaptic_ops(snn) -> float:
 def neuron_work(snn, schedule=None) -> dict[str, tuple[float, float]]:
     """``{layer: (ACs, MACs)}`` per sample per step of the SNN's neurons, encoder (``INPUT``) and
     readout (``READOUT``), from ``costs/op_costs.py``: the work done at every step whatever is sent
-    (for the sparse dynamics, only the check of each neuron's gap: the rest is ``event_costs``).
+    (nothing for the sparse neurons: they pay per event, ``event_costs``).
     ``schedule``: the steps to price (whether they are powers of two) instead of the network's own."""
     gm = counting_copy(snn)
     x = torch.zeros((1, *snn.input_shape), dtype=torch.float64)
@@ -110,7 +112,7 @@ def neuron_work(snn, schedule=None) -> dict[str, tuple[float, float]]:
         n_out = _output_elements(gm, name, shapes)
         received = sum(_numel(s) for s in shapes)
         if dynamics == "sparse":
-            ac, mac = _add((0, 0), oc.SPARSE_CHECK, n_out)
+            ac, mac = 0, 0
         elif dynamics in SPIKE_DYNAMICS:
             if mod.target == "max":
                 ac, mac = oc.target_cost("max", n_out, shapes)
@@ -140,7 +142,8 @@ def neuron_work(snn, schedule=None) -> dict[str, tuple[float, float]]:
 
 def event_costs(snn, schedule=None) -> dict[str, dict[str, tuple[float, float]]]:
     """``{layer: {event: (ACs, MACs)}}``: what one event costs a sparse neuron layer (``EVENT_KINDS``:
-    an input element that received something, an output whose target is evaluated again, a spike),
+    an input element that received something, an output whose target is evaluated again, a spike, a
+    neuron that compares its gap with the threshold: ``costs.changed.checked_mask``),
     and the readout (``READOUT``: per output element that received something). Empty for the other
     dynamics (their neurons work at every step: ``neuron_work``). ``schedule``: as for ``neuron_work``."""
     if snn.settings["dynamics"] != "sparse":
@@ -159,7 +162,7 @@ def event_costs(snn, schedule=None) -> dict[str, dict[str, tuple[float, float]]]
         ac, mac = _add((ac, mac), oc.SPARSE_EVALUATE, 1)
         ac, mac = _add((ac, mac), oc.normalize_cost(mod.target, mod.normalized), 1)
         out[name] = {"received": oc.receive(oc.RECEIVE_SPARSE, pow2), "evaluated": (ac, mac),
-                     "spike": oc.SPARSE_SPIKE}
+                     "spike": oc.SPARSE_SPIKE, "checked": oc.SPARSE_CHECK}
     out[READOUT] = {"received": oc.receive(oc.RECEIVE_SPARSE, pow2)}
     return out
 
@@ -215,7 +218,7 @@ class StepCounter:
     layer passes downstream: a change is sent where the output moved down (binary signGD: a spike),
     moved at all (the sparse neuron's up and down spikes; adaptive steps) or is non-zero
     (integrate-and-fire: the scaled spike). For the sparse dynamics also its events per layer and step
-    (``events[layer]``: ``[T, 3]``, ``EVENT_KINDS``) and the readout elements that received something.
+    (``events[layer]``: ``[T, 4]``, ``EVENT_KINDS``) and the readout elements that received something.
 
     Use: ``start(x)`` before a batch, ``layer(name, t0, out)`` as the simulator's probe, ``finish_batch()``
     after it."""
@@ -235,6 +238,8 @@ class StepCounter:
                            for name in [*snn.neurons, READOUT]}
         self._index = {name: i for i, name in enumerate(self.nodes)}
         self.encoder, self.schedule = snn.encoder, snn.schedule
+        # neurons whose estimates do not start at 0 (convert(start=...)): their output before step 1
+        self.starts = {name: mod for name, mod in snn.neurons.items() if not mod.starts_at_zero}
 
     def start(self, x: torch.Tensor, schedule=None, reset: bool = False) -> None:
         """Before a batch (``schedule``: the steps of the run, when not the network's own; ``reset``:
@@ -246,6 +251,8 @@ class StepCounter:
         self.x = x.detach().to("cpu", torch.float64)
         self.enc_state = self.encoder.init_state(self.x)
         self.etas = (schedule or self.schedule).etas(1, self.T + 1, dtype=torch.float64, device="cpu")
+        self.threshold_changed = threshold_changes(self.etas)
+        self.spiked: dict[str, torch.Tensor] = {}  # the sparse neurons that spiked at the step before
         self.prev_input = torch.zeros_like(self.x)
         self.prev: dict[str, torch.Tensor] = {}
         self.pending: dict[str, torch.Tensor] = {}
@@ -255,12 +262,14 @@ class StepCounter:
         if self.t0 is not None and t0 != self.t0:
             self._flush()
         self.t0 = t0
+        if name in self.starts and name not in self.prev:  # as the engine computes it, in its dtype
+            self.prev[name] = self.starts[name].initial_output(out[0].detach()).to("cpu", torch.float64)
         out = out.detach().to("cpu", torch.float64)
         if self.dynamics in SPIKE_DYNAMICS:
             sent = out != 0
         else:
             prev = self.prev.get(name)
-            if prev is None:
+            if prev is None:  # what the neuron passed on before its first step: 0
                 prev = torch.zeros_like(out[0])
             before = torch.cat([prev.unsqueeze(0), out[:-1]])
             moved_down = self.neuron_kind == EVENT and self.dynamics == "signgd"
@@ -291,8 +300,11 @@ class StepCounter:
                     row[1] += mac
                 if self.events:
                     for name, (received, evaluated) in self.counter.neuron_events.items():
-                        self.events[name][t] += torch.tensor([received, evaluated, float(patterns[name].sum())],
-                                                             dtype=torch.float64)
+                        checked = checked_mask(evaluated, self.spiked.get(name), bool(self.threshold_changed[t]))
+                        self.spiked[name] = patterns[name]
+                        self.events[name][t] += torch.tensor(
+                            [received, float(evaluated.sum(dtype=torch.float64)), float(patterns[name].sum()),
+                             float(checked.sum(dtype=torch.float64))], dtype=torch.float64)
                     self.events[READOUT][t, 0] += float(readout.sum(dtype=torch.float64))
         self.pending = {}
         self.t0 = None

@@ -29,15 +29,17 @@ weights of the synapses that reach its input, as a sender's static scale is: no 
 schedule whose steps are powers of two (``exponential(pow2=True)``) makes every scaling by ``eta_t`` an
 add to the exponent: the receive rules' MAC is then counted as an AC (``receive``).
 
-The sparse neuron (``dynamics="sparse"``) works on events: at every step it compares its gap
-``d = f(x) - y`` with ``tolerance * eta_t`` (``SPARSE_CHECK``, 1 AC: the threshold is one number per
-step for the whole network); only when one of its inputs changed does it evaluate its target again,
-normalize it and take the new gap (target cost + ``NORMALIZE`` + ``SPARSE_EVALUATE``, 1 AC); when it
-fires it moves its estimate and its gap (``SPARSE_SPIKE``, 2 AC); each of its input elements that
-received something integrates it, ``x += eta_t * acc`` (``RECEIVE_SPARSE``, 1 AC + 1 MAC), and so does
-each readout element. The input encoders: ``float`` moves its estimate toward
-the input (1 AC, 1 MAC per element per step), ``spike`` compares and moves (2 AC), ``stochastic``
-also draws its noise (a hash and a sigmoid: 2 AC + the sigmoid's cost), ``analog`` costs nothing.
+The sparse neuron (``dynamics="sparse"``) works on events: only when one of its inputs changed does it
+evaluate its target again, normalize it and take the new gap ``d = f(x) - y`` (target cost + ``NORMALIZE``
++ ``SPARSE_EVALUATE``, 1 AC); it compares its gap with ``tolerance * eta_t`` (``SPARSE_CHECK``, 1 AC: the
+threshold is one number per step for the whole network) only when the gap or the threshold changed
+since it last compared (its target was evaluated again, it spiked at the step before, or the schedule's
+step changed: ``costs.changed.checked_mask``; a neuron with neither found itself inside the band and
+stays silent without looking); when it fires it moves its estimate and its gap (``SPARSE_SPIKE``, 2 AC);
+each of its input elements that received something integrates it, ``x += eta_t * acc``
+(``RECEIVE_SPARSE``, 1 AC + 1 MAC), and so does each readout element. The input encoders: ``float``
+moves its estimate toward the input (1 AC, 1 MAC per element per step), ``spike`` compares and moves
+(2 AC), ``stochastic`` also draws its noise (a hash and a sigmoid: 2 AC + the sigmoid's cost), ``analog`` costs nothing.
 """
 from __future__ import annotations
 
@@ -88,7 +90,7 @@ SUBGRADIENT_STEP = (3, 2)  # average the input, compare, average the spikes
 IF_STEP = (3, 0)  # integrate-and-fire (dynamics="if"): integrate, compare, subtract the threshold
 RECEIVE_SUBGRADIENT = (1, 0)  # the bias added to what arrived
 DECODE_SUBGRADIENT = (1, 1)  # the output's running average
-SPARSE_CHECK = (1, 0)  # per neuron per step: |f(x) - y| against tolerance * eta_t
+SPARSE_CHECK = (1, 0)  # per check (costs.changed.checked_mask): |f(x) - y| against tolerance * eta_t
 SPARSE_EVALUATE = (1, 0)  # after its target was evaluated again: the new gap f(x) - y
 SPARSE_SPIKE = (2, 0)  # per spike: y +- eta_t, and the gap with it
 RECEIVE_SPARSE = (1, 1)  # per input element that received something: x += eta_t * acc

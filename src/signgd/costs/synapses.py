@@ -35,7 +35,7 @@ from ..graph import ops
 from ..graph import spellings as sp
 from ..graph.deps import depends_on_input
 from ..neurons import SpikingNeuron
-from .changed import changed_outputs
+from .changed import changed_mask
 
 __all__ = ["EVENT", "REAL", "SynapseCounter"]
 
@@ -75,8 +75,8 @@ class SynapseCounter(fx.Interpreter):
         self.neuron_patterns: dict[str, torch.Tensor] = {}
         self.neuron_kinds: dict[str, str] = {}
         self.neuron_inputs: dict[str, list[tuple[int, ...]]] = {}  # per-sample input shapes (ANN pricing)
-        # neuron -> (changed input elements, output elements with a changed input) of the last run
-        self.neuron_events: dict[str, tuple[float, float]] = {}
+        # neuron -> (changed input elements, bool mask of the outputs with a changed input) of the last run
+        self.neuron_events: dict[str, tuple[float, torch.Tensor]] = {}
         self.kinds: dict[str, str] = {}
         self.ops: dict[str, list[float]] = {}
         self._node: fx.Node | None = None
@@ -129,7 +129,7 @@ class SynapseCounter(fx.Interpreter):
             if self.ann:
                 return torch.ones_like(mod(*args))
             self.neuron_events[target] = (sum(float(a.sum(dtype=torch.float64)) for a in args),
-                                          changed_outputs(mod, args))
+                                          changed_mask(mod, args))
             return self.neuron_patterns[target]
         kind = self.kinds[node.name]
         if isinstance(mod, sp.CONV_MODULES):

@@ -41,6 +41,8 @@ class _RangeProbe(fx.Interpreter):
         super().__init__(gm, garbage_collect_values=True)
         self.pad_value = pad_value
         self.ranges: dict[str, torch.Tensor] = {}
+        self.sums: dict[str, torch.Tensor] = {}  # per-element sums of every neuron's output (float64)
+        self.counts: dict[str, int] = {}
         self.values_per_sample = 0  # elements of all activations of one sample (memory sizing)
         self._batch_values = 0
         self.below_pad: set[str] = set()
@@ -64,7 +66,14 @@ class _RangeProbe(fx.Interpreter):
             peak = out.detach().abs().amax(dim=0)
             prev = self.ranges.get(target)
             self.ranges[target] = peak if prev is None else torch.maximum(prev, peak)
+            total = out.detach().sum(dim=0, dtype=torch.float64)
+            self.sums[target] = total if target not in self.sums else self.sums[target] + total
+            self.counts[target] = self.counts.get(target, 0) + out.shape[0]
         return out
+
+    def means(self) -> dict[str, torch.Tensor]:
+        """Per-element mean of every neuron's output over the calibration data (its dtype)."""
+        return {name: (total / self.counts[name]).to(self.ranges[name].dtype) for name, total in self.sums.items()}
 
     def probe(self, x: torch.Tensor) -> None:
         self._batch_values = 0
@@ -72,9 +81,10 @@ class _RangeProbe(fx.Interpreter):
         self.values_per_sample = max(self.values_per_sample, -(-self._batch_values // x.shape[0]))
 
 
-def activation_ranges(gm: fx.GraphModule, batches: Iterable[torch.Tensor], pad_value: float = -200.0
-                      ) -> tuple[dict[str, torch.Tensor], int]:
+def activation_ranges(gm: fx.GraphModule, batches: Iterable[torch.Tensor], pad_value: float = -200.0,
+                      means: dict | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """Per-element ``max |output|`` of every neuron, and the elements of all values per sample.
+    ``means``: a dict to fill with every neuron's per-element mean output (``convert(start=...)``).
 
     Warns when a max-pooling neuron's input reaches the padding constant: there the padded windows
     would no longer compute the max of the real inputs.
@@ -86,6 +96,8 @@ def activation_ranges(gm: fx.GraphModule, batches: Iterable[torch.Tensor], pad_v
     if probe.below_pad:
         warnings.warn(f"max-pooling inputs reach the padding value {pad_value} in {sorted(probe.below_pad)}; "
                       f"pass a more negative pad_value to convert()", stacklevel=3)
+    if means is not None:
+        means.update(probe.means())
     return probe.ranges, probe.values_per_sample
 
 
@@ -100,6 +112,25 @@ class _ZeroProbe(fx.Interpreter):
             self.responses[target] = tuple(a.detach()[0].clone() for a in args)
             return torch.zeros_like(mod(*args))
         return super().call_module(target, args, kwargs)
+
+
+class _StartProbe(_ZeroProbe):
+    def call_module(self, target, args, kwargs):
+        mod = self.submodules[target]
+        if isinstance(mod, SpikingNeuron):
+            self.responses[target] = tuple(a.detach()[0].clone() for a in args)
+            return mod.initial_output(mod(*args))
+        return fx.Interpreter.call_module(self, target, args, kwargs)
+
+
+def start_response(gm: fx.GraphModule, sample: torch.Tensor
+                   ) -> tuple[dict[str, tuple[torch.Tensor, ...]], torch.Tensor]:
+    """``A(y_0)``: every neuron's inputs (shaped like one sample of each) and the readout when every neuron
+    passes on its starting estimate and the input is 0; ``zero_response`` where every neuron starts at 0."""
+    probe = _StartProbe(gm)
+    with torch.no_grad():
+        out = probe.run(torch.zeros_like(sample[:1]))
+    return probe.responses, out[0]
 
 
 def zero_response(gm: fx.GraphModule, sample: torch.Tensor) -> tuple[dict[str, tuple[torch.Tensor, ...]], torch.Tensor]:

@@ -16,8 +16,10 @@ Pricing follows the cost model of ``docs/energy.md``: a weighted op costs an AC 
 change; additions are ACs; a mean or average pool adds a MAC per output element that changed; a
 scaling by a constant is free on events and a MAC per changed element otherwise; moving data is free.
 For the sparse dynamics it also counts each neuron layer's events: the input elements that received
-something (read off the changes, as above), the spikes (the neurons whose estimate moved) and the outputs
-evaluated again (those with a changed input: ``costs.synapses.changed_outputs``, the one rule shared).
+something (read off the changes, as above), the spikes (the neurons whose estimate moved), the outputs
+evaluated again (those with a changed input) and the neurons that check their gap (all of them where the
+threshold changed, else those evaluated again or that spiked at the step before): ``costs.changed``, the
+one rule shared.
 Slow (a Jacobian per node): for checking small networks.
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..costs.changed import changed_outputs
+from ..costs.changed import changed_mask, checked_mask, threshold_changes
 from ..event_driven import simulate_spikes
 from ..graph import spellings as sp
 from ..graph.deps import depends_on_input
@@ -103,9 +105,10 @@ class EventCounter:
         self.input_event = snn.settings["encoding"] in ("spike", "stochastic")
         self.adaptive = snn.schedule.rule is not None
         self.sparse = snn.settings["dynamics"] == "sparse"
-        # sparse: per neuron layer, [T, 3] received input elements, outputs evaluated, spikes
-        self.events = {name: torch.zeros(T, 3, dtype=torch.float64) for name, m in self.modules.items()
+        # sparse: per neuron layer, [T, 4] received input elements, outputs evaluated, spikes, checks
+        self.events = {name: torch.zeros(T, 4, dtype=torch.float64) for name, m in self.modules.items()
                        if isinstance(m, SpikingNeuron)} if self.sparse else {}
+        self.threshold_changed = threshold_changes(snn.schedule.etas(1, T + 1, dtype=torch.float64, device="cpu"))
         self.names = [n.name for n in gm.graph.nodes]
         self.ops = {name: torch.zeros(T, 2, dtype=torch.float64) for name in self.names}
         self.changed: dict[fx.Node, object] = {}
@@ -126,6 +129,7 @@ class EventCounter:
         if node.op in ("output", "get_attr") or node not in self.dependent:
             return
         if node.op == "call_module" and isinstance(self.modules[node.target], SpikingNeuron):
+            spiked_before = self.changed.get(node)  # this layer's spikes at the step before
             self.changed[node] = (value != 0) if self.adaptive or self.sparse else (value < 0)
             self.event[node] = not self.adaptive
             if self.sparse:
@@ -133,8 +137,11 @@ class EventCounter:
                             torch.zeros_like(interp.env[a], dtype=torch.float64) for a in node.args]
                 row = self.events[node.target][self.t - 1]
                 row[0] += sum(float(r.sum()) for r in received)
-                row[1] += changed_outputs(self.modules[node.target], received)
+                evaluated = changed_mask(self.modules[node.target], received)
+                checked = checked_mask(evaluated, spiked_before, bool(self.threshold_changed[self.t - 1]))
+                row[1] += float(evaluated.sum(dtype=torch.float64))
                 row[2] += float(self.changed[node].sum())
+                row[3] += float(checked.sum(dtype=torch.float64))
             return
         self._affine(interp, node, value)
 
@@ -205,7 +212,7 @@ def count_operations(snn, x: torch.Tensor, T: int, events: bool = False):
     """``{node name: [T, 2]}``: the ACs and MACs each affine node does at each step on the batch ``x``
     (summed over its samples), counted on ``signgd.event_driven``'s step-by-step simulation. Nodes
     that do nothing have rows of zeros. ``events``: also return the sparse neurons' events
-    (``{neuron: [T, 3]}``: received input elements, outputs evaluated, spikes), as ``(ops, events)``."""
+    (``{neuron: [T, 4]}``: received input elements, outputs evaluated, spikes, checks), as ``(ops, events)``."""
     counter = EventCounter(snn, T)
     simulate_spikes(snn, x, T, observer=counter)
     return (counter.ops, counter.events) if events else counter.ops

@@ -59,8 +59,9 @@ class RunStatistics:
     # summed over the samples, and the node names of its rows.
     synaptic_ops: torch.Tensor | None = None
     synaptic_nodes: list[str] | None = None
-    # The sparse neurons' events per layer (and the readout): ``[T, 3]`` sums over the samples of the
-    # input elements that received something, the outputs evaluated again and the spikes (costs.EVENT_KINDS).
+    # The sparse neurons' events per layer (and the readout): ``[T, 4]`` sums over the samples of the
+    # input elements that received something, the outputs evaluated again, the spikes and the checks
+    # (costs.EVENT_KINDS).
     neuron_events: dict[str, torch.Tensor] | None = None
 
 
