@@ -353,6 +353,25 @@ def counts(rows: list[dict], source: str) -> str:
                if unsimulated else ""))
 
 
+def any_schedule(rows: list[dict], source: str) -> str:
+    """Per family over every schedule's random-init rows: how many convert, and how many track with at least one
+    schedule (and with which), the degenerate ones (spread below 1e-3) counted apart."""
+    mine = [r for r in rows if r["model"].startswith(source + ":") and r["mode"] == "random"]
+    families = sorted({r["model"] for r in mine})
+    conv = {r["model"] for r in mine if r.get("status") in ("ok", "converted") or r.get("stage") == "simulate"}
+    tracking = [r for r in mine if r.get("status") == "ok" and tracks(r)]
+    good = {r["model"] for r in tracking}
+    degenerate = good - {r["model"] for r in tracking if r.get("spread", 1) >= 1e-3}
+    by = {}
+    for r in tracking:
+        by.setdefault(r.get("schedule", "default"), set()).add(r["model"])
+    share = 100 * len(good) / max(len(families), 1)
+    return (f"{source}: {len(conv)} of {len(families)} families convert; {len(good)} ({share:.0f}%) track with at "
+            f"least one schedule ({len(degenerate)} of them degenerate); by schedule: "
+            + ", ".join(f"{k} {len(v)}" for k, v in sorted(by.items()))
+            + f"; not shown to track: {', '.join(m.split(':', 1)[1] for m in families if m not in good) or 'none'}")
+
+
 def time_spent(rows: list[dict]) -> str:
     """Where the time went: the workers' CPU and wall seconds, and the share of the schedule tuning."""
     timed = [r for r in rows if "wall_seconds" in r]
@@ -390,6 +409,9 @@ def render(args, rows: list[dict]) -> str:
     ]
     if getattr(args, "notes", None):
         lines += [args.notes.read_text().strip(), ""]
+    lines += ["## Every family, any schedule (random init)", ""]
+    lines += [f"- {any_schedule(rows, s)}" for s in ("torchvision", "timm")
+              if any(r["model"].startswith(s + ":") for r in rows)] + [""]
     schedules = ["default"] + sorted({r.get("schedule", "default") for r in rows} - {"default"})
     for (mode, title), schedule in itertools.product(MODES.items(), schedules):
         mine = [r for r in rows if r["mode"] == mode and r.get("status") != "no BatchNorm"
