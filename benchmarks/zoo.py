@@ -2,7 +2,9 @@
 
 For each model of ``benchmarks/zoo_models.py`` (smallest variant, random init with zero weights
 re-initialised, small inputs), in its own process with a time limit and one torch thread:
-``signgd.convert(model, torch.randn(16, ...))`` with the defaults, then on another batch of 4:
+``signgd.convert(model, torch.randn(16, ...))`` with the defaults, then on another batch of 4. The input side
+is the model's own (``zoo_models.side``), except that a timm model whose native side is above 64 is first tried
+at 64 (``zoo_models.sides``: it must build and run there) and falls back to its native side:
 
 - converts: yes, or the error's first line;
 - ANN: ``max |snn.ann(x) - model(x)| / max |model(x)|`` (the rewritten graph as an ANN);
@@ -62,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="run the first N models only")
     p.add_argument("--no-simulate", action="store_true",
                    help="convert and check the ANN side only (no tracking): a cheap answer to 'does it convert'")
+    p.add_argument("--native-side", action="store_true",
+                   help="run every model at its native input side (no smaller side tried first): to check that a "
+                        "row at the smaller side says the same")
     p.add_argument("--shard", default=None, help="K/N: every Nth model from the Kth (0-based), to run N side by side")
     p.add_argument("--torchvision", choices=("families", "all"), default="families",
                    help="the smallest variant of each family, or every builder")
@@ -104,7 +109,8 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
-def measure(key: str, mode: str, schedule: str | None = None, simulate: bool = True) -> dict:
+def measure(key: str, mode: str, schedule: str | None = None, simulate: bool = True,
+            native_side: bool = False) -> dict:
     """Build, convert and simulate one model; every field of its row (run in the worker process)."""
     import torch
 
@@ -113,17 +119,19 @@ def measure(key: str, mode: str, schedule: str | None = None, simulate: bool = T
     torch.set_num_threads(1)
     row = {"model": key, "mode": mode, "schedule": schedule or "default"}
     with _tuning_timed(row):
-        return _measure(row, key, mode, schedule, simulate)
+        return _measure(row, key, mode, schedule, simulate, native_side)
 
 
-def _measure(row: dict, key: str, mode: str, schedule: str | None, simulate: bool) -> dict:
+def _measure(row: dict, key: str, mode: str, schedule: str | None, simulate: bool, native_side: bool) -> dict:
     import torch
 
     import signgd
 
     start = time.perf_counter()
-    model = zoo_models.build(key)
-    s = zoo_models.side(key)
+    if native_side:
+        model, s, failed = zoo_models.build(key), zoo_models.side(key), {}
+    else:
+        model, s, failed = zoo_models.build_sized(key)
     gen = torch.Generator().manual_seed(0)
     calibration = torch.randn(CALIBRATION, 3, s, s, generator=gen)
     x = torch.randn(EVALUATION, 3, s, s, generator=gen)
@@ -134,6 +142,10 @@ def _measure(row: dict, key: str, mode: str, schedule: str | None, simulate: boo
             return row
     row["params"] = sum(p.numel() for p in model.parameters())
     row["side"] = s
+    if s != zoo_models.side(key):
+        row["native_side"] = zoo_models.side(key)
+    if failed:
+        row["smaller_sides_failed"] = failed
     with torch.no_grad():
         ann = model(x)
     row["spread"] = float((ann - ann.mean(0)).norm() / ann.norm().clamp_min(1e-30))
@@ -191,13 +203,14 @@ def tracks(row: dict) -> bool:
     return bool((hi < lo or hi == 0) and hi < TRACKING_BOUND)
 
 
-def run_one(key: str, mode: str, limit: float, schedule: str | None = None, simulate: bool = True) -> dict:
+def run_one(key: str, mode: str, limit: float, schedule: str | None = None, simulate: bool = True,
+            native_side: bool = False) -> dict:
     """``measure`` in a fresh process (one thread) with a limit of ``limit`` CPU seconds (``RLIMIT_CPU``: a busy
     machine slows the worker's wall clock, not its CPU time) and a wall-clock backstop of ``WALL_FACTOR * limit``;
     a crash or a limit reached is a row too. Every row gets the worker's CPU and wall seconds (imports included)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", MKL_NUM_THREADS="1")
     cmd = [sys.executable, __file__, "--worker", key, "--mode", mode] + (["--schedule", schedule] if schedule else [])
-    cmd += [] if simulate else ["--no-simulate"]
+    cmd += ([] if simulate else ["--no-simulate"]) + (["--native-side"] if native_side else [])
     cpu_before, start = _children_cpu(), time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WALL_FACTOR * limit, env=env,
@@ -245,7 +258,7 @@ def main(argv=None) -> int:
 
         warnings.simplefilter("ignore")
         try:
-            row = measure(args.worker, args.mode, args.schedule, not args.no_simulate)
+            row = measure(args.worker, args.mode, args.schedule, not args.no_simulate, args.native_side)
         except Exception as exc:  # noqa: BLE001 - building the model failed: still one row
             row = {"model": args.worker, "mode": args.mode, "schedule": args.schedule or "default",
                    "status": "error", "stage": "build",
@@ -265,7 +278,8 @@ def main(argv=None) -> int:
     rows, version = [], common.source_version()
     for i, key in enumerate(args.models):
         for mode in modes:
-            row = dict(run_one(key, mode, args.timeout, args.schedule, not args.no_simulate), version=version)
+            row = dict(run_one(key, mode, args.timeout, args.schedule, not args.no_simulate, args.native_side),
+                       version=version)
             rows.append(row)
             common.log(f"[{i + 1}/{len(args.models)}] {key} ({mode}): {summary(row)}")
             if args.json:
@@ -288,6 +302,17 @@ def _cell(v, fmt="{:.3g}"):
     return "-" if v is None else fmt.format(v)
 
 
+def _side(row: dict) -> str:
+    """The input side, and the native one where the model ran at a smaller side (or the smaller sides that
+    failed before the native one was used)."""
+    text = str(row.get("side", "-"))
+    if "native_side" in row:
+        text += f" (native {row['native_side']})"
+    if row.get("smaller_sides_failed"):
+        text += f" ({', '.join(str(s) for s in row['smaller_sides_failed'])} fails)"
+    return text
+
+
 def table(rows: list[dict]) -> list[str]:
     lines = ["| model | params | input | converts | ANN max rel. diff | err T=32 | err T=256 | tracks | "
              "spread | tuning s | CPU s | wall s |", "|---|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|"]
@@ -306,7 +331,7 @@ def table(rows: list[dict]) -> list[str]:
             tracked += " (degenerate)"
         params = f"{r['params'] / 1e6:.1f}M" if "params" in r else "-"
         name = r["model"] + ("" if r.get("schedule", "default") == "default" else f" (schedule {r['schedule']})")
-        lines.append(f"| {name} | {params} | {r.get('side', '-')} | {conv} | "
+        lines.append(f"| {name} | {params} | {_side(r)} | {conv} | "
                      f"{_cell(r.get('ann_error'), '{:.1e}')} | {_cell(r.get('err32'))} | "
                      f"{_cell(r.get('err256'))} | {tracked} | "
                      f"{_cell(r.get('spread'), '{:.2g}')} | {_cell(r.get('tune_seconds'), '{:.0f}')} | "
@@ -326,6 +351,25 @@ def counts(rows: list[dict], source: str) -> str:
             f"{EVALUATION}, {len(good)} track" + (f" ({missing} more not run)" if missing else "")
             + (f"; {unsimulated} converted without a simulation (--no-simulate: tracking not measured)"
                if unsimulated else ""))
+
+
+def any_schedule(rows: list[dict], source: str) -> str:
+    """Per family over every schedule's random-init rows: how many convert, and how many track with at least one
+    schedule (and with which), the degenerate ones (spread below 1e-3) counted apart."""
+    mine = [r for r in rows if r["model"].startswith(source + ":") and r["mode"] == "random"]
+    families = sorted({r["model"] for r in mine})
+    conv = {r["model"] for r in mine if r.get("status") in ("ok", "converted") or r.get("stage") == "simulate"}
+    tracking = [r for r in mine if r.get("status") == "ok" and tracks(r)]
+    good = {r["model"] for r in tracking}
+    degenerate = good - {r["model"] for r in tracking if r.get("spread", 1) >= 1e-3}
+    by = {}
+    for r in tracking:
+        by.setdefault(r.get("schedule", "default"), set()).add(r["model"])
+    share = 100 * len(good) / max(len(families), 1)
+    return (f"{source}: {len(conv)} of {len(families)} families convert; {len(good)} ({share:.0f}%) track with at "
+            f"least one schedule ({len(degenerate)} of them degenerate); by schedule: "
+            + ", ".join(f"{k} {len(v)}" for k, v in sorted(by.items()))
+            + f"; not shown to track: {', '.join(m.split(':', 1)[1] for m in families if m not in good) or 'none'}")
 
 
 def time_spent(rows: list[dict]) -> str:
@@ -353,7 +397,9 @@ def render(args, rows: list[dict]) -> str:
         f"{WALL_FACTOR * args.timeout:.0f} s)",
         "",
         f"Random init (seed 0), 10 classes, all-zero weights re-initialised; `convert(model, randn({CALIBRATION}, 3, "
-        f"s, s))`, then a new batch of {EVALUATION}. ANN: max |snn.ann(x) - model(x)| / max |model(x)|. err: "
+        f"s, s))` (s: the input column; a timm model with a native side above {zoo_models.SMALL_SIDE} runs at "
+        f"{zoo_models.SMALL_SIDE} where it builds and runs there, else at its native side), then a new batch of "
+        f"{EVALUATION}. ANN: max |snn.ann(x) - model(x)| / max |model(x)|. err: "
         f"||snn(x, T) - model(x)|| / ||model(x)||. Tracks: err falls from T=32 to T=256 and ends below "
         f"{TRACKING_BOUND}. Spread: how much the output varies over the batch (below 1e-3: degenerate). tuning s: "
         f"wall seconds of the default `convert`'s schedule tuning (22 candidate schedules, each simulated for 64 "
@@ -363,6 +409,9 @@ def render(args, rows: list[dict]) -> str:
     ]
     if getattr(args, "notes", None):
         lines += [args.notes.read_text().strip(), ""]
+    lines += ["## Every family, any schedule (random init)", ""]
+    lines += [f"- {any_schedule(rows, s)}" for s in ("torchvision", "timm")
+              if any(r["model"].startswith(s + ":") for r in rows)] + [""]
     schedules = ["default"] + sorted({r.get("schedule", "default") for r in rows} - {"default"})
     for (mode, title), schedule in itertools.product(MODES.items(), schedules):
         mine = [r for r in rows if r["mode"] == mode and r.get("status") != "no BatchNorm"

@@ -49,6 +49,11 @@ SIDE = {
     "timm:pit_ti_224": 224, "timm:coat_lite_tiny": 224, "timm:shvit_s1": 224, "timm:swiftformer_xs": 224,
     "timm:nextvit_small": 224,
 }
+#: The side a timm model with a larger native side is tried at first (``sides``): most ViT-like and windowed
+#: models build for it with ``img_size=`` or run on it as they are, and simulate about 12x faster than at 224.
+#: Where the model does not build or run at it (a position or attention bias tied to its native grid),
+#: the native side is used.
+SMALL_SIDE = 64
 #: Extra builder arguments (torchvision: sizes its defaults tie to 224; aux heads off).
 KWARGS = {
     "torchvision:inception_v3": {"aux_logits": False, "init_weights": True},
@@ -82,12 +87,38 @@ def keys(torchvision: str = "families", timm_models: bool = True) -> list[str]:
 
 
 def side(key: str) -> int:
+    """The model's native input side: the one it is built for (``SIDE``, else 32 or 64)."""
     return SIDE.get(key, 32 if key.startswith("torchvision:") else 64)
 
 
-def build(key: str, seed: int = 0) -> nn.Module:
+def sides(key: str) -> tuple[int, ...]:
+    """The input sides to try, in order: a timm model whose native side is above ``SMALL_SIDE`` is tried at
+    ``SMALL_SIDE`` first, then at its native side."""
+    native = side(key)
+    return (SMALL_SIDE, native) if key.startswith("timm:") and native > SMALL_SIDE else (native,)
+
+
+def build_sized(key: str, seed: int = 0) -> tuple[nn.Module, int, dict[int, str]]:
+    """``build`` at the first side of ``sides(key)`` where the model builds and runs on one input of that
+    side (the last side is not checked: the caller's own run reports its error). Returns the model, its
+    side, and the error at each smaller side that failed."""
+    *smaller, last = sides(key)
+    failed: dict[int, str] = {}
+    for s in smaller:
+        try:
+            model = build(key, seed, s)
+            with torch.no_grad():
+                model(torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(seed)))
+            return model, s, failed
+        except Exception as exc:  # noqa: BLE001 - this side does not fit the model: try the next
+            failed[s] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    return build(key, seed, last), last, failed
+
+
+def build(key: str, seed: int = 0, side_: int | None = None) -> nn.Module:
     """The model ``key`` (``torchvision:resnet18``, ``timm:convit_tiny``) with 10 classes, random
-    init (seeded), all-zero weights re-initialised, in eval mode."""
+    init (seeded), all-zero weights re-initialised, in eval mode; timm models that take ``img_size``
+    are built for ``side_`` (default: the native side)."""
     source, name = key.split(":", 1)
     torch.manual_seed(seed)
     kwargs = dict(KWARGS.get(key, {}), num_classes=10)
@@ -101,7 +132,7 @@ def build(key: str, seed: int = 0) -> nn.Module:
         import timm
 
         try:  # ViT-like models take the input size; CNNs refuse the argument
-            model = timm.create_model(name, pretrained=False, img_size=side(key), **kwargs)
+            model = timm.create_model(name, pretrained=False, img_size=side_ or side(key), **kwargs)
         except TypeError:
             model = timm.create_model(name, pretrained=False, **kwargs)
     else:
