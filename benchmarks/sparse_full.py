@@ -10,6 +10,12 @@ the graph per step). The firing rate "at convergence" is the spikes per neuron p
 half of the run (steps T/2+1..T); the cumulative rate is over steps 1..T.
 
     python benchmarks/sparse_full.py --models vgg,resnet --out docs/sparse_full.md
+
+``--schedule S --tolerance F`` measures a fixed sparse configuration instead of the preset (nothing tuned;
+``--T`` gives the steps):
+
+    python benchmarks/sparse_full.py --models resnet --schedule exponential:lr=0.5,decay=0.87,floor=0.03125,pow2=1 \
+        --tolerance 0.75 --start mean --T 16,32,64
 """
 from __future__ import annotations
 
@@ -35,6 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--schedule", default=None, help="a fixed sparse schedule instead of the preset's tuning")
+    p.add_argument("--tolerance", type=float, default=0.5, help="with --schedule: the sparse tolerance")
+    p.add_argument("--start", default=None, help="with --schedule: where the estimates start (convert's start)")
     return p.parse_args(argv)
 
 
@@ -51,7 +60,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     threads = common.setup_torch(args.threads)
     train28, test28, idx_test, idx_cal = arch.splits(args)
-    lines = ["# `preset=\"low-energy\"` on the full test set", "", f"`{common.command_line()}`", "",
+    what = (f"`{args.schedule}`, tolerance {args.tolerance:g}, start {args.start or 'default'}" if args.schedule
+            else '`preset="low-energy"`')
+    lines = [f"# {what} on the full test set", "", f"`{common.command_line()}`", "",
              f"Machine: {common.machine_line()}", "",
              f"Fashion-MNIST, {args.limit} test images, calibration {args.calibration} training images, {threads} "
              "threads. Energy per sample relative to the ANN's, both counted by `signgd.costs` (docs/energy.md). "
@@ -60,19 +71,25 @@ def main(argv=None) -> int:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         model, _, subset, calibration = arch.prepared(name, arch.parse_args([]), train28, test28, idx_test, idx_cal)
         start = time.perf_counter()
-        snn = signgd.convert(model, calibration, preset="low-energy")
+        if args.schedule:
+            snn = signgd.convert(model, calibration, dynamics="sparse", schedule=args.schedule,
+                                 tolerance=args.tolerance, start=args.start)
+        else:
+            snn = signgd.convert(model, calibration, preset="low-energy")
         seconds = time.perf_counter() - start
-        tuned = snn.settings["tuned_for"]
-        wanted = sorted({tuned, *(int(t) for t in args.T.split(",") if t.strip())})
+        tuned = snn.settings.get("tuned_for")
+        wanted = sorted({*([tuned] if tuned else []), *(int(t) for t in args.T.split(",") if t.strip())})
         steps = sorted({*wanted, *(t // 2 for t in wanted if t > 1)})
         accuracy = signgd.evaluate(snn, subset, T=steps, batch_size=250)
         energy_subset = torch.utils.data.Subset(subset, range(min(args.energy_limit, len(subset))))
         rep = make_report(snn, energy_subset, steps, batch_size=250, progress=False)
         ann = accuracy.ann_accuracy
-        lines += [f"## {name} (ANN {100 * ann:.2f}%)", "",
-                  f"Chosen: {snn.schedule!r}, tolerance {snn.settings['tolerance']:g}, tuned T={tuned} "
+        chosen = (f"Fixed (no tuning): {snn.schedule!r}, tolerance {snn.settings['tolerance']:g}, start "
+                  f"{snn.settings.get('start', 'zero')!r} (conversion: {common.fmt_seconds(seconds)})." if args.schedule
+                  else f"Chosen: {snn.schedule!r}, tolerance {snn.settings['tolerance']:g}, tuned T={tuned} "
                   f"(conversion with tuning: {common.fmt_seconds(seconds)}; on the tuning samples "
-                  f"{100 * snn.tuning.best.agreement:.1f}% agreement, {snn.tuning.best.energy_ratio:.3f}x).", "",
+                  f"{100 * snn.tuning.best.agreement:.1f}% agreement, {snn.tuning.best.energy_ratio:.3f}x).")
+        lines += [f"## {name} (ANN {100 * ann:.2f}%)", "", chosen, "",
                   f"Accuracy on {accuracy.n} test images; energy and firing on {rep['samples']} of them.", "",
                   "| T | SNN accuracy | vs ANN (points) | energy / ANN | firing 1..T | firing T/2+1..T |",
                   "|---:|---:|---:|---:|---:|---:|"]
