@@ -26,7 +26,7 @@ from .neurons import SpikingNeuron, signgd_fire, signgd_update
 class _SpikeInterpreter(fx.Interpreter):
     """Evaluates the affine maps on the *changes* (spike deltas) of one step."""
 
-    def __init__(self, gm, zero_inputs, eta, rule=None, observer=None, tolerance=None, start_inputs=None):
+    def __init__(self, gm, zero_inputs, start_inputs, eta, rule=None, observer=None, tolerance=None):
         super().__init__(gm, garbage_collect_values=True)
         self.tolerance = tolerance  # the sparse dynamics: its silence band (a fraction of eta_t)
         self.threshold = None
@@ -34,7 +34,7 @@ class _SpikeInterpreter(fx.Interpreter):
         self.rule = rule
         self.d: dict[str, torch.Tensor] = {}  # adaptive: the signed last step of each neuron
         self.zero_inputs = zero_inputs
-        self.start_inputs = start_inputs or zero_inputs  # x_0 = A(y_0)
+        self.start_inputs = start_inputs  # x_0 = A(y_0)
         self.x: dict[str, list[torch.Tensor]] = {}
         self.y: dict[str, torch.Tensor] = {}
         self.spikes: dict[str, torch.Tensor] = {}
@@ -97,7 +97,7 @@ def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int, observer=None)
     enc_state = snn.encoder.init_state(x)
     e_prev = torch.zeros_like(x)
     tolerance = snn.settings.get("tolerance") if snn.settings["dynamics"] == "sparse" else None
-    interp = _SpikeInterpreter(gm, zero_inputs, None, snn.schedule.rule, observer, tolerance, start_inputs)
+    interp = _SpikeInterpreter(gm, zero_inputs, start_inputs, None, snn.schedule.rule, observer, tolerance)
     thresholds = sparse_thresholds(etas, tolerance) if tolerance is not None else None
     readout = start_out.expand(x.shape[0], *start_out.shape).clone()
     outputs, spikes, inputs = [], {}, {}

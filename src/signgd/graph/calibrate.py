@@ -101,45 +101,42 @@ def activation_ranges(gm: fx.GraphModule, batches: Iterable[torch.Tensor], pad_v
     return probe.ranges, probe.values_per_sample
 
 
-class _ZeroProbe(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule):
+class _ResponseProbe(fx.Interpreter):
+    """Runs the affine maps on a zero input with every neuron passing on 0 (``starts=False``) or its
+    starting estimate (``starts=True``), recording what each neuron's inputs are then."""
+
+    def __init__(self, gm: fx.GraphModule, starts: bool):
         super().__init__(gm, garbage_collect_values=True)
+        self.starts = starts
         self.responses: dict[str, tuple[torch.Tensor, ...]] = {}
 
     def call_module(self, target, args, kwargs):
         mod = self.submodules[target]
         if isinstance(mod, SpikingNeuron):
             self.responses[target] = tuple(a.detach()[0].clone() for a in args)
-            return torch.zeros_like(mod(*args))
+            out = mod(*args)
+            return mod.initial_output(out) if self.starts else torch.zeros_like(out)
         return super().call_module(target, args, kwargs)
 
 
-class _StartProbe(_ZeroProbe):
-    def call_module(self, target, args, kwargs):
-        mod = self.submodules[target]
-        if isinstance(mod, SpikingNeuron):
-            self.responses[target] = tuple(a.detach()[0].clone() for a in args)
-            return mod.initial_output(mod(*args))
-        return fx.Interpreter.call_module(self, target, args, kwargs)
+def _response(gm: fx.GraphModule, sample: torch.Tensor, starts: bool):
+    probe = _ResponseProbe(gm, starts)
+    with torch.no_grad():
+        out = probe.run(torch.zeros_like(sample[:1]))
+    return probe.responses, out[0]
 
 
 def start_response(gm: fx.GraphModule, sample: torch.Tensor
                    ) -> tuple[dict[str, tuple[torch.Tensor, ...]], torch.Tensor]:
     """``A(y_0)``: every neuron's inputs (shaped like one sample of each) and the readout when every neuron
     passes on its starting estimate and the input is 0; ``zero_response`` where every neuron starts at 0."""
-    probe = _StartProbe(gm)
-    with torch.no_grad():
-        out = probe.run(torch.zeros_like(sample[:1]))
-    return probe.responses, out[0]
+    return _response(gm, sample, starts=True)
 
 
 def zero_response(gm: fx.GraphModule, sample: torch.Tensor) -> tuple[dict[str, tuple[torch.Tensor, ...]], torch.Tensor]:
     """``A(0)`` of every input of every neuron (shaped like one sample of that input), and of the
     network's readout, ``A_out(0)``."""
-    probe = _ZeroProbe(gm)
-    with torch.no_grad():
-        out = probe.run(torch.zeros_like(sample[:1]))
-    return probe.responses, out[0]
+    return _response(gm, sample, starts=False)
 
 
 #: An element whose calibration range is below this fraction of its layer's typical (median) range
