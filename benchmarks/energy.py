@@ -15,7 +15,8 @@ of ``signgd.report.energy`` (``docs/energy.md``):
   tuned for each T of ``--tuned-T``;
 - ``sparse tol0.5``, ``sparse floor+pow2 tol0.75``: the sparse neuron with fixed schedules (docs/sparse.md),
   its variance neurons starting at their calibration mean (the default ``start="variance"``); ``start=zero``
-  / ``start=mean``: every estimate starting at 0 / at its calibration mean;
+  / ``start=mean``: every estimate starting at 0 / at its calibration mean; ``start=active``: at the mean
+  where the output was positive on most calibration samples, else at 0;
 - ``spikingjelly``: SpikingJelly's IF conversion (``benchmarks/_peers.py``), its spikes counted by
   ``count_spikingjelly`` below with the same rules (ReLU nets only).
 
@@ -55,6 +56,10 @@ CONFIGS = {"default": {}, "exponential float": {"schedule": "exponential", "enco
                                         "start": "mean"},
            "sparse start=mean floor+pow2 tol0.75": {"dynamics": "sparse", "tolerance": 0.75, "start": "mean",
                                                     "schedule": "exponential:lr=0.5,decay=0.87,floor=0.03125,pow2=1"},
+           "sparse start=active tol0.5": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.87",
+                                          "start": "active"},
+           "sparse start=active floor+pow2 tol0.75": {"dynamics": "sparse", "tolerance": 0.75, "start": "active",
+                                                      "schedule": "exponential:lr=0.5,decay=0.87,floor=0.03125,pow2=1"},
            "sparse": {"dynamics": "sparse"}, "low-energy": {"preset": "low-energy"},
            "low-energy(T=T)": {"preset": "low-energy"}}
 TUNED = {"convert(T=T)", "low-energy(T=T)"}

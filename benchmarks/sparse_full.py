@@ -43,7 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--schedule", default=None, help="a fixed sparse schedule instead of the preset's tuning")
     p.add_argument("--tolerance", type=float, default=0.5, help="with --schedule: the sparse tolerance")
-    p.add_argument("--start", default=None, help="with --schedule: where the estimates start (convert's start)")
+    p.add_argument("--start", default=None, help="where the estimates start (convert's start; default: its default)")
     return p.parse_args(argv)
 
 
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     threads = common.setup_torch(args.threads)
     train28, test28, idx_test, idx_cal = arch.splits(args)
     what = (f"`{args.schedule}`, tolerance {args.tolerance:g}, start {args.start or 'default'}" if args.schedule
-            else '`preset="low-energy"`')
+            else '`preset="low-energy"`' + (f", start {args.start!r}" if args.start else ""))
     lines = [f"# {what} on the full test set", "", f"`{common.command_line()}`", "",
              f"Machine: {common.machine_line()}", "",
              f"Fashion-MNIST, {args.limit} test images, calibration {args.calibration} training images, {threads} "
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
             snn = signgd.convert(model, calibration, dynamics="sparse", schedule=args.schedule,
                                  tolerance=args.tolerance, start=args.start)
         else:
-            snn = signgd.convert(model, calibration, preset="low-energy")
+            snn = signgd.convert(model, calibration, preset="low-energy", start=args.start)
         seconds = time.perf_counter() - start
         tuned = snn.settings.get("tuned_for")
         wanted = sorted({*([tuned] if tuned else []), *(int(t) for t in args.T.split(",") if t.strip())})

@@ -12,8 +12,8 @@ at 64 (``zoo_models.sides``: it must build and run there) and falls back to its 
   a model *tracks* when the error falls from T=32 to T=256 (or is 0) and ends below 0.25;
 - spread: ``||model(x) - mean over the batch|| / ||model(x)||``; below 1e-3 the random model's output
   is nearly constant and its row is marked degenerate;
-- tuning seconds (the default ``convert`` tunes its schedule: 22 candidates simulated for 64 steps on the
-  calibration batch, most of a row's time), and the worker's CPU and wall seconds.
+- tuning seconds (the default ``convert`` tunes its schedule: 22 candidates screened for 16 steps, the best 7
+  simulated for 64 steps on the calibration batch, most of a row's time), and the worker's CPU and wall seconds.
 
 The time limit (``--timeout``) is in CPU seconds of the worker process (``RLIMIT_CPU``), so that a busy
 shared machine slows a model down without turning it into a timeout; a wall-clock backstop of
@@ -402,9 +402,9 @@ def render(args, rows: list[dict]) -> str:
         f"{EVALUATION}. ANN: max |snn.ann(x) - model(x)| / max |model(x)|. err: "
         f"||snn(x, T) - model(x)|| / ||model(x)||. Tracks: err falls from T=32 to T=256 and ends below "
         f"{TRACKING_BOUND}. Spread: how much the output varies over the batch (below 1e-3: degenerate). tuning s: "
-        f"wall seconds of the default `convert`'s schedule tuning (22 candidate schedules, each simulated for 64 "
-        f"steps on the calibration batch). CPU s, wall s: the worker process's, imports included (rows of older "
-        f"runs: wall seconds only).",
+        f"wall seconds of the default `convert`'s schedule tuning (22 candidate schedules screened, the best "
+        f"simulated for 64 steps on the calibration batch). CPU s, wall s: the worker process's, imports included "
+        f"(rows of older runs: wall seconds only).",
         "",
     ]
     if getattr(args, "notes", None):

@@ -45,7 +45,7 @@ def test_a_relu_that_is_off_never_fires_and_a_settled_neuron_falls_silent():
 
 
 @pytest.mark.parametrize("arch,start", [("cnn", None), ("resnet", None), ("vit", None), ("vit", "mean"),
-                                        ("cnn", "mean")])
+                                        ("cnn", "mean"), ("resnet", "active")])
 def test_the_event_driven_exchange_of_signed_spikes_gives_the_engines_spikes_and_outputs(arch, start):
     """Also where estimates start at their calibration mean (the ViT's LayerNorm variance neurons by default,
     every neuron with ``start="mean"``): the receivers then start from ``x_0 = A(y_0)``."""
@@ -56,7 +56,7 @@ def test_the_event_driven_exchange_of_signed_spikes_gives_the_engines_spikes_and
     snn = signgd.convert(model, x, dynamics="sparse", schedule="exponential:lr=0.3,decay=0.87,floor=0.02,pow2=1",
                          tolerance=0.75, start=start)
     started = [n for n, m in snn.neurons.items() if not m.starts_at_zero]
-    assert bool(started) == (arch == "vit" or start == "mean")
+    assert bool(started) == (arch == "vit" or start in ("mean", "active"))
     if start is None and arch == "vit":
         assert {snn.neurons[n].target for n in started} == {"square"}
     T = 30
@@ -120,6 +120,32 @@ def test_estimates_start_at_the_calibration_mean_and_save_and_load_keep_it(tmp_p
         signgd.convert(vit, x, start="median")
     with pytest.raises(ValueError, match="leave start out"):
         signgd.convert(_cnn(), x, dynamics="subgradient", start="mean")
+
+
+def test_active_start_takes_the_mean_only_where_the_output_was_mostly_positive():
+    """``start="active"``: each element starts at its calibration mean where its output was positive on at least
+    ``ACTIVE_SHARE`` of the calibration samples, else at 0 (so a mostly-off ReLU starts exact)."""
+    from signgd.options import ACTIVE_SHARE
+    torch.manual_seed(6)
+    x = torch.rand(40, 1, 8, 8)
+    snn = signgd.convert(_cnn(), x, dynamics="sparse", schedule="exponential:lr=0.3,decay=0.8", start="active")
+    assert snn.settings["start"] == "active"
+    checked = 0
+    for name, neuron in snn.neurons.items():
+        if neuron.target != "relu":
+            continue
+        with torch.no_grad():
+            seen = {}
+            hook = neuron.register_forward_hook(lambda m, i, o: seen.setdefault("out", o))
+            snn.ann(x)
+            hook.remove()
+        out = seen["out"]
+        share = out.gt(0).double().mean(0)
+        expected = torch.where(share >= ACTIVE_SHARE, out.mean(0), torch.zeros_like(out[0]))
+        start = neuron.start.expand_as(expected)
+        assert torch.allclose(start, expected, rtol=1e-5, atol=1e-7), name
+        checked += int((share >= ACTIVE_SHARE).any()) + int((share < ACTIVE_SHARE).any())
+    assert checked >= 2  # both kinds of element were seen
 
 
 def test_the_schedule_floor_and_powers_of_two():

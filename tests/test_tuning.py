@@ -30,6 +30,31 @@ def test_tuning_scores_every_candidate_and_beats_the_paper_schedule(trained_digi
     assert "agreement" in result.table()
 
 
+def test_the_screen_scores_every_candidate_and_only_the_best_and_the_papers_in_full(trained_digits_cnn,
+                                                                                     calibration):
+    """Successive halving: every candidate on SCREEN_SAMPLES samples at the T up to a quarter of the longest,
+    the SURVIVORS best and the paper's on all samples at every T; their full scores are the unscreened tuner's."""
+    from signgd.tuning import SCREEN_SAMPLES, SURVIVORS
+    snn = signgd.convert(trained_digits_cnn, calibration, encoding="analog", schedule="exponential")
+    x = calibration[:96]
+    full = tune_schedule(snn, x, T=[2, 4, 8])
+    unscreened = tune_schedule(snn, x, T=[2, 4, 8], screen=False)
+    assert len(full.candidates) == len(unscreened.candidates) == 22
+    finalists = [c for c in full.candidates if not c.screened_out]
+    assert SURVIVORS <= len(finalists) <= SURVIVORS + 1 and full.best in finalists
+    assert full.paper in finalists and full.best.agreement >= full.paper.agreement
+    assert full.screen == f"{SCREEN_SAMPLES} samples at T=2" and "screened out" in full.table()
+    assert not unscreened.screen and not any(c.screened_out for c in unscreened.candidates)
+    scores = {repr(c.schedule): (c.agreement, c.error) for c in unscreened.candidates}
+    for c in finalists:
+        assert scores[repr(c.schedule)] == pytest.approx((c.agreement, c.error))
+    keys = [c.key for c in full.candidates]
+    assert keys == sorted(keys)
+    # Nothing to screen on when the samples and the steps are already the screen's: every candidate in full.
+    small = tune_schedule(snn, x[:SCREEN_SAMPLES], T=8)
+    assert not small.screen and len(small.candidates) == 22
+
+
 def test_convert_for_T_is_more_accurate_at_that_T_than_the_untuned_schedule(trained_digits_cnn, calibration,
                                                                            digits_test):
     default = signgd.convert(trained_digits_cnn, calibration, schedule="exponential", encoding="float")

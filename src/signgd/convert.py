@@ -40,7 +40,7 @@ from .graph.trace import trace
 from .graph.vector_norms import decompose_vector_norms
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron
-from .options import resolve, starts_at_mean
+from .options import resolve, start_estimate
 from .preprocessing import checked, from_data
 from .tuning import tune_network
 from .validation import check_finite_output
@@ -103,8 +103,9 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             moves when the move brings it closer to its target; ``preset="low-energy"`` tunes it).
         start: where the signGD estimates start: ``"zero"`` (the paper's neuron; the default except for
             the sparse dynamics), ``"variance"`` (LayerNorm's, GroupNorm's and ``F.normalize``'s variance
-            neurons start at their calibration mean, the others at 0; the sparse dynamics' default) or
-            ``"mean"`` (every neuron at its calibration mean) (``signgd.options``; docs/sparse.md).
+            neurons start at their calibration mean, the others at 0; the sparse dynamics' default),
+            ``"mean"`` (every neuron at its calibration mean) or ``"active"`` (at the calibration mean where
+            the output was positive on most calibration samples, else at 0) (``signgd.options``; docs/sparse.md).
         pad_value: the constant that pads max pooling windows (never wins a max).
         leaf_modules: module classes torch.fx should not trace into.
         memory_budget: bytes of activations one chunk of simulated steps may use.
@@ -177,8 +178,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     check_any_batch(gm, sample)
     record_origins(gm)  # what each neuron was in the model, for the reports' layer names
     calib_start = time.perf_counter()
-    means: dict = {}
-    ranges, values_per_sample = activation_ranges(gm, calib, pad_value, means)
+    means, active = {}, {}
+    ranges, values_per_sample = activation_ranges(gm, calib, pad_value, means, active)
     calib_time = seconds(calib_start)
     _verify(gm, sample, expected)
     check_sample_major(gm, sample)  # after _verify: an output coupled across the batch is named there
@@ -188,9 +189,11 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     for name, neuron in neurons.items():
         if normalize == "all" or (normalize == "relu" and neuron.preset_normalized):
             neuron.set_scale(_per_channel(scales[name]) if dynamics == "if" else scales[name])
-    started = [name for name, neuron in neurons.items() if starts_at_mean(neuron.target, opts.start)]
+    starts = {name: start_estimate(neuron.target, opts.start, means[name], active[name])
+              for name, neuron in neurons.items()}
+    started = [name for name, value in starts.items() if value is not None and bool(value.ne(0).any())]
     for name in started:
-        neurons[name].set_start(means[name])
+        neurons[name].set_start(starts[name])
     if started:
         notes.append(f"started the estimates of {len(started)} neuron layers at their calibration mean "
                      f"(start={opts.start!r})")

@@ -13,7 +13,13 @@ subgradient and IF dynamics take ``inverse(1)`` / no steps with ``analog`` input
 
 Where the estimates start (``start``, ``STARTS``): ``"zero"`` (the paper's neuron), ``"variance"`` (the
 neurons that estimate a variance, the ``square`` neurons of LayerNorm, GroupNorm and ``F.normalize``, start
-at their calibration mean; every other neuron at 0) or ``"mean"`` (every neuron at its calibration mean).
+at their calibration mean; every other neuron at 0), ``"mean"`` (every neuron at its calibration mean) or
+``"active"`` (every element at its calibration mean where its output was positive on at least
+``ACTIVE_SHARE`` of the calibration samples, else at 0). ``"active"`` keeps the exact start of a ReLU that is
+usually off (it stays silent while off, where a ReLU started at its mean comes down and settles up to
+``tolerance * eta_t`` above 0, one-sided over many neurons) and skips most of the climb of one that is usually
+on; the variance neurons are always positive, so they start at their mean as under ``"variance"``
+(benchmarks/sparse_start.py, docs/sparse.md).
 The sparse dynamics defaults to ``"variance"``: a silent square neuron would otherwise leave the variance at
 ~``eps`` for the first steps, and the normalized values its neuron divides by it run far off (docs/sparse.md);
 the other dynamics default to ``"zero"``.
@@ -34,9 +40,12 @@ __all__ = ["PRESETS", "NORMALIZATIONS", "STARTS", "DYNAMICS", "Options", "resolv
 
 NORMALIZATIONS = ("relu", "all", "none")
 PRESETS = ("paper", "low-energy")
-STARTS = ("zero", "variance", "mean")
+STARTS = ("zero", "variance", "mean", "active")
 #: The targets ``start="variance"`` starts at their calibration mean: the variance estimates of the norms.
 VARIANCE_TARGETS = frozenset({"square"})
+#: ``start="active"``: an element starts at its mean when its output was positive on at least this share of the
+#: calibration samples (benchmarks/sparse_start.py).
+ACTIVE_SHARE = 0.8
 
 
 @dataclass
@@ -108,6 +117,11 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
                    tolerance, tune_tolerance, start)
 
 
-def starts_at_mean(target: str, start: str) -> bool:
-    """Whether a neuron with this target starts at its calibration mean under ``start``."""
-    return start == "mean" or (start == "variance" and target in VARIANCE_TARGETS)
+def start_estimate(target: str, start: str, mean, active_share):
+    """Where a neuron with this target starts under ``start`` (raw units, per element), from its calibration
+    ``mean`` and ``active_share`` (the fraction of samples with a positive output); ``None``: at 0."""
+    if start == "mean" or (start == "variance" and target in VARIANCE_TARGETS):
+        return mean
+    if start == "active":
+        return mean * (active_share >= ACTIVE_SHARE).to(mean.dtype)
+    return None

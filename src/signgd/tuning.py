@@ -14,6 +14,13 @@ break ties). The paper's schedule is always a candidate, so on the tuning sample
 never worse than it. benchmarks/latency.py shows what it buys per architecture. (A local
 refinement around the best grid point was tried and dropped: on 256 samples its gains were
 sampling noise and lost accuracy on test data.)
+
+Scoring every candidate in full dominated conversion time (22 simulations of 64 steps: 28 s against
+0.5 s untuned on the digits CNN, and most of a zoo model's minutes), so candidates are screened first
+(successive halving): all of them on the first ``SCREEN_SAMPLES`` samples, for the steps up to a quarter of
+the longest T when several T are scored (the first half of ``DEFAULT_STEPS``), then the best ``SURVIVORS``
+and the paper's schedule in full. benchmarks/tuning_screen.py measures what the screen costs in the
+chosen schedule's score and what it saves in time.
 """
 from __future__ import annotations
 
@@ -45,6 +52,10 @@ ENERGY_SAMPLES = 64
 #: The steps ``convert`` tunes for when it is given no ``T``: one schedule that does well over the
 #: range users evaluate at (its score is the mean over these T).
 DEFAULT_STEPS = (8, 16, 32, 64)
+#: The screen of ``tune_schedule``: how many samples every candidate is first scored on, and how many of the
+#: best go on to be scored in full (the paper's schedule always does).
+SCREEN_SAMPLES = 32
+SURVIVORS = 6
 
 
 @dataclass
@@ -52,10 +63,11 @@ class Candidate:
     schedule: sched.Schedule
     agreement: float  # fraction of samples whose arg-max output equals the ANN's
     error: float  # ||SNN output - ANN output|| / ||ANN output|| over the samples
+    screened_out: bool = False  # scored by the screen only (fewer samples or steps): ranks after the rest
 
     @property
     def key(self):
-        return (-self.agreement, self.error)
+        return (self.screened_out, -self.agreement, self.error)
 
 
 @dataclass
@@ -110,6 +122,7 @@ class TuningResult:
     T: int | tuple[int, ...]  # a tuple when tuned across several T (the score is the mean over them)
     samples: int
     candidates: list[Candidate] = field(default_factory=list)
+    screen: str = ""  # what the screen scored every candidate on ("" when all were scored in full)
 
     @property
     def best(self) -> Candidate:
@@ -126,9 +139,12 @@ class TuningResult:
                     and (c.schedule.params["lr"], c.schedule.params["decay"]) == PAPER)
 
     def table(self) -> str:
-        rows = [f"schedule tuned for T={steps_text(self.T)} on {self.samples} calibration samples",
+        rows = [f"schedule tuned for T={steps_text(self.T)} on {self.samples} calibration samples"
+                + (f" (every candidate screened on {self.screen}; * = screened out, scored there only)"
+                   if self.screen else ""),
                 "| schedule | agreement (%) | relative error |", "|---|---:|---:|"]
-        rows += [f"| {c.schedule!r} | {100 * c.agreement:.2f} | {c.error:.4f} |" for c in self.candidates]
+        rows += [f"| {c.schedule!r}{' *' if c.screened_out else ''} | {100 * c.agreement:.2f} | {c.error:.4f} |"
+                 for c in self.candidates]
         return "\n".join(rows)
 
 
@@ -149,16 +165,21 @@ def steps_text(T) -> str:
 
 
 def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES, decays=DECAYS,
-                  adaptive=ADAPTIVE, progress: bool | None = None) -> TuningResult:
+                  adaptive=ADAPTIVE, screen: bool = True, progress: bool | None = None) -> TuningResult:
     """Pick the schedule that agrees best with the ANN after ``T`` steps on inputs ``x`` (``T`` a
     list: best on average over those steps, from one simulation of ``max(T)`` steps each): the
     exponential grid ``learning_rates`` x ``decays`` plus the paper's, and the ``adaptive``
     ``(lr, grow, shrink)`` candidates (``()`` for none).
 
+    ``screen`` (successive halving, this module's docstring): score every candidate on the first
+    ``SCREEN_SAMPLES`` samples (and, with several T, only the T up to a quarter of the longest), then the
+    ``SURVIVORS`` best and the paper's schedule on all of ``x``; the screened-out candidates rank after
+    them. ``screen=False`` scores every candidate in full.
+
     ``snn`` keeps its own schedule (each candidate runs through ``snn.simulate(..., schedule=)``);
     set ``snn.schedule = result.schedule`` to use the winner (``convert`` does this when given
-    ``T``). Cost: one T-step simulation of ``x`` per candidate (22 by default). ``progress``: a tqdm
-    bar over the candidates (``signgd.feedback``; default: when stderr is a terminal).
+    ``T``). Cost without the screen: one T-step simulation of ``x`` per candidate (22 by default).
+    ``progress``: a tqdm bar over the candidates (``signgd.feedback``; default: when stderr is a terminal).
     """
     T = check_steps(T)
     steps = list(T) if isinstance(T, tuple) else [T]
@@ -169,13 +190,33 @@ def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES
     grid = dict.fromkeys([PAPER, *((lr, decay) for decay in decays for lr in learning_rates)])
     schedules = [sched.exponential(lr, decay) for lr, decay in grid]
     schedules += [sched.adaptive(*params) for params in dict.fromkeys(adaptive)]
+    screen_steps = [t for t in steps if t <= max(steps) // 4] or steps
+    screen_samples = min(SCREEN_SAMPLES, int(x.shape[0]))
+    if not screen or len(schedules) <= SURVIVORS + 1 or (screen_steps == steps and screen_samples == x.shape[0]):
+        return TuningResult(T, int(x.shape[0]), _scored(snn, schedules, x, steps, ann_out, progress, T))
+    screened = _scored(snn, schedules, x[:screen_samples], screen_steps, ann_out[:screen_samples], progress, T,
+                       "screen")
+    survivors = [c.schedule for c in screened[:SURVIVORS]]
+    if schedules[0] not in survivors:  # the paper's schedule: the result is never worse than it
+        survivors.append(schedules[0])
+    finalists = _scored(snn, survivors, x, steps, ann_out, progress, T)
+    rest = [Candidate(c.schedule, c.agreement, c.error, screened_out=True) for c in screened
+            if c.schedule not in survivors]
+    shown = tuple(screen_steps) if len(screen_steps) > 1 else screen_steps[0]
+    what = f"{screen_samples} samples" + (f" at T={steps_text(shown)}" if screen_steps != steps else "")
+    return TuningResult(T, int(x.shape[0]), finalists + rest, screen=what)
+
+
+def _scored(snn, schedules, x, steps, ann_out, progress, T, stage: str = "") -> list[Candidate]:
+    """Every schedule's mean agreement and error over ``steps`` on ``x`` (one simulation each), best first."""
     candidates = []
-    for schedule in bar(schedules, progress, desc=f"tune for T={steps_text(T)}", unit="schedule"):
+    desc = f"tune for T={steps_text(T)}" + (f" ({stage})" if stage else "")
+    for schedule in bar(schedules, progress, desc=desc, unit="schedule"):
         outputs = snn.simulate(x, steps, schedule=schedule).outputs
         scores = [_agreement_and_error(outputs[t], ann_out) for t in steps]
         candidates.append(Candidate(schedule, sum(a for a, _ in scores) / len(steps),
                                     sum(e for _, e in scores) / len(steps)))
-    return TuningResult(T, int(x.shape[0]), sorted(candidates, key=lambda c: c.key))
+    return sorted(candidates, key=lambda c: c.key)
 
 
 def _agreement_and_error(out: torch.Tensor, ann_out: torch.Tensor) -> tuple[float, float]:

@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--preset low-energy tunes it)")
     g.add_argument("--start", choices=STARTS, default=None,
                    help="where signGD estimates start: zero (the paper's neuron), variance (LayerNorm's variance "
-                        "neurons at their calibration mean; the default for --dynamics sparse) or mean (every "
-                        "neuron at its calibration mean)")
+                        "neurons at their calibration mean; the default for --dynamics sparse), mean (every "
+                        "neuron at its calibration mean) or active (at the mean where the output was positive on "
+                        "most calibration samples, else at 0)")
     g.add_argument("--encoding", choices=ENCODINGS, default=None,
                    help="input encoding (default float for signgd, analog for subgradient and if)")
     g.add_argument("--schedule", default=None,

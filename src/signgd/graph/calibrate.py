@@ -42,6 +42,7 @@ class _RangeProbe(fx.Interpreter):
         self.pad_value = pad_value
         self.ranges: dict[str, torch.Tensor] = {}
         self.sums: dict[str, torch.Tensor] = {}  # per-element sums of every neuron's output (float64)
+        self.positives: dict[str, torch.Tensor] = {}  # per-element counts of samples with a positive output
         self.counts: dict[str, int] = {}
         self.values_per_sample = 0  # elements of all activations of one sample (memory sizing)
         self._batch_values = 0
@@ -68,12 +69,19 @@ class _RangeProbe(fx.Interpreter):
             self.ranges[target] = peak if prev is None else torch.maximum(prev, peak)
             total = out.detach().sum(dim=0, dtype=torch.float64)
             self.sums[target] = total if target not in self.sums else self.sums[target] + total
+            positive = out.detach().gt(0).sum(dim=0, dtype=torch.int64)
+            self.positives[target] = positive if target not in self.positives else self.positives[target] + positive
             self.counts[target] = self.counts.get(target, 0) + out.shape[0]
         return out
 
     def means(self) -> dict[str, torch.Tensor]:
         """Per-element mean of every neuron's output over the calibration data (its dtype)."""
         return {name: (total / self.counts[name]).to(self.ranges[name].dtype) for name, total in self.sums.items()}
+
+    def active_shares(self) -> dict[str, torch.Tensor]:
+        """Per-element fraction of the calibration samples on which every neuron's output was positive."""
+        return {name: (count.double() / self.counts[name]).to(self.ranges[name].dtype)
+                for name, count in self.positives.items()}
 
     def probe(self, x: torch.Tensor) -> None:
         self._batch_values = 0
@@ -82,9 +90,10 @@ class _RangeProbe(fx.Interpreter):
 
 
 def activation_ranges(gm: fx.GraphModule, batches: Iterable[torch.Tensor], pad_value: float = -200.0,
-                      means: dict | None = None) -> tuple[dict[str, torch.Tensor], int]:
+                      means: dict | None = None, active: dict | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """Per-element ``max |output|`` of every neuron, and the elements of all values per sample.
-    ``means``: a dict to fill with every neuron's per-element mean output (``convert(start=...)``).
+    ``means``: a dict to fill with every neuron's per-element mean output; ``active``: likewise with the
+    fraction of samples on which it was positive (both for ``convert(start=...)``).
 
     Warns when a max-pooling neuron's input reaches the padding constant: there the padded windows
     would no longer compute the max of the real inputs.
@@ -98,6 +107,8 @@ def activation_ranges(gm: fx.GraphModule, batches: Iterable[torch.Tensor], pad_v
                       f"pass a more negative pad_value to convert()", stacklevel=3)
     if means is not None:
         means.update(probe.means())
+    if active is not None:
+        active.update(probe.active_shares())
     return probe.ranges, probe.values_per_sample
 
 
