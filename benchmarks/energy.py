@@ -14,9 +14,10 @@ of ``signgd.report.energy`` (``docs/energy.md``):
   energy that agrees with the ANN, ``signgd.tuning.tune_energy``), measured at every T; ``low-energy(T=T)``
   tuned for each T of ``--tuned-T``;
 - ``sparse tol0.5``, ``sparse floor+pow2 tol0.75``: the sparse neuron with fixed schedules (docs/sparse.md),
-  its variance neurons starting at their calibration mean (the default ``start="variance"``); ``start=zero``
-  / ``start=mean``: every estimate starting at 0 / at its calibration mean; ``start=active``: at the mean
-  where the output was positive on most calibration samples, else at 0;
+  its variance neurons starting at their calibration mean (``start="variance"``, the default then, kept); ``start=zero``
+  / ``start=mean``: every estimate starting at 0 / at its calibration mean; ``start=active`` (the sparse
+  default since it was measured): as ``variance``, and the ReLU/max elements positive on most calibration
+  samples at their mean;
 - ``spikingjelly``: SpikingJelly's IF conversion (``benchmarks/_peers.py``), its spikes counted by
   ``count_spikingjelly`` below with the same rules (ReLU nets only).
 
@@ -47,8 +48,8 @@ DEFAULT_T = (4, 8, 16, 32, 64, 128)
 CONFIGS = {"default": {}, "exponential float": {"schedule": "exponential", "encoding": "float"},
            "convert(T=T)": {"encoding": "analog"}, "paper": {"preset": "paper"},
            "subgradient": {"preset": "paper", "dynamics": "subgradient"}, "spikingjelly": None,
-           "sparse tol0.5": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.87"},
-           "sparse floor+pow2 tol0.75": {"dynamics": "sparse", "tolerance": 0.75,
+           "sparse tol0.5": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.87", "start": "variance"},
+           "sparse floor+pow2 tol0.75": {"dynamics": "sparse", "tolerance": 0.75, "start": "variance",
                                           "schedule": "exponential:lr=0.5,decay=0.87,floor=0.03125,pow2=1"},
            "sparse start=zero tol0.5": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.87",
                                         "start": "zero"},

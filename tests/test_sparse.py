@@ -47,8 +47,9 @@ def test_a_relu_that_is_off_never_fires_and_a_settled_neuron_falls_silent():
 @pytest.mark.parametrize("arch,start", [("cnn", None), ("resnet", None), ("vit", None), ("vit", "mean"),
                                         ("cnn", "mean"), ("resnet", "active")])
 def test_the_event_driven_exchange_of_signed_spikes_gives_the_engines_spikes_and_outputs(arch, start):
-    """Also where estimates start at their calibration mean (the ViT's LayerNorm variance neurons by default,
-    every neuron with ``start="mean"``): the receivers then start from ``x_0 = A(y_0)``."""
+    """Also where estimates start at their calibration mean (by default the variance neurons and the mostly
+    positive ReLU/max elements; every neuron with ``start="mean"``): the receivers then start from
+    ``x_0 = A(y_0)``."""
     torch.manual_seed(1)
     x = torch.rand(6, 1, 8, 8, dtype=torch.float64)
     model = {"cnn": _cnn, "resnet": lambda: models.SmallResNet(widths=(4, 6, 8)).eval(),
@@ -56,8 +57,8 @@ def test_the_event_driven_exchange_of_signed_spikes_gives_the_engines_spikes_and
     snn = signgd.convert(model, x, dynamics="sparse", schedule="exponential:lr=0.3,decay=0.87,floor=0.02,pow2=1",
                          tolerance=0.75, start=start)
     started = [n for n, m in snn.neurons.items() if not m.starts_at_zero]
-    assert bool(started) == (arch == "vit" or start in ("mean", "active"))
-    if start is None and arch == "vit":
+    assert started
+    if start is None and arch == "vit":  # "active": the variance neurons (no ReLU here)
         assert {snn.neurons[n].target for n in started} == {"square"}
     T = 30
     ref_out, ref_spikes, _ = simulate_spikes(snn, x, T)
@@ -93,15 +94,20 @@ def test_save_and_load_keep_the_tolerance_and_the_schedule(tmp_path):
 
 
 def test_estimates_start_at_the_calibration_mean_and_save_and_load_keep_it(tmp_path):
-    """``start``: the LayerNorm variance (square) neurons of a sparse network by default, every neuron with
-    ``"mean"``, none for the binary neuron unless asked; kept by save/load; refused where it has no meaning."""
+    """``start``: the LayerNorm variance (square) neurons under ``"variance"``, and under the sparse default
+    ``"active"`` (always positive); every neuron with ``"mean"``, none for the binary neuron unless asked; kept
+    by save/load; refused where it has no meaning."""
     torch.manual_seed(5)
     x = torch.rand(6, 1, 8, 8)
     vit = models.tiny_vit(image_size=8).eval()
-    sparse = signgd.convert(vit, x, dynamics="sparse", schedule="exponential:lr=0.3,decay=0.8")
+    sparse = signgd.convert(vit, x, dynamics="sparse", schedule="exponential:lr=0.3,decay=0.8", start="variance")
     squares = {n for n, m in sparse.neurons.items() if m.target == "square"}
     assert squares and {n for n, m in sparse.neurons.items() if not m.starts_at_zero} == squares
     assert sparse.settings["start"] == "variance"
+    active = signgd.convert(vit, x, dynamics="sparse", schedule="exponential:lr=0.3,decay=0.8")
+    assert active.settings["start"] == "active"  # the default; no ReLU in the ViT: the variance neurons only
+    assert {n for n, m in active.neurons.items() if not m.starts_at_zero} == squares
+    assert all(torch.equal(active.neurons[n].start, sparse.neurons[n].start) for n in squares)
     name = next(iter(squares))
     with torch.no_grad():
         ann_out = {}

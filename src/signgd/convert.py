@@ -103,9 +103,10 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             moves when the move brings it closer to its target; ``preset="low-energy"`` tunes it).
         start: where the signGD estimates start: ``"zero"`` (the paper's neuron; the default except for
             the sparse dynamics), ``"variance"`` (LayerNorm's, GroupNorm's and ``F.normalize``'s variance
-            neurons start at their calibration mean, the others at 0; the sparse dynamics' default),
-            ``"mean"`` (every neuron at its calibration mean) or ``"active"`` (at the calibration mean where
-            the output was positive on most calibration samples, else at 0) (``signgd.options``; docs/sparse.md).
+            neurons start at their calibration mean, the others at 0), ``"mean"`` (every neuron at its
+            calibration mean) or ``"active"`` (as ``"variance"``, and ReLU/max elements at their calibration
+            mean where the output was positive on most calibration samples; the sparse dynamics' default)
+            (``signgd.options``; docs/sparse.md).
         pad_value: the constant that pads max pooling windows (never wins a max).
         leaf_modules: module classes torch.fx should not trace into.
         memory_budget: bytes of activations one chunk of simulated steps may use.

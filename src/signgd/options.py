@@ -14,15 +14,15 @@ subgradient and IF dynamics take ``inverse(1)`` / no steps with ``analog`` input
 Where the estimates start (``start``, ``STARTS``): ``"zero"`` (the paper's neuron), ``"variance"`` (the
 neurons that estimate a variance, the ``square`` neurons of LayerNorm, GroupNorm and ``F.normalize``, start
 at their calibration mean; every other neuron at 0), ``"mean"`` (every neuron at its calibration mean) or
-``"active"`` (every element at its calibration mean where its output was positive on at least
-``ACTIVE_SHARE`` of the calibration samples, else at 0). ``"active"`` keeps the exact start of a ReLU that is
-usually off (it stays silent while off, where a ReLU started at its mean comes down and settles up to
-``tolerance * eta_t`` above 0, one-sided over many neurons) and skips most of the climb of one that is usually
-on; the variance neurons are always positive, so they start at their mean as under ``"variance"``
-(benchmarks/sparse_start.py, docs/sparse.md).
-The sparse dynamics defaults to ``"variance"``: a silent square neuron would otherwise leave the variance at
-~``eps`` for the first steps, and the normalized values its neuron divides by it run far off (docs/sparse.md);
-the other dynamics default to ``"zero"``.
+``"active"`` (``"variance"``, and every element of a ReLU or max neuron at its calibration mean where its
+output was positive on at least ``ACTIVE_SHARE`` of the calibration samples, else at 0). ``"active"`` keeps the
+exact start of a ReLU that is usually off (it stays silent while off, where a ReLU started at its mean comes
+down and settles up to ``tolerance * eta_t`` above 0, one-sided over many neurons) and skips most of the climb
+of one that is usually on (benchmarks/sparse_start.py, docs/sparse.md). It leaves the other targets at 0:
+applied to every target (GELU, exp, products) it cost the sparse ViT 6.5 points at T=16.
+The sparse dynamics defaults to ``"active"``: a silent square neuron would otherwise leave the variance at
+~``eps`` for the first steps, and the normalized values its neuron divides by it run far off, and a ReLU
+network reaches its ANN at fewer steps and spikes (docs/sparse.md); the other dynamics default to ``"zero"``.
 
 Explicit arguments win over a preset's.
 """
@@ -43,8 +43,9 @@ PRESETS = ("paper", "low-energy")
 STARTS = ("zero", "variance", "mean", "active")
 #: The targets ``start="variance"`` starts at their calibration mean: the variance estimates of the norms.
 VARIANCE_TARGETS = frozenset({"square"})
-#: ``start="active"``: an element starts at its mean when its output was positive on at least this share of the
-#: calibration samples (benchmarks/sparse_start.py).
+#: ``start="active"``: the targets whose elements start at their mean when their output was positive on at least
+#: ``ACTIVE_SHARE`` of the calibration samples (exactly 0 when off; benchmarks/sparse_start.py).
+ACTIVE_TARGETS = frozenset({"relu", "max"})
 ACTIVE_SHARE = 0.8
 
 
@@ -112,7 +113,7 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
     if start not in (None, "zero") and not estimates:
         raise ValueError(f"start={start!r} sets where signGD estimates start; dynamics={dynamics!r} has none: "
                          f"leave start out")
-    start = start or ("variance" if dynamics == "sparse" else "zero")
+    start = start or ("active" if dynamics == "sparse" else "zero")
     return Options(dynamics, schedule, encoding, normalize, T, tune, objective if tune else "agreement",
                    tolerance, tune_tolerance, start)
 
@@ -120,8 +121,8 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
 def start_estimate(target: str, start: str, mean, active_share):
     """Where a neuron with this target starts under ``start`` (raw units, per element), from its calibration
     ``mean`` and ``active_share`` (the fraction of samples with a positive output); ``None``: at 0."""
-    if start == "mean" or (start == "variance" and target in VARIANCE_TARGETS):
+    if start == "mean" or (start in ("variance", "active") and target in VARIANCE_TARGETS):
         return mean
-    if start == "active":
+    if start == "active" and target in ACTIVE_TARGETS:
         return mean * (active_share >= ACTIVE_SHARE).to(mean.dtype)
     return None

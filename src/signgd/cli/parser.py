@@ -121,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--preset low-energy tunes it)")
     g.add_argument("--start", choices=STARTS, default=None,
                    help="where signGD estimates start: zero (the paper's neuron), variance (LayerNorm's variance "
-                        "neurons at their calibration mean; the default for --dynamics sparse), mean (every "
-                        "neuron at its calibration mean) or active (at the mean where the output was positive on "
-                        "most calibration samples, else at 0)")
+                        "neurons at their calibration mean), mean (every neuron at its calibration mean) or active "
+                        "(as variance, and ReLU/max elements at their mean where mostly positive in calibration; "
+                        "the default for --dynamics sparse)")
     g.add_argument("--encoding", choices=ENCODINGS, default=None,
                    help="input encoding (default float for signgd, analog for subgradient and if)")
     g.add_argument("--schedule", default=None,
