@@ -30,8 +30,11 @@ every synapse by the sender's step; when that step is ``+-2**k`` the multiply is
 ``signgd.costs`` counts as an AC. Rounding the step, not restricting ``grow`` and ``shrink`` to powers of
 two, keeps Rprop's gentle ``(1.2, 0.5)``: with ``grow = 1 / shrink`` a neuron that alternates one step and
 repeats the next never settles (``docs/adaptive_pow2.md`` measures both). The rounding works on the
-float64 bits, so torch, the C kernel and the event-driven reference agree bit for bit, and each receiver
-still rebuilds the sender's step from its spikes alone.
+float64 bits, so torch and the C kernel agree bit for bit, and each receiver still rebuilds the sender's
+step from its spikes alone (``signgd.event_driven``). One caveat: power-of-two steps put estimates on a
+shared dyadic grid, so a max-pooling neuron's estimate often equals its input's exactly; the tie is then
+decided by the last bit of ``y * scale`` (the engine) or of the sum of scaled changes (the reference),
+and the two may fire differently from there (networks without max pooling agree exactly).
 """
 from __future__ import annotations
 
