@@ -35,11 +35,13 @@ _NETS = {"cnn": _cnn, "resnet": lambda: models.SmallResNet(widths=(4, 6, 8)),
          "mixer": lambda: models.tiny_mixer(image_size=8), "vit": lambda: models.tiny_vit(image_size=8)}
 _FAST = {("cnn", "float", "binary"), ("cnn", "spike", "adaptive"), ("cnn", "analog", "binary"),
          ("cnn", "stochastic", "adaptive"), ("resnet", "float", "adaptive"), ("resnet", "spike", "binary"),
-         ("cnn", "analog", "sparse"), ("vit", "analog", "sparse")}
+         ("cnn", "analog", "sparse"), ("vit", "analog", "sparse"), ("cnn", "float", "pow2"),
+         ("resnet", "spike", "pow2")}
 _CASES = [pytest.param(net, enc, neuron, marks=() if (net, enc, neuron) in _FAST else pytest.mark.slow)
           for net in _NETS for enc in ("float", "spike", "stochastic", "analog")
-          for neuron in ("binary", "adaptive", "sparse")]
+          for neuron in ("binary", "adaptive", "sparse", "pow2")]
 _NEURONS = {"binary": {"schedule": "exponential"}, "adaptive": {"schedule": adaptive()},
+            "pow2": {"schedule": adaptive(0.25, pow2=True)},  # power-of-two steps: receivers shift
             # power-of-two steps with a floor: the threshold stays put between its changes, so a neuron
             # checks its gap only where it must (costs.changed.checked_mask)
             "sparse": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.8,floor=0.0625,pow2=1"}}
@@ -97,6 +99,31 @@ def test_an_mlp_by_hand(digits_train):
     work = energy.neuron_work(snn)
     per_relu = op_costs.TARGET_COSTS["relu"][0] + op_costs.SIGNGD_STEP[0] + op_costs.RECEIVE_BINARY[0]
     assert work[relu][0] == 16 * per_relu
+
+
+def test_power_of_two_adaptive_steps_are_priced_as_accumulates(digits_train):
+    """``adaptive(pow2=True)``: a receiver scales each synapse by the sender's step ``+-2**k``, an exponent
+    add (an AC, as ``op_costs.receive`` prices power-of-two steps), and so are the gain's update and the
+    readout's ``eta_t`` (docs/energy.md). The same MLP with the plain rule multiplies."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
+    x = digits_train.tensors[0][:20]
+    plain, shifted = (signgd.convert(model, x, schedule=adaptive(0.25, pow2=p), encoding="float")
+                      for p in (False, True))
+    T = 5
+    (relu,) = shifted.neurons
+    linear2 = [n.name for n in shifted.graph_module.graph.nodes if n.op == "call_module"
+               and isinstance(shifted.graph_module.get_submodule(n.target), nn.Linear)][1]
+    for snn, synapse in ((plain, 1), (shifted, 0)):  # every neuron moves at every step: 16 x 10 synapses
+        counts = _fast_count(snn, x, T)
+        assert counts[linear2][:, synapse].tolist() == [20.0 * 16 * 10] * T
+        assert counts[linear2][:, 1 - synapse].sum() == 0
+    step = op_costs.TARGET_COSTS["relu"][0] + op_costs.SIGNGD_STEP[0]
+    # per neuron: the gain (3 AC + 1 MAC: grow 1.2 is a real multiply) and 1 AC per input element
+    assert energy.neuron_work(shifted)[relu] == (16 * (step + 3) + 16 * 1, 16 * 1)
+    assert energy.neuron_work(plain)[relu] == (16 * (step + 1), 16 * 2 + 16 * 1)
+    assert op_costs.adaptive_step(adaptive(0.25, 2, 0.5, pow2=True).rule) == (4, 0)
+    assert energy.neuron_work(shifted)["readout"] == (10, 0) and energy.neuron_work(plain)["readout"] == (0, 10)
 
 
 class _SubtractAndMean(nn.Module):

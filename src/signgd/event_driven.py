@@ -7,7 +7,8 @@ upstream estimates, ``x_t = A(y^up_t)``. Spiking hardware cannot send an estimat
 module simulates that second view literally, one step at a time, so a test can show that both give the
 same spikes and outputs. It is slow and meant for checking, not for use (the signGD dynamics and its
 sparse form). With an adaptive schedule (``signgd.schedules.adaptive``) each receiver rebuilds the
-sender's step from the spikes it has seen, the way spiking hardware would. A sparse neuron
+sender's step from the spikes it has seen, the way spiking hardware would (rounded to a power of two
+with ``adaptive(pow2=True)``). A sparse neuron
 (``dynamics="sparse"``) sends an up or a down spike or nothing; each receiver adds ``+- eta_t`` times
 the sender's scale for it."""
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.fx as fx
 
 from .dynamics import passes_estimates
 from .graph.calibrate import start_response, zero_response
-from .kernels import next_step, sparse_fire
+from .kernels import next_step, pow2_step, sparse_fire
 from .kernels.reference import sparse_thresholds
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron, signgd_fire, signgd_update
@@ -71,8 +72,8 @@ class _SpikeInterpreter(fx.Interpreter):
             y_new = signgd_update(y, spike, self.eta)
         else:
             spike = signgd_fire(y, target_value)
-            d = self.d[target] = next_step(spike, self.d.get(target, torch.zeros_like(y)), *self.rule)
-            y_new = y + self.eta * d
+            d = self.d[target] = next_step(spike, self.d.get(target, torch.zeros_like(y)), *self.rule[:2])
+            y_new = y + self.eta * (pow2_step(d) if len(self.rule) > 2 and self.rule[2] else d)
         delta = (y_new - y) * (mod.scale if mod.normalized else 1)
         self.y[target] = y_new
         self.spikes[target] = spike

@@ -193,7 +193,7 @@ class SpikingNeuron(nn.Module):
         Returns the sequence passed downstream, ``[Tc, B, ...]``. When ``spikes_out`` (a
         ``[Tc]`` tensor) is given, the number of spikes fired at each step is added to it.
         ``owned``: the caller will not read ``xs[0]`` again, so the neuron may overwrite it.
-        ``rule``: ``(grow, shrink)`` of an adaptive schedule (signGD only; state from
+        ``rule``: an adaptive schedule's ``schedules.Rule`` (``grow, shrink, pow2``; signGD only; state from
         ``init_state(..., adaptive=True)``), or None. ``tolerance``: the sparse dynamics' silence band,
         as a fraction of ``eta_t``.
         """
@@ -288,7 +288,8 @@ class SpikingNeuron(nn.Module):
         y = state["y"]
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
-        return adaptive_scan(target, y, state["d"], etas, *rule, scale, spikes_out, out=buf)
+        return adaptive_scan(target, y, state["d"], etas, rule[0], rule[1], scale, spikes_out, out=buf,
+                             pow2=len(rule) > 2 and bool(rule[2]))
 
     def _check_relu(self, dynamics: str) -> bool:
         """Whether this is a max neuron (a plain max over the scaled spikes, as in the reference code);

@@ -20,17 +20,32 @@ The rule, per neuron, with ``eta_t`` the schedule's step and ``g`` the neuron's 
 reconstructs the sender's estimate from spikes alone (``signgd.event_driven`` does exactly that): the
 neurons still communicate with binary spikes only. With ``grow = shrink = 1`` it is the plain signGD
 neuron, bit for bit. The scan that runs it is ``signgd.kernels.adaptive_scan``.
+
+Power-of-two steps (``adaptive(..., pow2=True)``): the gain follows the same rule, but the step a
+neuron takes is ``eta_t`` times its gain rounded to the nearest power of two in log scale
+(``signgd.kernels.pow2_step``: the exponent of ``g``, plus one when its mantissa is at least
+``sqrt(2)``), with ``lr`` rounded to a power of two too: ``y_t = y_{t-1} - eta_t P(g_t) (2 s_t - 1)``.
+Why: a receiver of an adaptive neuron scales
+every synapse by the sender's step; when that step is ``+-2**k`` the multiply is an exponent add, which
+``signgd.costs`` counts as an AC. Rounding the step, not restricting ``grow`` and ``shrink`` to powers of
+two, keeps Rprop's gentle ``(1.2, 0.5)``: with ``grow = 1 / shrink`` a neuron that alternates one step and
+repeats the next never settles (``docs/adaptive_pow2.md`` measures both). The rounding works on the
+float64 bits, so torch and the C kernel agree bit for bit, and each receiver still rebuilds the sender's
+step from its spikes alone (``signgd.event_driven``). One caveat: power-of-two steps put estimates on a
+shared dyadic grid, so a max-pooling neuron's estimate often equals its input's exactly; the tie is then
+decided by the last bit of ``y * scale`` (the engine) or of the sum of scaled changes (the reference),
+and the two may fire differently from there (networks without max pooling agree exactly).
 """
 from __future__ import annotations
 
 import inspect
 import math
-from typing import Callable, Union
+from typing import Callable, NamedTuple, Union
 
 import torch
 
 __all__ = ["Schedule", "exponential", "to_power_of_two", "is_power_of_two",
-           "inverse", "constant", "polynomial", "adaptive", "make_schedule",
+           "inverse", "constant", "polynomial", "adaptive", "make_schedule", "Rule",
            "MIN_GAIN", "MAX_GAIN", "check_rule", "check_dynamics"]
 
 #: Bounds of the adaptive gain. The floor keeps a settled neuron able to follow a target that moves
@@ -40,14 +55,23 @@ MIN_GAIN = 1e-3
 MAX_GAIN = 1e3
 
 
+class Rule(NamedTuple):
+    """An adaptive schedule's gain rule: ``grow``, ``shrink``, and whether each step is rounded to a
+    power of two (``adaptive(pow2=True)``)."""
+
+    grow: float
+    shrink: float
+    pow2: bool = False
+
+
 class Schedule:
     """A named step-size sequence. ``schedule.etas(t0, t1)`` gives ``eta_t`` for ``t0 <= t < t1``.
 
-    ``rule``: None (every neuron takes ``eta_t``), or ``(grow, shrink)`` when each neuron scales
-    ``eta_t`` by its own gain (``adaptive``).
+    ``rule``: None (every neuron takes ``eta_t``), or a ``Rule`` (``grow, shrink, pow2``) when each
+    neuron scales ``eta_t`` by its own gain (``adaptive``).
     """
 
-    rule: tuple[float, float] | None = None
+    rule: Rule | None = None
 
     def __init__(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor], **params):
         self.name = name
@@ -115,9 +139,10 @@ def to_power_of_two(eta: torch.Tensor) -> torch.Tensor:
 
 
 def is_power_of_two(schedule: Schedule) -> bool:
-    """Whether every step of ``schedule`` is a power of two by construction (``exponential(pow2=True)``):
-    a receiver scales by it with an exponent add."""
-    return bool(schedule.params.get("pow2")) and schedule.rule is None
+    """Whether every step of ``schedule`` is a power of two by construction (``exponential(pow2=True)``;
+    with ``adaptive(pow2=True)`` every per-neuron step ``eta_t g`` is): a receiver scales by it with an
+    exponent add."""
+    return bool(schedule.params.get("pow2"))
 
 
 def inverse(lr: float = 1.0) -> Schedule:
@@ -140,15 +165,26 @@ def polynomial(lr: float = 0.5, power: float = 0.5) -> Schedule:
     return Schedule("polynomial", lambda t: lr * t.pow(-power), lr=lr, power=power)
 
 
-def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5) -> Schedule:
+def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool = False) -> Schedule:
     """Per-neuron steps ``lr * g``: each neuron's gain ``g`` (1 at first) grows by ``grow`` while its
     spikes repeat and shrinks by ``shrink`` when they alternate (the rule: this module's docstring). Reaches any
     range and settles geometrically: the best choice at few time steps on ReLU CNNs
-    (``docs/latency_vgg.md``); signGD dynamics only."""
+    (``docs/latency_vgg.md``); signGD dynamics only.
+
+    ``pow2``: every step a power of two, so that a receiver scales by it with an exponent add instead of
+    a multiply per synapse: ``lr`` rounded to the nearest power of two (as ``exponential(pow2=True)``
+    rounds its steps) and each step taken with the gain rounded likewise (the module docstring;
+    ``docs/adaptive_pow2.md`` measures what it costs in accuracy and saves in energy)."""
     _check_positive(lr=lr)
     grow, shrink = check_rule(grow, shrink)
-    schedule = Schedule("adaptive", lambda t: torch.full_like(t, lr), lr=lr, grow=grow, shrink=shrink)
-    schedule.rule = (grow, shrink)
+    if isinstance(pow2, bool) or pow2 in (0, 1):
+        pow2 = bool(pow2)
+    else:
+        raise ValueError(f"adaptive schedule: pow2 must be true or false (1 or 0), got {pow2!r}")
+    step = float(to_power_of_two(torch.tensor([float(lr)], dtype=torch.float64))[0]) if pow2 else lr
+    schedule = Schedule("adaptive", lambda t: torch.full_like(t, step), lr=lr, grow=grow, shrink=shrink,
+                        **({"pow2": True} if pow2 else {}))
+    schedule.rule = Rule(grow, shrink, pow2)
     return schedule
 
 

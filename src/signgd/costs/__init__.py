@@ -6,11 +6,13 @@ its ANN by the same rules (docs/energy.md has the model with examples).
   per output it reaches through a non-zero weight. Neurons send a change only when they spike (the
   binary signGD neuron: its "down" steps, its "up" drift is a constant the receiver adds; the sparse
   neuron: its up and down spikes; integrate-and-fire: its spikes), and at every step when their step
-  size is adaptive (each receiver multiplies by the sender's gain). The input sends its change: every
+  size is adaptive (each receiver multiplies by the sender's gain; an exponent add when every step is a
+  power of two, ``adaptive(pow2=True)``). The input sends its change: every
   element at every step for the ``float`` encoding, once for ``analog``, its spikes for ``spike`` and
   ``stochastic``.
-- **Accumulate or multiply**: an event (a spike times a static scale) costs an AC per synapse, a
-  real-valued change (float input, adaptive gains, anything a sum produced) a MAC; additions are ACs.
+- **Accumulate or multiply**: an event (a spike times a static scale, or a power-of-two adaptive step
+  times it) costs an AC per synapse, a real-valued change (float input, adaptive gains, anything a sum
+  produced) a MAC; additions are ACs; a multiply by a power of two is an exponent add, an AC.
 - **Neuron work** (``op_costs.py``): per neuron per step, evaluating its target, comparing, moving its
   estimate, normalizing, the adaptive gain, and each input element's integration; the sparse neuron
   works only when an event asks for it: it checks its gap only when the gap or the threshold changed.

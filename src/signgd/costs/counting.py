@@ -57,9 +57,11 @@ def _adaptive(snn) -> bool:
 
 
 def kinds(snn) -> tuple[str, str]:
-    """The kind of change the input and the neurons send (``costs/synapses.py``)."""
+    """The kind of change the input and the neurons send (``costs/synapses.py``): adaptive neurons send
+    real changes (a receiver multiplies by the sender's step), unless every step is a power of two
+    (``adaptive(pow2=True)``): then the multiply is an exponent add, priced as an event's AC."""
     input_kind = EVENT if snn.settings["encoding"] in ("spike", "stochastic") else REAL
-    return input_kind, REAL if _adaptive(snn) else EVENT
+    return input_kind, REAL if _adaptive(snn) and not is_power_of_two(snn.schedule) else EVENT
 
 
 def ann_costs(snn) -> dict[str, tuple[float, float]]:
@@ -125,8 +127,8 @@ def neuron_work(snn, schedule=None) -> dict[str, tuple[float, float]]:
             ac, mac = _add((ac, mac), oc.SIGNGD_STEP, n_out)
             ac, mac = _add((ac, mac), oc.normalize_cost(mod.target, mod.normalized), n_out)
             if adaptive:
-                ac, mac = _add((ac, mac), oc.ADAPTIVE_STEP, n_out)
-            ac, mac = _add((ac, mac), oc.RECEIVE_ADAPTIVE if adaptive else oc.receive(oc.RECEIVE_BINARY, pow2),
+                ac, mac = _add((ac, mac), oc.adaptive_step(snn.schedule.rule), n_out)
+            ac, mac = _add((ac, mac), oc.receive(oc.RECEIVE_ADAPTIVE if adaptive else oc.RECEIVE_BINARY, pow2),
                            received)
         out[name] = (ac, mac)
     with torch.no_grad():
@@ -134,8 +136,8 @@ def neuron_work(snn, schedule=None) -> dict[str, tuple[float, float]]:
     if dynamics == "sparse":
         per_output = (0, 0)  # the readout integrates what arrives: event_costs
     else:
-        per_output = oc.DECODE_SUBGRADIENT if dynamics in SPIKE_DYNAMICS else (
-            oc.RECEIVE_ADAPTIVE if adaptive else oc.receive(oc.RECEIVE_BINARY, pow2))
+        per_output = oc.DECODE_SUBGRADIENT if dynamics in SPIKE_DYNAMICS else oc.receive(
+            oc.RECEIVE_ADAPTIVE if adaptive else oc.RECEIVE_BINARY, pow2)
     out[READOUT] = (per_output[0] * n_output, per_output[1] * n_output)
     return out
 
@@ -228,6 +230,7 @@ class StepCounter:
         self.gm = counting_copy(snn)
         self.input_kind, self.neuron_kind = kinds(snn)
         self.dynamics = snn.settings["dynamics"]
+        self.adaptive = _adaptive(snn)
         self.counter = SynapseCounter(self.gm, input_kind=self.input_kind)
         self.counter.neuron_kinds = dict.fromkeys(snn.neurons, self.neuron_kind)
         self.nodes = [n.name for n in self.gm.graph.nodes]
@@ -272,7 +275,7 @@ class StepCounter:
             if prev is None:  # what the neuron passed on before its first step: 0
                 prev = torch.zeros_like(out[0])
             before = torch.cat([prev.unsqueeze(0), out[:-1]])
-            moved_down = self.neuron_kind == EVENT and self.dynamics == "signgd"
+            moved_down = not self.adaptive and self.dynamics == "signgd"  # binary: its down steps
             sent = out < before if moved_down else out != before
             self.prev[name] = out[-1].clone()
         self.pending[name] = sent

@@ -14,10 +14,13 @@ reciprocal square root once per element of its variance input) are priced by ``t
 On top of evaluating its target, a signGD neuron works at every step (``SIGNGD_STEP``): it compares its
 estimate with the target (1 AC) and moves it (1 AC); a normalized neuron multiplies its target by
 ``1 / scale`` (1 MAC); an adaptive neuron also updates its gain (1 AC to compare its spike with the
-last one, 1 MAC to scale the gain) and multiplies its step by it (1 MAC). Each element of a
+last one, 1 MAC to scale the gain) and multiplies its step by it (1 MAC); with power-of-two steps
+(``adaptive(pow2=True)``) it also rounds its gain (1 AC) and the step's multiply is an exponent add (1 AC),
+as is the gain's when ``grow`` and ``shrink`` are powers of two (``adaptive_step``). Each element of a
 neuron's input integrates what arrives: ``x += eta_t * (c - 2 * acc)`` for the binary neuron (the
 drift ``c`` of the senders that did not spike is a constant of the receiver: 1 AC, 1 MAC),
-``x += eta_t * acc`` for adaptive senders (1 MAC). The integrate-and-fire (subgradient) neuron
+``x += eta_t * acc`` for adaptive senders (1 MAC), each synapse of which multiplies by the sender's gain (a
+MAC per synapse, ``costs.synapses``). The integrate-and-fire (subgradient) neuron
 averages its input (1 AC, 1 MAC), compares (1 AC) and averages its spikes (1 AC, 1 MAC); the classic
 IF neuron (``dynamics="if"``) integrates, compares and subtracts its threshold (3 AC); the input of
 either adds the bias to what arrived (1 AC). The signGD readout integrates like a neuron's input; the
@@ -26,8 +29,11 @@ subgradient decoder averages (1 AC, 1 MAC).
 Two static factors cost nothing. A normalized neuron whose target is positively homogeneous
 (``HOMOGENEOUS``: relu, leaky_relu, abs, max: ``f(x) / s = f(x / s)``) has ``1 / s`` folded into the
 weights of the synapses that reach its input, as a sender's static scale is: no ``NORMALIZE``. And a
-schedule whose steps are powers of two (``exponential(pow2=True)``) makes every scaling by ``eta_t`` an
-add to the exponent: the receive rules' MAC is then counted as an AC (``receive``).
+schedule whose steps are powers of two (``exponential(pow2=True)``, ``adaptive(pow2=True)``) makes every
+scaling by ``eta_t`` an add to the exponent: the receive rules' MAC is then counted as an AC (``receive``):
+a multiply by a power of two, with or without the add after it, is one AC. With ``adaptive(pow2=True)``
+the same rule makes each synapse's multiply by the sender's step ``+-2**k`` an AC (its change is priced as
+an event, ``costs.counting.kinds``).
 
 The sparse neuron (``dynamics="sparse"``) works on events: only when one of its inputs changed does it
 evaluate its target again, normalize it and take the new gap ``d = f(x) - y`` (target cost + ``NORMALIZE``
@@ -46,6 +52,7 @@ from __future__ import annotations
 import math
 
 __all__ = ["FUNCTION_MACS", "TARGET_COSTS", "target_cost", "SIGNGD_STEP", "NORMALIZE", "ADAPTIVE_STEP",
+           "ADAPTIVE_STEP_POW2", "adaptive_step",
            "RECEIVE_BINARY", "RECEIVE_ADAPTIVE", "SUBGRADIENT_STEP", "IF_STEP", "RECEIVE_SUBGRADIENT",
            "DECODE_SUBGRADIENT", "HOMOGENEOUS", "normalize_cost", "receive",
            "SPARSE_CHECK", "SPARSE_EVALUATE", "SPARSE_SPIKE", "RECEIVE_SPARSE",
@@ -84,6 +91,9 @@ TARGET_COSTS: dict[str, tuple[int, int, str]] = {
 SIGNGD_STEP = (2, 0)  # compare the estimate with the target, move it
 NORMALIZE = (0, 1)  # multiply the target by 1 / scale
 ADAPTIVE_STEP = (1, 2)  # compare the spike with the last, scale the gain, scale the step by it
+# adaptive(pow2=True): compare the spike with the last, scale the gain (kept exact: a multiply), round it to
+# a power of two (compare its mantissa), scale the step by it (an exponent add)
+ADAPTIVE_STEP_POW2 = (3, 1)
 RECEIVE_BINARY = (1, 1)  # x += eta_t * (c - 2 * acc)
 RECEIVE_ADAPTIVE = (0, 1)  # x += eta_t * acc
 SUBGRADIENT_STEP = (3, 2)  # average the input, compare, average the spikes
@@ -109,6 +119,16 @@ def normalize_cost(target: str, normalized: bool) -> tuple[int, int]:
 def receive(cost: tuple[int, int], pow2: bool) -> tuple[int, int]:
     """A receive rule's cost with power-of-two steps: the multiply by ``eta_t`` is an exponent add (an AC)."""
     return (cost[0] + cost[1], 0) if pow2 else cost
+
+
+def adaptive_step(rule) -> tuple[int, int]:
+    """What an adaptive neuron pays per step for its gain (``rule``: its schedule's ``schedules.Rule``):
+    ``ADAPTIVE_STEP``, or with power-of-two steps ``ADAPTIVE_STEP_POW2``, whose multiply of the gain by
+    ``grow`` or ``shrink`` is an exponent add too (an AC) when both are powers of two."""
+    if not (len(rule) > 2 and rule[2]):
+        return ADAPTIVE_STEP
+    exact = all(math.frexp(float(v))[0] == 0.5 for v in rule[:2])
+    return receive(ADAPTIVE_STEP_POW2, exact)
 
 
 def target_cost(target: str, output_elements: int, input_shapes: list[tuple[int, ...]],

@@ -58,6 +58,7 @@ from .reference import (
     adaptive_scan_torch,
     next_step,
     overlap,
+    pow2_step,
     prologue_torch,
     same_buffer,
     scan_torch,
@@ -67,7 +68,8 @@ from .reference import (
     sparse_scan_torch,
 )
 
-__all__ = ["signgd_scan", "signgd_fire", "signgd_update", "adaptive_scan", "next_step", "prologue_torch",
+__all__ = ["signgd_scan", "signgd_fire", "signgd_update", "adaptive_scan", "next_step", "pow2_step",
+           "prologue_torch",
            "sparse_scan", "sparse_fire",
            "resolve_backend", "available_backends", "kernel_info", "KernelUnavailableError", "BACKENDS"]
 
@@ -177,7 +179,7 @@ def signgd_scan(target: torch.Tensor, y: torch.Tensor, etas, out_scale=None,
 
 def adaptive_scan(target: torch.Tensor, y: torch.Tensor, d: torch.Tensor, etas: torch.Tensor,
                   grow: float, shrink: float, out_scale=None, spikes: torch.Tensor | None = None,
-                  out: torch.Tensor | None = None) -> torch.Tensor:
+                  out: torch.Tensor | None = None, pow2: bool = False) -> torch.Tensor:
     """Advance a layer of adaptive signGD neurons (``signgd.schedules.adaptive``) by
     ``Tc = target.shape[0]`` steps, in place.
 
@@ -185,15 +187,16 @@ def adaptive_scan(target: torch.Tensor, y: torch.Tensor, d: torch.Tensor, etas: 
     ``etas`` ``[Tc]``. State: ``d = (1 - 2 s_{t-1}) g_{t-1}``, the direction and gain of each
     neuron's last step (0 before the first), so the scan needs no separate spike history. Returns
     ``out[t] = y_t * out_scale`` (into ``out`` when given; ``out`` may be ``target`` itself, read
-    before written). ``spikes`` (``[Tc]``) gets each step's spike count added. Runs the C kernel
-    where the auto backend choice picks it and it takes these inputs, else the torch loop
+    before written). ``spikes`` (``[Tc]``) gets each step's spike count added. ``pow2``: each step
+    is ``etas[t] * pow2_step(d)``, the gain rounded to a power of two (``d`` keeps it exact). Runs the
+    C kernel where the auto backend choice picks it and it takes these inputs, else the torch loop
     (``reference.adaptive_scan_torch``).
     """
     if target.dim() >= 1 and _choose(target, y, out_scale, None) == "c":
-        done = c.adaptive_scan_c(target, y, d, etas, grow, shrink, out_scale, spikes, out)
+        done = c.adaptive_scan_c(target, y, d, etas, grow, shrink, out_scale, spikes, out, pow2)
         if done is not None:
             return done
-    return adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale, spikes, out)
+    return adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale, spikes, out, pow2)
 
 
 def sparse_scan(target: torch.Tensor, y: torch.Tensor, etas: torch.Tensor, thresholds: torch.Tensor,

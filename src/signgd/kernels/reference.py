@@ -2,7 +2,7 @@
 
 ``signgd_fire`` and ``signgd_update`` are one step of the neuron (``signgd.neurons`` re-exports
 them); ``scan_torch`` is the ``"torch"`` backend of ``signgd_scan``; ``prologue_torch`` computes a
-target the way the fused C prologue does (``pre`` / ``normalize``); ``next_step`` and
+target the way the fused C prologue does (``pre`` / ``normalize``); ``next_step``, ``pow2_step`` and
 ``adaptive_scan_torch`` are the adaptive rule (``signgd.schedules.adaptive``); ``sparse_scan_torch`` is
 the sparse neuron (``dynamics="sparse"``: signed spikes, silent within a tolerance). The C and Triton
 backends are checked against these functions bit for bit.
@@ -16,7 +16,8 @@ import torch
 
 from ..schedules import MAX_GAIN, MIN_GAIN
 
-__all__ = ["signgd_fire", "signgd_update", "scan_torch", "prologue_torch", "next_step", "adaptive_scan_torch",
+__all__ = ["signgd_fire", "signgd_update", "scan_torch", "prologue_torch", "next_step", "pow2_step",
+           "adaptive_scan_torch",
            "sparse_fire", "sparse_thresholds", "sparse_scan_torch"]
 
 
@@ -94,15 +95,33 @@ def next_step(spike: torch.Tensor, d: torch.Tensor, grow: float, shrink: float) 
     return direction * torch.where(d == 0, torch.ones_like(gain), gain)
 
 
-def adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None):
-    """The reference loop of ``signgd.kernels.adaptive_scan`` in torch ops (any device)."""
+#: The fraction bits of sqrt(2) in float64: a gain ``2**e * (1 + f)`` rounds up to ``2**(e+1)`` from there.
+_SQRT2_FRACTION = 0x6A09E667F3BCD
+_EXPONENT, _FRACTION = 0x7FF0000000000000, 0x000FFFFFFFFFFFFF
+
+
+def pow2_step(d: torch.Tensor) -> torch.Tensor:
+    """``d`` with its magnitude rounded to the nearest power of two in log scale (sign kept, 0 stays 0),
+    in d's dtype: on the float64 bits of ``|d|``, its exponent, plus one where its fraction is at least
+    sqrt(2)'s. Integer operations only, as in the C kernel, so both round every gain alike (no ``log2``
+    whose last bit could differ between libraries). For normal numbers (the gains are within
+    ``[MIN_GAIN, MAX_GAIN]``)."""
+    bits = d.abs().to(torch.float64).view(torch.int64)
+    up = (bits & _FRACTION) >= _SQRT2_FRACTION
+    rounded = ((bits & _EXPONENT) + up.to(torch.int64) * (1 << 52)).view(torch.float64)
+    return torch.copysign(rounded.to(d.dtype), d)
+
+
+def adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None, pow2=False):
+    """The reference loop of ``signgd.kernels.adaptive_scan`` in torch ops (any device). ``pow2``: each
+    step is ``eta_t * pow2_step(d)`` (``adaptive(pow2=True)``; ``d`` keeps the exact gain)."""
     Tc = target.shape[0]
     out, counts = _loop_buffers(target, y, out_scale, spikes, out)
     etas = etas.to(device=y.device, dtype=y.dtype)
     for t in range(Tc):
         s = y >= target[t]
         d.copy_(next_step(s, d, grow, shrink))
-        y.add_(etas[t] * d)
+        y.add_(etas[t] * (pow2_step(d) if pow2 else d))
         if out_scale is None:
             out[t].copy_(y)
         else:

@@ -12,9 +12,10 @@ whose encoding changed (moved down for the binary encodings), and downstream of 
 element that a changed input reaches.
 
 Pricing follows the cost model of ``docs/energy.md``: a weighted op costs an AC per synapse on an event
-(a spike times a static scale, possibly reshaped or scaled by a constant) and a MAC on a real-valued
-change; additions are ACs; a mean or average pool adds a MAC per output element that changed; a
-scaling by a constant is free on events and a MAC per changed element otherwise; moving data is free.
+(a spike times a static scale, possibly reshaped or scaled by a constant; a power-of-two adaptive step
+too, its multiply being an exponent add) and a MAC on a real-valued change; additions are ACs; a mean
+or average pool adds a MAC per output element that changed; a scaling by a constant is free on events
+and a MAC per changed element otherwise; moving data is free.
 For the sparse dynamics it also counts each neuron layer's events: the input elements that received
 something (read off the changes, as above), the spikes (the neurons whose estimate moved), the outputs
 evaluated again (those with a changed input) and the neurons that check their gap (all of them where the
@@ -36,6 +37,7 @@ from ..event_driven import simulate_spikes
 from ..graph import spellings as sp
 from ..graph.deps import depends_on_input
 from ..neurons import SpikingNeuron
+from ..schedules import is_power_of_two
 
 __all__ = ["count_operations", "EventCounter"]
 
@@ -104,6 +106,8 @@ class EventCounter:
         self.modules = dict(gm.named_modules())
         self.input_event = snn.settings["encoding"] in ("spike", "stochastic")
         self.adaptive = snn.schedule.rule is not None
+        # power-of-two adaptive steps: a receiver scales by the sender's step with an exponent add (an AC)
+        self.shifted = self.adaptive and is_power_of_two(snn.schedule)
         self.sparse = snn.settings["dynamics"] == "sparse"
         # sparse: per neuron layer, [T, 4] received input elements, outputs evaluated, spikes, checks
         self.events = {name: torch.zeros(T, 4, dtype=torch.float64) for name, m in self.modules.items()
@@ -131,7 +135,7 @@ class EventCounter:
         if node.op == "call_module" and isinstance(self.modules[node.target], SpikingNeuron):
             spiked_before = self.changed.get(node)  # this layer's spikes at the step before
             self.changed[node] = (value != 0) if self.adaptive or self.sparse else (value < 0)
-            self.event[node] = not self.adaptive
+            self.event[node] = not self.adaptive or self.shifted
             if self.sparse:
                 received = [self.changed[a].to(torch.float64) if a in self.changed else
                             torch.zeros_like(interp.env[a], dtype=torch.float64) for a in node.args]

@@ -225,14 +225,28 @@ DEFINE_SCAN(signgd_scan_f64, block_f64, double, int64_t)
  * signgd/kernels/reference.py is the reference):
  *     s = y >= target[t, i];  dir = s ? -1 : +1
  *     g = d == 0 ? 1 : clamp(|d| * (dir * d > 0 ? grow : shrink), gmin, gmax)
- *     d = dir * g;  y = y + eta[t] * d;  out[t, i] = y * scale(i)
+ *     d = dir * g;  y = y + eta[t] * (pow2 ? dir * P(g) : d);  out[t, i] = y * scale(i)
  * y and d ([N]) are updated in place; target and out are contiguous [Tc, N] and out may be
  * target itself (each element is read before it is written). Same blocking as the plain scan.
+ * P(g) (pow2, adaptive(pow2=True)): g rounded to the nearest power of two in log scale on its float64
+ * bits, the exponent plus one where the fraction is at least sqrt(2)'s (reference.pow2_step does the
+ * same integer operations, so both round alike).
  */
+static inline double signgd_pow2(double g)
+{
+    uint64_t b;
+    memcpy(&b, &g, sizeof b);
+    uint64_t e = b & 0x7FF0000000000000ULL;
+    if ((b & 0x000FFFFFFFFFFFFFULL) >= 0x6A09E667F3BCDULL) e += 0x0010000000000000ULL;
+    double r;
+    memcpy(&r, &e, sizeof r);
+    return r;
+}
+
 #define DEFINE_ADAPTIVE(NAME, T)                                                              \
     int NAME(const T *target, T *y, T *d, const T *etas, const T *scale, int64_t scale_len,   \
              T *out, int64_t *counts, int64_t Tc, int64_t N, int nthreads, T grow, T shrink,  \
-             T gmin, T gmax)                                                                  \
+             T gmin, T gmax, int pow2)                                                        \
     {                                                                                         \
         if (Tc <= 0 || N <= 0) return 0;                                                      \
         if (scale != NULL && (scale_len <= 0 || N % scale_len != 0)) return -1;               \
@@ -272,7 +286,8 @@ DEFINE_SCAN(signgd_scan_f64, block_f64, double, int64_t)
                     g = g < gmin ? gmin : (g > gmax ? gmax : g);                              \
                     if (dv == 0) g = (T)1;                                                    \
                     const T dn = dir * g;                                                     \
-                    const T yn = yv + eta * dn;                                               \
+                    const T st = pow2 ? dir * (T)signgd_pow2((double)g) : dn;                 \
+                    const T yn = yv + eta * st;                                               \
                     db[j] = dn;                                                               \
                     yb[j] = yn;                                                               \
                     orow[j] = scale == NULL ? yn : yn * sb[j];                                \

@@ -1,0 +1,130 @@
+"""Power-of-two adaptive steps (``adaptive(..., pow2=True)``): the gain follows Rprop's rule, each step taken
+is ``eta_t`` times the gain rounded to a power of two, so a receiver scales by it with an exponent add."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import signgd
+from signgd import models, schedules
+from signgd.event_driven import simulate_spikes
+from signgd.kernels import adaptive_scan, available_backends, pow2_step
+
+
+def _is_power_of_two(v: torch.Tensor) -> bool:
+    m, _ = torch.frexp(v.abs().double())
+    return bool((m == 0.5).all())
+
+
+def _scan(target, lr, grow, shrink, pow2):
+    y, d = torch.zeros(target.shape[1:], dtype=target.dtype), torch.zeros(target.shape[1:], dtype=target.dtype)
+    return adaptive_scan(target, y, d, torch.full((target.shape[0],), lr), grow, shrink, pow2=pow2), d
+
+
+def test_the_gain_rounds_to_the_nearest_power_of_two_in_log_scale():
+    g = torch.Generator().manual_seed(0)
+    gains = torch.exp2(torch.rand(10000, generator=g, dtype=torch.float64) * 20 - 10)
+    assert torch.equal(pow2_step(gains), schedules.to_power_of_two(gains))
+    assert torch.equal(pow2_step(-gains), -schedules.to_power_of_two(gains))
+    edge = torch.tensor([math.sqrt(2), math.nextafter(math.sqrt(2), 0), 0.0, 1.2, 0.7, 1e3, 1e-3], dtype=torch.float64)
+    assert pow2_step(edge).tolist() == [2.0, 1.0, 0.0, 1.0, 0.5, 1024.0, 2.0 ** -10]
+    as_float = edge.float()  # float32 rounds sqrt(2) down: it is below sqrt(2), so it rounds to 1
+    assert torch.equal(pow2_step(as_float), pow2_step(as_float.double()).float())
+    assert pow2_step(as_float)[0] == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_step_taken_is_a_power_of_two_and_the_gain_keeps_rprops_rule(dtype):
+    g = torch.Generator().manual_seed(1)
+    target = (torch.randn(60, 4, 300, generator=g) * 3).to(dtype)
+    target[:, 0, :5] = 1e6  # far away: the gain grows to its ceiling
+    out, d = _scan(target, 0.25, 1.2, 0.5, pow2=True)  # the schedule rounds lr; the scan takes etas as given
+    steps = torch.diff(torch.cat([torch.zeros_like(out[:1]), out]), dim=0)
+    assert _is_power_of_two(steps) and float(steps.abs().min()) >= 0.25 * 2.0 ** -10
+    assert float(steps[:, 0, :5].max()) == 0.25 * 1024  # the gain 1e3 at its ceiling steps by 1024
+    assert not torch.equal(d, pow2_step(d))  # the state keeps the exact gain, the steps round it
+    assert float(d.abs().max()) == pytest.approx(schedules.MAX_GAIN)
+
+
+def test_with_power_of_two_gains_the_rounding_changes_nothing_within_the_bounds():
+    g = torch.Generator().manual_seed(2)
+    target = torch.randn(9, 3, 200, generator=g, dtype=torch.float64)  # 9 steps: gains within 2**-8 .. 2**8
+    rounded, _ = _scan(target, 0.25, 2.0, 0.5, pow2=True)
+    plain, _ = _scan(target, 0.25, 2.0, 0.5, pow2=False)
+    assert torch.equal(rounded, plain)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_the_c_kernel_matches_the_torch_loop_bit_for_bit(dtype, in_place):
+    from signgd.kernels.c import adaptive_scan_c
+    from signgd.kernels.reference import adaptive_scan_torch
+
+    if "c" not in available_backends():
+        pytest.skip("the C kernel did not build here")
+    g = torch.Generator().manual_seed(0)
+    target = (torch.randint(-4, 5, (40, 3, 4100), generator=g) / 4).to(dtype)  # ties included
+    target[:, 0, :7] = 1e5  # gains at their ceiling
+    scale = torch.rand(4100, generator=g, dtype=dtype) + 0.5
+    runs = []
+    for scan in (adaptive_scan_c, adaptive_scan_torch):
+        y, d = torch.zeros(3, 4100, dtype=dtype), torch.zeros(3, 4100, dtype=dtype)
+        spikes = torch.zeros(40, dtype=torch.float64)
+        t = target.clone()
+        out = scan(t, y, d, torch.full((40,), 0.25, dtype=torch.float64), 1.2, 0.5, scale, spikes,
+                   t if in_place else None, True)
+        runs.append((out, y, d, spikes))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def _avg_cnn():
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.AvgPool2d(2),
+                         nn.Conv2d(6, 8, 3, padding=1), nn.GELU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+
+
+@pytest.mark.parametrize("build", [_avg_cnn, lambda: models.SmallResNet(widths=(4, 6, 8))], ids=["cnn", "resnet"])
+def test_receivers_rebuild_the_rounded_steps_from_spikes_alone(build):
+    torch.manual_seed(0)
+    model = build().eval().double()
+    x = torch.rand(4, 1, 8, 8, dtype=torch.float64)
+    snn = signgd.convert(model, x, schedule="adaptive:lr=0.2,pow2=1")
+    T = 30
+    ref_out, ref_spikes, _ = simulate_spikes(snn, x, T)
+    result = snn.simulate(x, list(range(1, T + 1)), stats=True)
+    fast = torch.stack([result.outputs[t] for t in range(1, T + 1)])
+    assert torch.allclose(fast, ref_out, atol=1e-9)
+    for name, s in ref_spikes.items():
+        assert torch.equal(result.spikes[name], s.flatten(1).sum(1).double()), name
+
+
+def test_it_converges_to_the_ann(digits_train):
+    torch.manual_seed(0)
+    model = models.digits_cnn().eval()
+    x = digits_train.tensors[0][:64]
+    with torch.no_grad():
+        ann = model(x)
+    snn = signgd.convert(model, x, schedule="adaptive:lr=0.25,pow2=1")
+    err = {t: float((out - ann).norm() / ann.norm()) for t, out in snn(x, T=[8, 64]).items()}
+    assert err[64] < err[8] and err[64] < 0.05
+
+
+def test_the_spelling_repr_and_a_saved_network_keep_it(tmp_path):
+    schedule = schedules.make_schedule("adaptive:lr=0.2,grow=1.2,shrink=0.5,pow2=1")
+    assert repr(schedule) == "adaptive(lr=0.2, grow=1.2, shrink=0.5, pow2=True)"
+    assert schedule.rule == (1.2, 0.5, True) and schedules.is_power_of_two(schedule)
+    assert schedule.etas(1, 4).tolist() == [0.25] * 3
+    assert not schedules.is_power_of_two(schedules.adaptive(0.25))
+    assert repr(schedules.make_schedule(schedule.spec())) == repr(schedule)
+    torch.manual_seed(3)
+    x = torch.rand(5, 1, 8, 8)
+    snn = signgd.convert(_avg_cnn().eval(), x, schedule=schedule)
+    loaded = signgd.load(snn.save(tmp_path / "p.pt"))
+    assert loaded.schedule.rule == (1.2, 0.5, True) and loaded.settings["schedule"]["pow2"] is True
+    assert torch.equal(loaded(x, T=12), snn(x, T=12))
+
+
+def test_a_bad_pow2_is_refused_in_one_line():
+    with pytest.raises(ValueError, match=r"^adaptive schedule: pow2 must be true or false \(1 or 0\), got 2.0$"):
+        schedules.make_schedule("adaptive:pow2=2")
