@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step sizes, e.g. exponential:lr=0.15,decay=0.95 (the default), inverse:lr=1, "
                         "constant:lr=0.05, "
                         "exponential:lr=0.3,decay=0.87,floor=0.02,pow2=1 (steps stop at floor, powers of two), "
-                        "adaptive:lr=0.2,grow=1.2,shrink=0.5 (per-neuron steps, signgd only)")
+                        "adaptive:lr=0.2,grow=1.2,shrink=0.5 (per-neuron steps, signgd only; pow2=1: each step "
+                        "rounded to a power of two, so receivers add instead of multiplying)")
     g.add_argument("--normalize", choices=NORMALIZATIONS, default=None,
                    help="neurons normalized by their calibration range (default all for signgd, relu for "
                         "subgradient and if; relu is the paper's preset)")
