@@ -145,6 +145,12 @@ def fmt_seconds(s: float) -> str:
     return f"{int(m)} min {s:.0f} s"
 
 
+def save_partial(lines: list[str], out) -> None:
+    """Write the report so far to ``out`` (when given), so that a long run stopped midway keeps its rows."""
+    if out:
+        Path(out).write_text("\n".join(lines) + "\n")
+
+
 def emit(text: str, out=None) -> None:
     """Print a report to stdout and, when ``out`` (a path) is given, also write it there."""
     print(text)

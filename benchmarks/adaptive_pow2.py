@@ -79,8 +79,7 @@ def main(argv=None) -> int:
             common.log(f"{name} {label}: {common.fmt_seconds(time.perf_counter() - start)}")
         lines += [f"## {name} (ANN {100 * ann:.2f}% on these images)", "", header,
                   "|---|" + "---:|" * len(steps), *rows, ""]
-        if args.out:
-            args.out.write_text("\n".join(lines) + "\n")
+        common.save_partial(lines, args.out)
     lines += [f"Total time: {common.fmt_seconds(time.perf_counter() - began)}.", ""]
     common.emit("\n".join(lines), args.out)
     return 0

@@ -104,8 +104,7 @@ def main(argv=None) -> int:
                          f"{100 * late:.1f}% |")
         lines.append("")
         common.log(f"{name}: done")
-        if args.out:
-            args.out.write_text("\n".join(lines) + "\n")
+        common.save_partial(lines, args.out)
     common.emit("\n".join(lines), args.out)
     return 0
 

@@ -94,8 +94,7 @@ def main(argv=None) -> int:
         lines += [f"## {name} (ANN {100 * ann:.2f}%)", "",
                   "| start | neurons not started at 0 (per sample) | " + " | ".join(f"T={t}" for t in steps) + " |",
                   "|---|---:|" + "---:|" * len(steps), *rows, ""]
-        if args.out:
-            args.out.write_text("\n".join(lines) + "\n")
+        common.save_partial(lines, args.out)
     common.emit("\n".join(lines), args.out)
     return 0
 

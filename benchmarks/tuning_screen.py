@@ -109,8 +109,7 @@ def main(argv=None) -> int:
                f"{'same' if same else test_screened} |")
         lines.append(row)
         common.log(row)
-        if args.out:
-            args.out.write_text("\n".join(lines) + "\n")
+        common.save_partial(lines, args.out)
     common.emit("\n".join(lines), args.out)
     return 0
 

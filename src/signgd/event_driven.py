@@ -72,8 +72,9 @@ class _SpikeInterpreter(fx.Interpreter):
             y_new = signgd_update(y, spike, self.eta)
         else:
             spike = signgd_fire(y, target_value)
-            d = self.d[target] = next_step(spike, self.d.get(target, torch.zeros_like(y)), *self.rule[:2])
-            y_new = y + self.eta * (pow2_step(d) if len(self.rule) > 2 and self.rule[2] else d)
+            d = self.d[target] = next_step(spike, self.d.get(target, torch.zeros_like(y)), self.rule.grow,
+                                                 self.rule.shrink)
+            y_new = y + self.eta * (pow2_step(d) if self.rule.pow2 else d)
         delta = (y_new - y) * (mod.scale if mod.normalized else 1)
         self.y[target] = y_new
         self.spikes[target] = spike

@@ -288,8 +288,8 @@ class SpikingNeuron(nn.Module):
         y = state["y"]
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
-        return adaptive_scan(target, y, state["d"], etas, rule[0], rule[1], scale, spikes_out, out=buf,
-                             pow2=len(rule) > 2 and bool(rule[2]))
+        return adaptive_scan(target, y, state["d"], etas, rule.grow, rule.shrink, scale, spikes_out, out=buf,
+                             pow2=rule.pow2)
 
     def _check_relu(self, dynamics: str) -> bool:
         """Whether this is a max neuron (a plain max over the scaled spikes, as in the reference code);

@@ -48,9 +48,9 @@ class SimulationResult:
 
 class _Run:
     def __init__(self, dynamics: str, batch: int, stats: bool, total_steps: int, probe=None,
-                 rule: tuple[float, float] | None = None, tolerance: float | None = None):
+                 rule=None, tolerance: float | None = None):
         self.dynamics = dynamics
-        self.rule = rule  # an adaptive schedule's (grow, shrink), or None
+        self.rule = rule  # an adaptive schedule's schedules.Rule (grow, shrink, pow2), or None
         self.tolerance = tolerance  # the sparse dynamics' silence band (a fraction of eta_t), or None
         self.probe = probe
         self.batch = batch

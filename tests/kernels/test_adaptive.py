@@ -124,7 +124,10 @@ def test_the_subgradient_dynamics_refuses_an_adaptive_schedule(x):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("in_place", [False, True])
-def test_the_c_kernel_matches_the_torch_loop_bit_for_bit(dtype, in_place):
+@pytest.mark.parametrize("steps,eta,grow,shrink,pow2", [(25, 0.3, 1.3, 0.45, False), (40, 0.25, 1.2, 0.5, True)],
+                         ids=["exact", "pow2"])
+def test_the_c_kernel_matches_the_torch_loop_bit_for_bit(dtype, in_place, steps, eta, grow, shrink, pow2):
+    """Also with power-of-two steps (``adaptive(pow2=True)``), run long enough for gains at their ceiling."""
     from signgd.kernels import available_backends
     from signgd.kernels.c import adaptive_scan_c
     from signgd.kernels.reference import adaptive_scan_torch
@@ -132,15 +135,17 @@ def test_the_c_kernel_matches_the_torch_loop_bit_for_bit(dtype, in_place):
     if "c" not in available_backends():
         pytest.skip("the C kernel did not build here")
     g = torch.Generator().manual_seed(0)
-    target = (torch.randint(-4, 5, (25, 3, 4100), generator=g) / 4).to(dtype)  # ties included
+    target = (torch.randint(-4, 5, (steps, 3, 4100), generator=g) / 4).to(dtype)  # ties included
+    if pow2:
+        target[:, 0, :7] = 1e5  # gains at their ceiling
     scale = torch.rand(4100, generator=g, dtype=dtype) + 0.5
     runs = []
     for scan in (adaptive_scan_c, adaptive_scan_torch):
         y, d = torch.zeros(3, 4100, dtype=dtype), torch.zeros(3, 4100, dtype=dtype)
-        spikes = torch.zeros(25, dtype=torch.float64)
+        spikes = torch.zeros(steps, dtype=torch.float64)
         t = target.clone()
-        out = scan(t, y, d, torch.full((25,), 0.3, dtype=torch.float64), 1.3, 0.45, scale, spikes,
-                   out=t if in_place else None)
+        out = scan(t, y, d, torch.full((steps,), eta, dtype=torch.float64), grow, shrink, scale, spikes,
+                   out=t if in_place else None, pow2=pow2)
         runs.append((out, y, d, spikes))
     for a, b in zip(*runs):
         assert torch.equal(a, b)

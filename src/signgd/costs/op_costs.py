@@ -125,9 +125,9 @@ def adaptive_step(rule) -> tuple[int, int]:
     """What an adaptive neuron pays per step for its gain (``rule``: its schedule's ``schedules.Rule``):
     ``ADAPTIVE_STEP``, or with power-of-two steps ``ADAPTIVE_STEP_POW2``, whose multiply of the gain by
     ``grow`` or ``shrink`` is an exponent add too (an AC) when both are powers of two."""
-    if not (len(rule) > 2 and rule[2]):
+    if not rule.pow2:
         return ADAPTIVE_STEP
-    exact = all(math.frexp(float(v))[0] == 0.5 for v in rule[:2])
+    exact = all(math.frexp(float(v))[0] == 0.5 for v in (rule.grow, rule.shrink))
     return receive(ADAPTIVE_STEP_POW2, exact)
 
 

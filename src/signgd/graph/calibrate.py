@@ -36,6 +36,10 @@ def _not_finite(target: str, neuron: SpikingNeuron, args) -> str:
             f"scale, a norm before it) or calibrate on data that keeps it finite")
 
 
+def _accumulate(totals: dict, key: str, value: torch.Tensor) -> None:
+    totals[key] = value if key not in totals else totals[key] + value
+
+
 class _RangeProbe(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, pad_value: float):
         super().__init__(gm, garbage_collect_values=True)
@@ -64,14 +68,13 @@ class _RangeProbe(fx.Interpreter):
         if isinstance(mod, SpikingNeuron):
             if not torch.isfinite(out).all():
                 raise CalibrationError(_not_finite(target, mod, args))
-            peak = out.detach().abs().amax(dim=0)
+            value = out.detach()
+            peak = value.abs().amax(dim=0)
             prev = self.ranges.get(target)
             self.ranges[target] = peak if prev is None else torch.maximum(prev, peak)
-            total = out.detach().sum(dim=0, dtype=torch.float64)
-            self.sums[target] = total if target not in self.sums else self.sums[target] + total
-            positive = out.detach().gt(0).sum(dim=0, dtype=torch.int64)
-            self.positives[target] = positive if target not in self.positives else self.positives[target] + positive
-            self.counts[target] = self.counts.get(target, 0) + out.shape[0]
+            _accumulate(self.sums, target, value.sum(dim=0, dtype=torch.float64))
+            _accumulate(self.positives, target, value.gt(0).sum(dim=0, dtype=torch.int64))
+            self.counts[target] = self.counts.get(target, 0) + value.shape[0]
         return out
 
     def means(self) -> dict[str, torch.Tensor]:
