@@ -18,6 +18,9 @@ of ``signgd.report.energy`` (``docs/energy.md``):
   / ``start=mean``: every estimate starting at 0 / at its calibration mean; ``start=active`` (the sparse
   default since it was measured): as ``variance``, and the ReLU/max elements positive on most calibration
   samples at their mean;
+- ``graded``: the graded neuron (``dynamics="graded"``: a spike carries a sign and a power of two; its
+  default band, ``tolerance * 1/64`` = 1/128 of each neuron's scale); ``graded band1/64``, ``band1/256``:
+  coarser and finer bands;
 - ``spikingjelly``: SpikingJelly's IF conversion (``benchmarks/_peers.py``), its spikes counted by
   ``count_spikingjelly`` below with the same rules (ReLU nets only).
 
@@ -62,6 +65,9 @@ CONFIGS = {"default": {}, "exponential float": {"schedule": "exponential", "enco
            "sparse start=active floor+pow2 tol0.75": {"dynamics": "sparse", "tolerance": 0.75, "start": "active",
                                                       "schedule": "exponential:lr=0.5,decay=0.87,floor=0.03125,pow2=1"},
            "sparse": {"dynamics": "sparse"}, "low-energy": {"preset": "low-energy"},
+           "graded": {"dynamics": "graded"},
+           "graded band1/64": {"dynamics": "graded", "schedule": "exponential:lr=0.03125,decay=1.0"},
+           "graded band1/256": {"dynamics": "graded", "schedule": "exponential:lr=0.0078125,decay=1.0"},
            "low-energy(T=T)": {"preset": "low-energy"}}
 TUNED = {"convert(T=T)", "low-energy(T=T)"}
 

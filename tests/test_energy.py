@@ -36,22 +36,24 @@ _NETS = {"cnn": _cnn, "resnet": lambda: models.SmallResNet(widths=(4, 6, 8)),
 _FAST = {("cnn", "float", "binary"), ("cnn", "spike", "adaptive"), ("cnn", "analog", "binary"),
          ("cnn", "stochastic", "adaptive"), ("resnet", "float", "adaptive"), ("resnet", "spike", "binary"),
          ("cnn", "analog", "sparse"), ("vit", "analog", "sparse"), ("cnn", "float", "pow2"),
-         ("resnet", "spike", "pow2")}
+         ("resnet", "spike", "pow2"), ("cnn", "analog", "graded"), ("mixer", "analog", "graded")}
 _CASES = [pytest.param(net, enc, neuron, marks=() if (net, enc, neuron) in _FAST else pytest.mark.slow)
           for net in _NETS for enc in ("float", "spike", "stochastic", "analog")
-          for neuron in ("binary", "adaptive", "sparse", "pow2")]
+          for neuron in ("binary", "adaptive", "sparse", "pow2", "graded")]
 _NEURONS = {"binary": {"schedule": "exponential"}, "adaptive": {"schedule": adaptive()},
             "pow2": {"schedule": adaptive(0.25, pow2=True)},  # power-of-two steps: receivers shift
             # power-of-two steps with a floor: the threshold stays put between its changes, so a neuron
             # checks its gap only where it must (costs.changed.checked_mask)
-            "sparse": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.8,floor=0.0625,pow2=1"}}
+            "sparse": {"dynamics": "sparse", "schedule": "exponential:lr=0.3,decay=0.8,floor=0.0625,pow2=1"},
+            # the same band: the same checks (only the steps differ)
+            "graded": {"dynamics": "graded", "schedule": "exponential:lr=0.3,decay=0.8,floor=0.0625,pow2=1"}}
 
 
 @pytest.mark.parametrize("net,encoding,neuron", _CASES)
 def test_fast_count_equals_the_literal_event_driven_count(net, encoding, neuron):
     """Exact integers, node by node and step by step: the report's count on the fast simulator and the
     count taken on ``signgd.event_driven``'s spike exchange (Jacobians of each node, no shared rule);
-    for the sparse neuron also its events (input elements that received something, outputs evaluated,
+    for the sparse and graded neurons also their events (input elements that received something, outputs evaluated,
     spikes, checks of the gap) layer by layer."""
     torch.manual_seed(0)
     model = _NETS[net]().eval().double()
@@ -65,7 +67,7 @@ def test_fast_count_equals_the_literal_event_driven_count(net, encoding, neuron)
         assert torch.equal(literal[node], fast[node]), (node, literal[node].sum(0), fast[node].sum(0))
     total = sum(float(v.sum()) for v in fast.values())
     assert total > 0 and total == int(total)
-    assert set(literal_events) == set(fast_events) - {"readout"} and (neuron == "sparse") == bool(literal_events)
+    assert set(literal_events) == set(fast_events) - {"readout"} and (neuron in ("sparse", "graded")) == bool(literal_events)
     for name, ev in literal_events.items():
         assert torch.equal(ev, fast_events[name]), (name, ev.sum(0), fast_events[name].sum(0))
         assert float(ev[:, 2].sum()) > 0  # it fired

@@ -44,18 +44,23 @@ def test_a_relu_that_is_off_never_fires_and_a_settled_neuron_falls_silent():
     assert spikes[20:].sum() == 0  # and silent ever after
 
 
-@pytest.mark.parametrize("arch,start", [("cnn", None), ("resnet", None), ("vit", None), ("vit", "mean"),
-                                        ("cnn", "mean"), ("resnet", "active")])
-def test_the_event_driven_exchange_of_signed_spikes_gives_the_engines_spikes_and_outputs(arch, start):
+@pytest.mark.parametrize("arch,start,dynamics", [
+    ("cnn", None, "sparse"), ("resnet", None, "sparse"), ("vit", None, "sparse"), ("vit", "mean", "sparse"),
+    ("cnn", "mean", "sparse"), ("resnet", "active", "sparse"),
+    ("cnn", None, "graded"), ("resnet", None, "graded"), ("vit", None, "graded"), ("mixer", "mean", "graded")])
+def test_the_event_driven_exchange_of_signed_spikes_gives_the_engines_spikes_and_outputs(arch, start, dynamics):
     """Also where estimates start at their calibration mean (by default the variance neurons and the mostly
     positive ReLU/max elements; every neuron with ``start="mean"``): the receivers then start from
-    ``x_0 = A(y_0)``."""
+    ``x_0 = A(y_0)``. The graded neuron's spikes carry powers of two: each receiver adds them (max pooling
+    included: its step's boundaries sit at no short binary number, ``kernels.reference.graded_step``)."""
     torch.manual_seed(1)
     x = torch.rand(6, 1, 8, 8, dtype=torch.float64)
     model = {"cnn": _cnn, "resnet": lambda: models.SmallResNet(widths=(4, 6, 8)).eval(),
-             "vit": lambda: models.tiny_vit(image_size=8).eval()}[arch]().double()
-    snn = signgd.convert(model, x, dynamics="sparse", schedule="exponential:lr=0.3,decay=0.87,floor=0.02,pow2=1",
-                         tolerance=0.75, start=start)
+             "vit": lambda: models.tiny_vit(image_size=8).eval(),
+             "mixer": lambda: models.tiny_mixer(image_size=8).eval()}[arch]().double()
+    schedule = ("exponential:lr=0.3,decay=0.87,floor=0.02,pow2=1" if dynamics == "sparse"
+                else "exponential:lr=0.0078125,decay=1.0")
+    snn = signgd.convert(model, x, dynamics=dynamics, schedule=schedule, tolerance=0.75, start=start)
     started = [n for n, m in snn.neurons.items() if not m.starts_at_zero]
     assert started
     if start is None and arch == "vit":  # "active": the variance neurons (no ReLU here)

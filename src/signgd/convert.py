@@ -71,13 +71,16 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             iterable is used whole.
         dynamics: ``"signgd"`` (the paper's neuron), ``"sparse"`` (signGD with signed spikes, silent
             within ``tolerance * eta_t`` of its target: the neuron of ``preset="low-energy"``, docs/sparse.md),
+            ``"graded"`` (the sparse neuron whose spike also carries a power of two, the largest below its gap:
+            it settles in a few steps and falls silent; not the paper's neuron, docs/sparse.md "Graded spikes"),
             ``"subgradient"`` (the paper's integrate-and-fire
             baseline) or ``"if"`` (the classic integrate-and-fire neuron, reset by subtraction, one
             threshold per channel from the calibration maxima; ``signgd.nir.export`` writes it as ``nir.IF``).
         schedule: step sizes; a Schedule, a name (``"exponential"``, ``"inverse"``, ``"constant"``,
             ``"polynomial"``, ``"adaptive"``: per-neuron steps, signGD only; optionally
             ``"name:lr=0.3,decay=0.9"``), a callable ``t -> eta_t`` or a 1-D tensor. Default:
-            exponential(0.15, 0.95) for signGD, inverse(1) for subgradient.
+            exponential(0.15, 0.95) for signGD, exponential(1/64, 1) for graded (its band: it is not tuned),
+            inverse(1) for subgradient.
         encoding: ``"float"``, ``"spike"``, ``"stochastic"`` (seeded by ``seed``) or ``"analog"``.
             Default: ``"float"`` for signGD, ``"analog"`` (the input itself at every step) for
             subgradient.

@@ -7,6 +7,13 @@
   lines) and moves ``y <- y +- eta_t``. Silence costs nothing downstream: a ReLU that is off never fires,
   and a settled neuron fires rarely. With ``tolerance = 0.5`` a neuron moves exactly when the move
   brings it closer to its target. It passes its estimate on, like signGD.
+- ``"graded"``: the sparse neuron whose spike also carries a power of two. Outside the band it moves by
+  the largest power of two not above its gap, ``y <- y + sign(d) 2**floor(log2 |d|)`` (``d = f(x) - y``):
+  a spike is a sign and an exponent (a few bits: what neuromorphic chips call a graded spike), and a
+  receiver scales its weight by it with an exponent add. The gap at least halves with every spike, so a
+  neuron reaches its target in a few spikes and then falls silent; the schedule only sets the band
+  (``tolerance * eta_t``), so a constant one gives a constant precision. Not the paper's neuron: the
+  paper's spike carries only a sign.
 - ``"subgradient"``: the integrate-and-fire neuron of the paper's theorem (running averages).
 - ``"if"``: the classic integrate-and-fire neuron (reset by subtraction), NIR's ``IF``.
 """
@@ -14,12 +21,14 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["DYNAMICS", "ESTIMATE_DYNAMICS", "SPIKE_DYNAMICS", "DEFAULT_TOLERANCE", "passes_estimates",
-           "check_tolerance"]
+__all__ = ["DYNAMICS", "ESTIMATE_DYNAMICS", "SPIKE_DYNAMICS", "BAND_DYNAMICS", "DEFAULT_TOLERANCE",
+           "passes_estimates", "check_tolerance"]
 
-DYNAMICS = ("signgd", "sparse", "subgradient", "if")
+DYNAMICS = ("signgd", "sparse", "graded", "subgradient", "if")
 #: Neurons that pass their estimate downstream (the network's output is the readout of the estimates).
-ESTIMATE_DYNAMICS = ("signgd", "sparse")
+ESTIMATE_DYNAMICS = ("signgd", "sparse", "graded")
+#: Neurons silent within a band of their target (``tolerance * eta_t``), which work and send only on events.
+BAND_DYNAMICS = ("sparse", "graded")
 #: Neurons that pass their spikes (times a static size) downstream (the output is averaged over steps).
 SPIKE_DYNAMICS = ("subgradient", "if")
 #: The sparse neuron's silence band as a fraction of ``eta_t``: it moves when moving gets it closer.
@@ -31,13 +40,13 @@ def passes_estimates(dynamics: str) -> bool:
 
 
 def check_tolerance(tolerance, dynamics: str) -> float | None:
-    """The sparse dynamics' tolerance as a float (``DEFAULT_TOLERANCE`` when None), None for the other
-    dynamics; a one-line error for a value that is not a finite number >= 0, or one given to another
-    dynamics."""
-    if dynamics != "sparse":
+    """The silence band of the sparse and graded dynamics as a float (``DEFAULT_TOLERANCE`` when None),
+    None for the other dynamics; a one-line error for a value that is not a finite number >= 0, or one
+    given to another dynamics."""
+    if dynamics not in BAND_DYNAMICS:
         if tolerance is not None:
             raise ValueError(f"tolerance is the sparse neuron's silence band; dynamics={dynamics!r} has none "
-                             f"(use dynamics='sparse', or leave tolerance out)")
+                             f"(use dynamics='sparse' or 'graded', or leave tolerance out)")
         return None
     if tolerance is None:
         return DEFAULT_TOLERANCE

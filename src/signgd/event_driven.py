@@ -10,15 +10,15 @@ sparse form). With an adaptive schedule (``signgd.schedules.adaptive``) each rec
 sender's step from the spikes it has seen, the way spiking hardware would (rounded to a power of two
 with ``adaptive(pow2=True)``). A sparse neuron
 (``dynamics="sparse"``) sends an up or a down spike or nothing; each receiver adds ``+- eta_t`` times
-the sender's scale for it."""
+the sender's scale for it (a graded neuron, ``dynamics="graded"``: the power of two its spike carries)."""
 from __future__ import annotations
 
 import torch
 import torch.fx as fx
 
-from .dynamics import passes_estimates
+from .dynamics import BAND_DYNAMICS, passes_estimates
 from .graph.calibrate import start_response, zero_response
-from .kernels import next_step, pow2_step, sparse_fire
+from .kernels import next_step, pow2_step, sparse_fire, sparse_step
 from .kernels.reference import sparse_thresholds
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron, signgd_fire, signgd_update
@@ -27,9 +27,10 @@ from .neurons import SpikingNeuron, signgd_fire, signgd_update
 class _SpikeInterpreter(fx.Interpreter):
     """Evaluates the affine maps on the *changes* (spike deltas) of one step."""
 
-    def __init__(self, gm, zero_inputs, start_inputs, eta, rule=None, observer=None, tolerance=None):
+    def __init__(self, gm, zero_inputs, start_inputs, eta, rule=None, observer=None, tolerance=None, graded=False):
         super().__init__(gm, garbage_collect_values=True)
         self.tolerance = tolerance  # the sparse dynamics: its silence band (a fraction of eta_t)
+        self.graded = graded  # the graded dynamics: a spike moves by the power of two it carries
         self.threshold = None
         self.observer = observer
         self.rule = rule
@@ -65,8 +66,8 @@ class _SpikeInterpreter(fx.Interpreter):
             target_value = target_value / mod.scale
         y = self.y[target]
         if self.tolerance is not None:  # sparse: +1 up, -1 down, 0 silent
-            spike = sparse_fire(y, target_value, self.threshold)
-            y_new = torch.where(spike > 0, y + self.eta, torch.where(spike < 0, y - self.eta, y))
+            spike = sparse_fire(y, target_value, self.threshold, self.graded)
+            y_new = sparse_step(y, target_value, spike, self.eta, self.graded)
         elif self.rule is None:
             spike = signgd_fire(y, target_value)
             y_new = signgd_update(y, spike, self.eta)
@@ -91,15 +92,17 @@ def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int, observer=None)
     with ``interpreter.env`` holding the changes its inputs received (``signgd.report.event_count`` counts
     the operations this way)."""
     if not passes_estimates(snn.settings["dynamics"]):
-        raise ValueError("the spike-propagation reference covers the signGD dynamics and its sparse form")
+        raise ValueError("the spike-propagation reference covers the signGD dynamics and its sparse and graded forms")
     gm = snn.graph_module
     zero_inputs, out0 = zero_response(gm, x)
     start_inputs, start_out = start_response(gm, x)
     etas = snn.schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
     enc_state = snn.encoder.init_state(x)
     e_prev = torch.zeros_like(x)
-    tolerance = snn.settings.get("tolerance") if snn.settings["dynamics"] == "sparse" else None
-    interp = _SpikeInterpreter(gm, zero_inputs, start_inputs, None, snn.schedule.rule, observer, tolerance)
+    dynamics = snn.settings["dynamics"]
+    tolerance = snn.settings.get("tolerance") if dynamics in BAND_DYNAMICS else None
+    interp = _SpikeInterpreter(gm, zero_inputs, start_inputs, None, snn.schedule.rule, observer, tolerance,
+                               graded=dynamics == "graded")
     thresholds = sparse_thresholds(etas, tolerance) if tolerance is not None else None
     readout = start_out.expand(x.shape[0], *start_out.shape).clone()
     outputs, spikes, inputs = [], {}, {}

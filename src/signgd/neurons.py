@@ -1,5 +1,6 @@
 """Spiking neurons: the signGD neuron (any target), its sparse form (``dynamics="sparse"``: signed spikes,
-silent within a tolerance), the subgradient neuron of the paper's theorem, and the classic
+silent within a tolerance) and its graded form (``dynamics="graded"``: a spike that also carries a power of
+two), the subgradient neuron of the paper's theorem, and the classic
 integrate-and-fire neuron (``dynamics="if"``, what ``signgd.nir.export`` writes as ``nir.IF``).
 
 The update rules are small pure tensor functions, so that a test can drive one neuron by hand (the
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dynamics import BAND_DYNAMICS
 from .kernels import adaptive_scan, prologue_torch, signgd_fire, signgd_scan, signgd_update, sparse_scan
 from .kernels.reference import sparse_thresholds
 from .targets import get_target
@@ -197,8 +199,8 @@ class SpikingNeuron(nn.Module):
         ``init_state(..., adaptive=True)``), or None. ``tolerance``: the sparse dynamics' silence band,
         as a fraction of ``eta_t``.
         """
-        if dynamics == "sparse":
-            return self._run_sparse(state, xs, etas, spikes_out, owned, tolerance)
+        if dynamics in BAND_DYNAMICS:
+            return self._run_sparse(state, xs, etas, spikes_out, owned, tolerance, graded=dynamics == "graded")
         if dynamics == "signgd" and rule is not None:
             return self._run_adaptive(state, xs, etas, spikes_out, owned, rule)
         if dynamics == "signgd":
@@ -265,9 +267,10 @@ class SpikingNeuron(nn.Module):
             target, fresh = prologue_torch(target, None, None, self.scale, donated=fresh), True
         return target, fresh
 
-    def _run_sparse(self, state, xs, etas, spikes_out, owned, tolerance):
+    def _run_sparse(self, state, xs, etas, spikes_out, owned, tolerance, graded=False):
         """The sparse neuron (``signgd.kernels.sparse_scan``): silent while its estimate is within
-        ``tolerance * eta_t`` of its target, an up or down spike (a step of ``eta_t``) otherwise."""
+        ``tolerance * eta_t`` of its target, an up or down spike (a step of ``eta_t``) otherwise;
+        ``graded``: a step of the largest power of two not above its gap (``dynamics="graded"``)."""
         if tolerance is None:
             raise ValueError("the sparse dynamics needs its tolerance (a fraction of eta_t)")
         scale = self.scale if self.normalized else None
@@ -277,7 +280,7 @@ class SpikingNeuron(nn.Module):
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
         # The scan divides by the scale in its own pass (torch first where the kernel cannot).
         return sparse_scan(target, y, etas, sparse_thresholds(etas, tolerance), scale, spikes_out, out=buf,
-                           normalize=scale is not None)
+                           normalize=scale is not None, graded=graded)
 
     def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule):
         """Adaptive steps (``signgd.schedules.adaptive``): torch computes the normalized target, then the

@@ -2,8 +2,9 @@
 the T to tune for and what tuning optimizes, checked once with one-line errors.
 
 Defaults (docs/defaults.md): signGD and its sparse form tune one schedule across T in
-``tuning.DEFAULT_STEPS`` with ``analog`` input when neither ``T`` nor a schedule is given; the
-subgradient and IF dynamics take ``inverse(1)`` / no steps with ``analog`` input. Presets:
+``tuning.DEFAULT_STEPS`` with ``analog`` input when neither ``T`` nor a schedule is given; the graded
+neuron takes the constant ``exponential(1/64, 1)`` (its band) untuned; the subgradient and IF dynamics take
+``inverse(1)`` / no steps with ``analog`` input. Presets:
 
 - ``"paper"``: the paper's settings (``normalize="relu"``, ``float`` input, ``exponential(0.15, 0.95)``,
   nothing tuned), so results compare with the paper;
@@ -20,7 +21,7 @@ exact start of a ReLU that is usually off (it stays silent while off, where a Re
 down and settles up to ``tolerance * eta_t`` above 0, one-sided over many neurons) and skips most of the climb
 of one that is usually on (benchmarks/sparse_start.py, docs/sparse.md). It leaves the other targets at 0:
 applied to every target (GELU, exp, products) it cost the sparse ViT 6.5 points at T=16.
-The sparse dynamics defaults to ``"active"``: a silent square neuron would otherwise leave the variance at
+The sparse and graded dynamics default to ``"active"``: a silent square neuron would otherwise leave the variance at
 ~``eps`` for the first steps, and the normalized values its neuron divides by it run far off, and a ReLU
 network reaches its ANN at fewer steps and spikes (docs/sparse.md); the other dynamics default to ``"zero"``.
 
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 
 from . import schedules as sched
 from .codecs import ENCODINGS
-from .dynamics import DYNAMICS, check_tolerance, passes_estimates
+from .dynamics import BAND_DYNAMICS, DYNAMICS, check_tolerance, passes_estimates
 from .schedules import check_dynamics
 from .tuning import DEFAULT_STEPS, check_steps
 
@@ -47,6 +48,11 @@ VARIANCE_TARGETS = frozenset({"square"})
 #: ``ACTIVE_SHARE`` of the calibration samples (exactly 0 when off; benchmarks/sparse_start.py).
 ACTIVE_TARGETS = frozenset({"relu", "max"})
 ACTIVE_SHARE = 0.8
+#: Each dynamics' schedule when none is given (and none is tuned). The graded neuron's is constant: its steps
+#: are its gaps, the schedule only sets its band, ``tolerance * 1/64`` (docs/sparse.md, "Graded spikes").
+DEFAULT_SCHEDULES = {"signgd": sched.exponential, "sparse": lambda: sched.exponential(0.3, 0.9),
+                     "graded": lambda: sched.exponential(1 / 64, 1.0), "subgradient": lambda: sched.inverse(1.0),
+                     "if": lambda: sched.inverse(1.0)}
 
 
 @dataclass
@@ -80,15 +86,18 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
     estimates = passes_estimates(dynamics)
     default_encoding = "float" if dynamics == "signgd" else "analog"
     if preset == "paper":  # the paper's normalization and encoding (its schedule is the default)
-        if dynamics == "sparse":
+        if dynamics in BAND_DYNAMICS:
             raise ValueError("preset='paper' is the paper's binary neuron; use dynamics='signgd' with it")
+    if dynamics == "graded" and T is not None and preset is None:
+        raise ValueError("dynamics='graded' is not tuned for T: its band (schedule x tolerance) sets its precision "
+                         "and it settles in a few steps; leave T out (or use preset='low-energy')")
         normalize, encoding = normalize or "relu", encoding or default_encoding
     if T is not None:
         if not estimates:
             raise ValueError(f"tuning the schedule for T covers the signGD dynamics; leave T out for "
                              f"dynamics={dynamics!r}")
         T = check_steps(T)
-    elif estimates and preset != "paper" and schedule is None:
+    elif estimates and preset != "paper" and schedule is None and dynamics != "graded":
         T = DEFAULT_STEPS  # the default: one schedule tuned across the range of T users evaluate at
     if T is not None:
         encoding = encoding or "analog"
@@ -104,8 +113,7 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
     tune = T is not None and schedule is None
     tune_tolerance = tune and objective == "energy" and tolerance is None
     tolerance = check_tolerance(tolerance, dynamics)
-    default = (sched.exponential() if dynamics == "signgd" else sched.exponential(0.3, 0.9) if dynamics == "sparse"
-               else sched.inverse(1.0))
+    default = DEFAULT_SCHEDULES[dynamics]()
     schedule = sched.make_schedule(schedule, default=default)
     check_dynamics(schedule, dynamics)
     if start is not None and start not in STARTS:
@@ -113,7 +121,7 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
     if start not in (None, "zero") and not estimates:
         raise ValueError(f"start={start!r} sets where signGD estimates start; dynamics={dynamics!r} has none: "
                          f"leave start out")
-    start = start or ("active" if dynamics == "sparse" else "zero")
+    start = start or ("active" if dynamics in BAND_DYNAMICS else "zero")
     return Options(dynamics, schedule, encoding, normalize, T, tune, objective if tune else "agreement",
                    tolerance, tune_tolerance, start)
 

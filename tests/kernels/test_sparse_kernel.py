@@ -1,5 +1,6 @@
-"""The sparse neuron's scan (signgd.kernels.sparse_scan, dynamics="sparse"): the C kernel equals the torch
-reference (reference.sparse_scan_torch) bit for bit, and sparse_scan runs it on CPU float tensors."""
+"""The sparse neuron's scan (signgd.kernels.sparse_scan, dynamics="sparse", and its graded steps,
+dynamics="graded"): the C kernel equals the torch reference (reference.sparse_scan_torch) bit for bit, and
+sparse_scan runs it on CPU float tensors."""
 import pytest
 import torch
 from scan_cases import SHAPE, assert_same, bits, make_etas, make_scales, make_targets, needs_c, prologue_by_hand
@@ -28,7 +29,7 @@ def make_state(shape, dtype, seed=3):
     return (torch.randint(-8, 9, shape, generator=g) / 16).to(dtype)  # on the targets' grid: ties
 
 
-def run(scan, target, y0, etas, thresholds, scale, out_kind="new", spikes0=None, normalize=False):
+def run(scan, target, y0, etas, thresholds, scale, out_kind="new", spikes0=None, normalize=False, graded=False):
     """``(out, y, spikes)`` of one scan on copies of the inputs. ``scan``: "c" (c.sparse_scan_c, which
     must take the inputs), "torch" (the reference) or "auto" (sparse_scan). ``out_kind``: "new",
     "target" (out is target itself) or "buffer" (a separate buffer)."""
@@ -37,14 +38,14 @@ def run(scan, target, y0, etas, thresholds, scale, out_kind="new", spikes0=None,
     spikes = torch.zeros(target.shape[0], dtype=torch.float64) if spikes0 is None else spikes0.clone()
     out = target if out_kind == "target" else torch.full_like(target, 7.0) if out_kind == "buffer" else None
     if scan == "c":
-        res = c_backend.sparse_scan_c(target, y, etas, thresholds, scale, spikes, out, normalize)
+        res = c_backend.sparse_scan_c(target, y, etas, thresholds, scale, spikes, out, normalize, graded)
         assert res is not None, "the C kernel declined these inputs"
     elif scan == "torch":
         if normalize and scale is not None:
             target = prologue_by_hand(target, None, None, scale)
-        res = sparse_scan_torch(target, y, etas, thresholds, scale, spikes, out)
+        res = sparse_scan_torch(target, y, etas, thresholds, scale, spikes, out, graded)
     else:
-        res = sparse_scan(target, y, etas, thresholds, scale, spikes, out, normalize=normalize)
+        res = sparse_scan(target, y, etas, thresholds, scale, spikes, out, normalize=normalize, graded=graded)
     if out is not None:
         assert res is out
     elif scan != "torch" or not normalize:
@@ -60,7 +61,8 @@ def run(scan, target, y0, etas, thresholds, scale, out_kind="new", spikes0=None,
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("scale", ["none", "float", "0d", "per_element", "channel", "full"])
 @pytest.mark.parametrize("out_kind", ["new", "target", "buffer"])
-def test_c_equals_torch(dtype, scale, out_kind):
+@pytest.mark.parametrize("graded", [False, True])
+def test_c_equals_torch(dtype, scale, out_kind, graded):
     Tc = 9
     sc = make_scales(scale, SHAPE, dtype)
     for kind in ("ties", "relu", "special"):
@@ -70,9 +72,9 @@ def test_c_equals_torch(dtype, scale, out_kind):
             etas = make_etas(Tc, eta_kind)
             thresholds = make_thresholds(thr_kind, etas)
             spikes0 = torch.arange(Tc, dtype=torch.float64) * 1000
-            ref = run("torch", target, y0, etas, thresholds, sc, out_kind, spikes0)
-            assert_same(run("c", target, y0, etas, thresholds, sc, out_kind, spikes0), ref)
-            assert_same(run("auto", target, y0, etas, thresholds, sc, out_kind, spikes0), ref)
+            ref = run("torch", target, y0, etas, thresholds, sc, out_kind, spikes0, graded=graded)
+            assert_same(run("c", target, y0, etas, thresholds, sc, out_kind, spikes0, graded=graded), ref)
+            assert_same(run("auto", target, y0, etas, thresholds, sc, out_kind, spikes0, graded=graded), ref)
             assert 0 < float((ref[2] - spikes0).sum()) < Tc * target[0].numel() or thr_kind == "negative"
 
 
@@ -235,3 +237,27 @@ def test_inputs_the_c_kernel_does_not_take_run_the_torch_loop():
     assert c_backend.sparse_scan_c(target, y0.clone(), etas, thresholds, out=torch.empty_like(target).double()) is None
     wide = torch.empty((7, *SHAPE))
     assert c_backend.sparse_scan_c(wide[1:], y0.clone(), etas, thresholds, out=wide[:6]) is None
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_c_graded_steps_by_hand(dtype):
+    """The graded neuron moves by the largest power of two not above ``2**(1/64)`` times its gap (sign kept):
+    a gap of exactly a power of two takes exactly that step, one just below it too (0.995 -> 1); it fires only
+    when that step is at least the threshold (and not 0). A subnormal gap (threshold 0) and NaN give the torch
+    reference's values in C."""
+    tiny = float(torch.finfo(dtype).tiny)
+    row = [0.7, -0.7, 3.0, 0.2, 1.0, 0.995, 0.98, tiny / 8, float("nan")]
+    target = torch.tensor([row, row], dtype=dtype)
+    etas, thr = torch.tensor([1.0, 1.0], dtype=torch.float64), torch.tensor([0.25, 0.0], dtype=torch.float64)
+    outs = {}
+    for scan in ("torch", "c"):
+        out, y, spikes = run(scan, target, torch.zeros(9, dtype=dtype), etas, thr, None, graded=True)
+        assert out[0, :7].tolist() == [0.5, -0.5, 2.0, 0.0, 1.0, 1.0, 0.5], scan  # 0.2: a step 0.125 < 0.25
+        assert out[1, :7].tolist() == [0.625, -0.625, 3.0, 0.125, 1.0, 0.99609375, 0.75], scan  # 1.0: on it
+        # a subnormal gap: float32's is a normal float64 (2**-129, exact); float64's is below 2**(-1/64) of
+        # the smallest normal: a step 0, silent
+        assert out[1, 7] == (tiny / 8 if dtype == torch.float32 else 0.0), scan
+        assert spikes.tolist() == [6.0, 7.0 if dtype == torch.float32 else 6.0], scan
+        outs[scan] = (out, y, spikes)
+    assert_same(outs["c"], outs["torch"])

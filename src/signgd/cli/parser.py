@@ -114,10 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{CALIBRATION_SAMPLES}, as convert() takes of a Dataset)")
     g.add_argument("--dynamics", choices=DYNAMICS, default="signgd",
                    help="signgd (the paper's neuron), sparse (signed spikes, silent within --tolerance x eta_t: "
-                        "the low-energy neuron), subgradient (its IF baseline) or if (integrate-and-fire, "
+                        "the low-energy neuron), graded (sparse, each spike also a power of two: settles in a few "
+                        "steps), subgradient (its IF baseline) or if (integrate-and-fire, "
                         "reset by subtraction: exports to NIR with signgd export)")
     g.add_argument("--tolerance", type=float, default=None, metavar="F",
-                   help="sparse neurons stay silent within F x eta_t of their target (default 0.5; "
+                   help="sparse and graded neurons stay silent within F x eta_t of their target (default 0.5; "
                         "--preset low-energy tunes it)")
     g.add_argument("--start", choices=STARTS, default=None,
                    help="where signGD estimates start: zero (the paper's neuron), variance (LayerNorm's variance "

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from ..dynamics import SPIKE_DYNAMICS
+from ..dynamics import BAND_DYNAMICS, SPIKE_DYNAMICS
 from ..neurons import SpikingNeuron
 from ..schedules import is_power_of_two
 from . import op_costs as oc
@@ -113,7 +113,7 @@ def neuron_work(snn, schedule=None) -> dict[str, tuple[float, float]]:
         mod = gm.get_submodule(name)
         n_out = _output_elements(gm, name, shapes)
         received = sum(_numel(s) for s in shapes)
-        if dynamics == "sparse":
+        if dynamics in BAND_DYNAMICS:
             ac, mac = 0, 0
         elif dynamics in SPIKE_DYNAMICS:
             if mod.target == "max":
@@ -133,7 +133,7 @@ def neuron_work(snn, schedule=None) -> dict[str, tuple[float, float]]:
         out[name] = (ac, mac)
     with torch.no_grad():
         n_output = gm(x)[0].numel()
-    if dynamics == "sparse":
+    if dynamics in BAND_DYNAMICS:
         per_output = (0, 0)  # the readout integrates what arrives: event_costs
     else:
         per_output = oc.DECODE_SUBGRADIENT if dynamics in SPIKE_DYNAMICS else oc.receive(
@@ -143,16 +143,20 @@ def neuron_work(snn, schedule=None) -> dict[str, tuple[float, float]]:
 
 
 def event_costs(snn, schedule=None) -> dict[str, dict[str, tuple[float, float]]]:
-    """``{layer: {event: (ACs, MACs)}}``: what one event costs a sparse neuron layer (``EVENT_KINDS``:
+    """``{layer: {event: (ACs, MACs)}}``: what one event costs a sparse or graded neuron layer (``EVENT_KINDS``:
     an input element that received something, an output whose target is evaluated again, a spike, a
     neuron that compares its gap with the threshold: ``costs.changed.checked_mask``),
     and the readout (``READOUT``: per output element that received something). Empty for the other
     dynamics (their neurons work at every step: ``neuron_work``). ``schedule``: as for ``neuron_work``."""
-    if snn.settings["dynamics"] != "sparse":
+    dynamics = snn.settings["dynamics"]
+    if dynamics not in BAND_DYNAMICS:
         return {}
     gm = counting_copy(snn)
     x = torch.zeros((1, *snn.input_shape), dtype=torch.float64)
     pow2 = is_power_of_two(schedule or snn.schedule)
+    # the graded neuron's spike arrives scaled: a receiver adds it; the sparse one's is scaled by eta_t
+    received = oc.RECEIVE_GRADED if dynamics == "graded" else oc.receive(oc.RECEIVE_SPARSE, pow2)
+    spike = oc.GRADED_SPIKE if dynamics == "graded" else oc.SPARSE_SPIKE
     out = {}
     for name, shapes in _neuron_shapes(gm, x).inputs.items():
         mod = gm.get_submodule(name)
@@ -163,9 +167,8 @@ def event_costs(snn, schedule=None) -> dict[str, dict[str, tuple[float, float]]]
         ac, mac = ac / n_out, mac / n_out
         ac, mac = _add((ac, mac), oc.SPARSE_EVALUATE, 1)
         ac, mac = _add((ac, mac), oc.normalize_cost(mod.target, mod.normalized), 1)
-        out[name] = {"received": oc.receive(oc.RECEIVE_SPARSE, pow2), "evaluated": (ac, mac),
-                     "spike": oc.SPARSE_SPIKE, "checked": oc.SPARSE_CHECK}
-    out[READOUT] = {"received": oc.receive(oc.RECEIVE_SPARSE, pow2)}
+        out[name] = {"received": received, "evaluated": (ac, mac), "spike": spike, "checked": oc.SPARSE_CHECK}
+    out[READOUT] = {"received": received}
     return out
 
 
@@ -236,7 +239,7 @@ class StepCounter:
         self.nodes = [n.name for n in self.gm.graph.nodes]
         self.ops = torch.zeros(len(self.nodes), T, 2, dtype=torch.float64)
         self.events: dict[str, torch.Tensor] = {}
-        if self.dynamics == "sparse":
+        if self.dynamics in BAND_DYNAMICS:
             self.events = {name: torch.zeros(T, len(EVENT_KINDS), dtype=torch.float64)
                            for name in [*snn.neurons, READOUT]}
         self._index = {name: i for i, name in enumerate(self.nodes)}

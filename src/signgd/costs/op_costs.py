@@ -43,7 +43,12 @@ since it last compared (its target was evaluated again, it spiked at the step be
 step changed: ``costs.changed.checked_mask``; a neuron with neither found itself inside the band and
 stays silent without looking); when it fires it moves its estimate and its gap (``SPARSE_SPIKE``, 2 AC);
 each of its input elements that received something integrates it, ``x += eta_t * acc``
-(``RECEIVE_SPARSE``, 1 AC + 1 MAC), and so does each readout element. The input encoders: ``float``
+(``RECEIVE_SPARSE``, 1 AC + 1 MAC), and so does each readout element. The graded neuron
+(``dynamics="graded"``) works on the same events; its spike also takes the exponent of its gap (an integer
+operation on its bits) before moving its estimate and gap by that power of two (``GRADED_SPIKE``, 3 AC), and
+its spike arrives already scaled (a synapse multiplies its weight by the power of two it carries: an
+exponent add, an AC, ``costs.synapses``), so a receiving element only adds what arrived, ``x += acc``
+(``RECEIVE_GRADED``, 1 AC). The input encoders: ``float``
 moves its estimate toward the input (1 AC, 1 MAC per element per step), ``spike`` compares and moves
 (2 AC), ``stochastic`` also draws its noise (a hash and a sigmoid: 2 AC + the sigmoid's cost), ``analog`` costs nothing.
 """
@@ -55,7 +60,7 @@ __all__ = ["FUNCTION_MACS", "TARGET_COSTS", "target_cost", "SIGNGD_STEP", "NORMA
            "ADAPTIVE_STEP_POW2", "adaptive_step",
            "RECEIVE_BINARY", "RECEIVE_ADAPTIVE", "SUBGRADIENT_STEP", "IF_STEP", "RECEIVE_SUBGRADIENT",
            "DECODE_SUBGRADIENT", "HOMOGENEOUS", "normalize_cost", "receive",
-           "SPARSE_CHECK", "SPARSE_EVALUATE", "SPARSE_SPIKE", "RECEIVE_SPARSE",
+           "SPARSE_CHECK", "SPARSE_EVALUATE", "SPARSE_SPIKE", "RECEIVE_SPARSE", "GRADED_SPIKE", "RECEIVE_GRADED",
            "ENCODER_STEP"]
 
 FUNCTION_MACS = 4
@@ -104,6 +109,8 @@ SPARSE_CHECK = (1, 0)  # per check (costs.changed.checked_mask): |f(x) - y| agai
 SPARSE_EVALUATE = (1, 0)  # after its target was evaluated again: the new gap f(x) - y
 SPARSE_SPIKE = (2, 0)  # per spike: y +- eta_t, and the gap with it
 RECEIVE_SPARSE = (1, 1)  # per input element that received something: x += eta_t * acc
+GRADED_SPIKE = (3, 0)  # per graded spike: the exponent of the gap, y += 2**k, and the gap with it
+RECEIVE_GRADED = (1, 0)  # per input element that received graded spikes: x += acc (already scaled)
 ENCODER_STEP = {"float": (1, 1), "spike": (2, 0), "stochastic": (3, 2 * _F), "analog": (0, 0)}
 
 

@@ -14,7 +14,8 @@ The kind of each value decides what an operation costs. An **event** is a change
 conversion time (a binary spike times the sender's static scale, or such a spike reshaped or scaled by
 a constant): a weighted op adds ``w * scale`` for it, an accumulate (AC), and a scaling by a constant
 folds into those weights (free). A power-of-two adaptive step (``adaptive(pow2=True)``, ``+-2**k`` times
-the static scale) is an event too: ``w * scale * 2**k`` is an exponent add, counted as the AC. Any other
+the static scale) is an event too: ``w * scale * 2**k`` is an exponent add, counted as the AC; so is a
+graded spike (``dynamics="graded"``: ``+-2**k`` times the static scale). Any other
 change is **real** (the float input encoding, adaptive gains, anything a sum produced): a weighted op
 multiplies it, a MAC, and a scaling costs a MAC per element. Adding a number is an AC whatever its
 kind: sums, means, pools and adds cost ACs, and a mean's or an average pool's ``1/n`` costs a MAC per

@@ -64,13 +64,15 @@ from .reference import (
     scan_torch,
     signgd_fire,
     signgd_update,
+    graded_step,
     sparse_fire,
     sparse_scan_torch,
+    sparse_step,
 )
 
 __all__ = ["signgd_scan", "signgd_fire", "signgd_update", "adaptive_scan", "next_step", "pow2_step",
            "prologue_torch",
-           "sparse_scan", "sparse_fire",
+           "sparse_scan", "sparse_fire", "sparse_step", "graded_step",
            "resolve_backend", "available_backends", "kernel_info", "KernelUnavailableError", "BACKENDS"]
 
 BACKENDS = ("torch", "c", "triton")
@@ -201,9 +203,10 @@ def adaptive_scan(target: torch.Tensor, y: torch.Tensor, d: torch.Tensor, etas: 
 
 def sparse_scan(target: torch.Tensor, y: torch.Tensor, etas: torch.Tensor, thresholds: torch.Tensor,
                 out_scale=None, spikes: torch.Tensor | None = None, out: torch.Tensor | None = None, *,
-                normalize: bool = False) -> torch.Tensor:
+                normalize: bool = False, graded: bool = False) -> torch.Tensor:
     """Advance a layer of sparse neurons (``dynamics="sparse"``) by ``Tc = target.shape[0]`` steps, ``y``
-    in place.
+    in place; ``graded``: the graded neuron's steps (``dynamics="graded"``: ``reference.graded_step`` of the
+    gap instead of ``+- eta_t``).
 
     ``target`` ``[Tc, *S]`` (already normalized, unless ``normalize``), ``y`` ``[*S]``, ``etas`` and
     ``thresholds`` ``[Tc]`` (``tolerance * eta_t``, rounded to y's dtype). At each step a neuron sends an
@@ -217,16 +220,16 @@ def sparse_scan(target: torch.Tensor, y: torch.Tensor, etas: torch.Tensor, thres
     """
     normalize = bool(normalize) and out_scale is not None
     if target.dim() >= 1 and _choose(target, y, out_scale, None) == "c":
-        done = c.sparse_scan_c(target, y, etas, thresholds, out_scale, spikes, out, normalize)
+        done = c.sparse_scan_c(target, y, etas, thresholds, out_scale, spikes, out, normalize, graded)
         if done is not None:
             return done
     if normalize:  # torch divides first (in place when the caller gave target's memory as out)
         target = prologue_torch(target, None, None, out_scale, out is not None and same_buffer(out, target))
         if target.dim() >= 1 and _choose(target, y, out_scale, None) == "c":
-            done = c.sparse_scan_c(target, y, etas, thresholds, out_scale, spikes, out)
+            done = c.sparse_scan_c(target, y, etas, thresholds, out_scale, spikes, out, graded=graded)
             if done is not None:
                 return done
-    return sparse_scan_torch(target, y, etas, thresholds, out_scale, spikes, out)
+    return sparse_scan_torch(target, y, etas, thresholds, out_scale, spikes, out, graded)
 
 
 def resolve_backend(target: torch.Tensor, y: torch.Tensor | None = None, out_scale=None,

@@ -104,7 +104,7 @@ def _bind(lib):
         fn.restype = ctypes.c_int
     for name in ("signgd_sparse_f32", "signgd_sparse_f64"):
         fn = getattr(lib, name)
-        fn.argtypes = [p, p, p, p, p, i64, p, p, i64, i64, ctypes.c_int, ctypes.c_int]
+        fn.argtypes = [p, p, p, p, p, i64, p, p, i64, i64, ctypes.c_int, ctypes.c_int, ctypes.c_int]
         fn.restype = ctypes.c_int
     return lib
 
@@ -156,16 +156,16 @@ def _adaptive_matches(lib, target, etas, scale) -> bool:
 def _sparse_matches(lib, target, etas, scale) -> bool:
     """Thresholds of half a step on multiples of 1/4: differences land exactly on them (silent)."""
     thresholds = etas * 0.5
-    for divide in (False, True):
+    for divide, graded in ((False, False), (True, False), (False, True), (True, True)):
         runs = []
         for c in (False, True):
             y = torch.zeros(target.shape[1:], dtype=target.dtype)
             sp = torch.zeros(target.shape[0], dtype=torch.float64)
             if c:
-                out = _run_sparse_c(lib, target, y, etas, thresholds, scale, sp, None, divide)
+                out = _run_sparse_c(lib, target, y, etas, thresholds, scale, sp, None, divide, graded)
             else:
                 tgt = prologue_torch(target, None, None, scale) if divide else target
-                out = sparse_scan_torch(tgt, y, etas, thresholds, scale, sp)
+                out = sparse_scan_torch(tgt, y, etas, thresholds, scale, sp, graded=graded)
             runs.append((out, y, sp))
         if not all(torch.equal(a, b) for a, b in zip(*runs)):
             return False
@@ -284,8 +284,9 @@ def _run_adaptive_c(lib, target, y, d, etas, grow, shrink, out_scale=None, spike
 # The sparse scan (dynamics="sparse")
 # --------------------------------------------------------------------------------------------
 
-def sparse_scan_c(target, y, etas, thresholds, out_scale=None, spikes=None, out=None, normalize=False):
-    """``signgd.kernels.sparse_scan`` in C (same arguments), or None when the C kernel cannot run these
+def sparse_scan_c(target, y, etas, thresholds, out_scale=None, spikes=None, out=None, normalize=False,
+                  graded=False):
+    """``signgd.kernels.sparse_scan`` in C (same arguments; ``graded``: the graded neuron's steps), or None when the C kernel cannot run these
     inputs (not CPU float32/float64, a non-contiguous ``y`` or ``out``, an ``out`` of another dtype or
     partly overlapping ``target``, a scale that promotes, a ``normalize`` the kernel cannot fuse, the C
     library unavailable): the caller then runs torch. ``normalize``: the target is ``target /
@@ -313,10 +314,11 @@ def sparse_scan_c(target, y, etas, thresholds, out_scale=None, spikes=None, out=
     lib, _ = library()
     if lib is None:
         return None
-    return _run_sparse_c(lib, target, y, etas, thresholds, out_scale, spikes, out, divide)
+    return _run_sparse_c(lib, target, y, etas, thresholds, out_scale, spikes, out, divide, graded)
 
 
-def _run_sparse_c(lib, target, y, etas, thresholds, out_scale=None, spikes=None, out=None, divide=False):
+def _run_sparse_c(lib, target, y, etas, thresholds, out_scale=None, spikes=None, out=None, divide=False,
+                  graded=False):
     Tc, S = target.shape[0], tuple(target.shape[1:])
     mode, scale, scale_len = scale_for_kernel(out_scale, y, S)
     tgt = target.detach().contiguous()
@@ -330,7 +332,7 @@ def _run_sparse_c(lib, target, y, etas, thresholds, out_scale=None, spikes=None,
         rc = fn(tgt.data_ptr(), y.data_ptr(), eta.data_ptr(), thr.data_ptr(),
                 scale.data_ptr() if mode == "kernel" else None, scale_len, res.data_ptr(),
                 counts.data_ptr() if counts is not None else None, Tc, y.numel(),
-                max(1, torch.get_num_threads()), int(bool(divide) and mode == "kernel"))
+                max(1, torch.get_num_threads()), int(bool(divide) and mode == "kernel"), int(bool(graded)))
         if rc != 0:
             raise RuntimeError(f"signgd sparse scan (C) failed with code {rc}")
     if counts is not None:

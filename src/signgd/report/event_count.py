@@ -7,13 +7,14 @@ input-dependent operands the Jacobian of the node (its linear part, ``f(v) - f(0
 operands at 0) is computed once with ``torch.func.jacfwd``; an input element's synapses are the non-zero
 entries of its column. At each step the elements that changed are read off the event-driven
 simulation itself (``signgd.event_driven``): the neurons whose output moved down (binary signGD: the
-spike) or moved at all (adaptive steps, the sparse neuron's up and down spikes), the input elements
+spike) or moved at all (adaptive steps, the sparse neuron's up and down spikes, the graded neuron's
+power-of-two spikes), the input elements
 whose encoding changed (moved down for the binary encodings), and downstream of them every output
 element that a changed input reaches.
 
 Pricing follows the cost model of ``docs/energy.md``: a weighted op costs an AC per synapse on an event
-(a spike times a static scale, possibly reshaped or scaled by a constant; a power-of-two adaptive step
-too, its multiply being an exponent add) and a MAC on a real-valued change; additions are ACs; a mean
+(a spike times a static scale, possibly reshaped or scaled by a constant; a power-of-two adaptive step or
+graded spike too, its multiply being an exponent add) and a MAC on a real-valued change; additions are ACs; a mean
 or average pool adds a MAC per output element that changed; a scaling by a constant is free on events
 and a MAC per changed element otherwise; moving data is free.
 For the sparse dynamics it also counts each neuron layer's events: the input elements that received
@@ -32,6 +33,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..dynamics import BAND_DYNAMICS
 from ..costs.changed import changed_mask, checked_mask, threshold_changes
 from ..event_driven import simulate_spikes
 from ..graph import spellings as sp
@@ -108,7 +110,7 @@ class EventCounter:
         self.adaptive = snn.schedule.rule is not None
         # power-of-two adaptive steps: a receiver scales by the sender's step with an exponent add (an AC)
         self.shifted = self.adaptive and is_power_of_two(snn.schedule)
-        self.sparse = snn.settings["dynamics"] == "sparse"
+        self.sparse = snn.settings["dynamics"] in BAND_DYNAMICS
         # sparse: per neuron layer, [T, 4] received input elements, outputs evaluated, spikes, checks
         self.events = {name: torch.zeros(T, 4, dtype=torch.float64) for name, m in self.modules.items()
                        if isinstance(m, SpikingNeuron)} if self.sparse else {}

@@ -312,16 +312,31 @@ DEFINE_ADAPTIVE(signgd_adaptive_f64, double)
  *     d = g - y;  up = d > thr[t];  down = d < -thr[t]
  *     y = up ? y + eta[t] : (down ? y - eta[t] : y);  out[t, i] = y * scale(i)
  *     counts[t] += up + down
+ * GRADED (dynamics="graded"): st = F(d); fire = |st| >= thr[t] && st != 0 && d == d (not NaN);
+ * y = fire ? y + st : y; counts[t] += fire; with F(d) = sign(d) 2^floor(log2 |d| + 1/64):
+ * the sign and exponent bits of d's float64 value, the exponent raised by one where the fraction is at least
+ * 2^(63/64)'s (reference.graded_step does the same integer operations and says why the margin).
  * y ([N]) is updated in place; target and out are contiguous [Tc, N] and out may be target itself
  * (each element is read before it is written). Same blocking as the adaptive scan; MODE and DIV are
  * compile-time constants after inlining, so each variant's inner loop is a plain vectorizable run;
  * a block's counts (n <= 4096) fit the narrow type that matches the value width.
  */
+static inline double signgd_graded_step(double d)
+{
+    uint64_t b;
+    memcpy(&b, &d, sizeof b);
+    uint64_t r = b & 0xFFF0000000000000ULL;
+    if ((b & 0x000FFFFFFFFFFFFFULL) >= 0xFA7C1819E90D8ULL) r += 0x0010000000000000ULL;
+    double v;
+    memcpy(&v, &r, sizeof v);
+    return v;
+}
+
 #define DEFINE_SPARSE_BLOCK(NAME, T, CNT_T)                                                   \
     static inline __attribute__((always_inline)) void NAME(                                  \
         const T *target, T *restrict yb, const T *restrict etas, const T *restrict thrs,     \
         const T *restrict sb, T *out, int64_t *counts, int64_t Tc, int64_t N, int64_t n,     \
-        int64_t i0, const int MODE, const int DIV)                                            \
+        int64_t i0, const int MODE, const int DIV, const int GRADED)                          \
     {                                                                                         \
         const T s0 = (MODE == SCALE_ONE) ? sb[0] : (T)1;                                      \
         for (int64_t t = 0; t < Tc; ++t) {                                                    \
@@ -342,14 +357,23 @@ DEFINE_ADAPTIVE(signgd_adaptive_f64, double)
                 const T dv = g - yv;                                                          \
                 const CNT_T up = dv > thr;                                                    \
                 const CNT_T down = dv < nthr;                                                 \
-                const T yu = yv + eta;                                                        \
-                const T yd = yv - eta;                                                        \
-                const T yn = up ? yu : (down ? yd : yv);                                      \
+                T yn;                                                                         \
+                if (GRADED) {                                                                 \
+                    const T st = (T)signgd_graded_step((double)dv);                           \
+                    const T ast = st < 0 ? -st : st;                                          \
+                    const CNT_T fire = (ast >= thr) & (st != 0) & (dv == dv);                 \
+                    yn = fire ? yv + st : yv;                                                 \
+                    c += fire;                                                                \
+                } else {                                                                      \
+                    const T yu = yv + eta;                                                    \
+                    const T yd = yv - eta;                                                    \
+                    yn = up ? yu : (down ? yd : yv);                                          \
+                    c += up + down;                                                           \
+                }                                                                             \
                 yb[j] = yn;                                                                   \
                 if (MODE == SCALE_NONE) orow[j] = yn;                                         \
                 else if (MODE == SCALE_ONE) orow[j] = yn * s0;                                \
                 else orow[j] = yn * sb[j];                                                    \
-                c += up + down;                                                               \
             }                                                                                 \
             if (counts != NULL) {                                                             \
                 _Pragma("omp atomic")                                                         \
@@ -358,10 +382,20 @@ DEFINE_ADAPTIVE(signgd_adaptive_f64, double)
         }                                                                                     \
     }
 
+/* One block of the sparse scan with MODE, DIV and GRADED as compile-time constants. */
+#define SPARSE_DISPATCH(BLOCKFN, G)                                                           \
+    {                                                                                         \
+        if (mode == SCALE_NONE) BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_NONE, 0, G); \
+        else if (mode == SCALE_ONE && !divide) BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_ONE, 0, G); \
+        else if (mode == SCALE_ONE) BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_ONE, 1, G); \
+        else if (!divide) BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_ARRAY, 0, G); \
+        else BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_ARRAY, 1, G); \
+    }
+
 #define DEFINE_SPARSE(NAME, BLOCKFN, T)                                                       \
     int NAME(const T *target, T *y, const T *etas, const T *thrs, const T *scale,            \
              int64_t scale_len, T *out, int64_t *counts, int64_t Tc, int64_t N, int nthreads, \
-             int divide)                                                                      \
+             int divide, int graded)                                                          \
     {                                                                                         \
         if (Tc <= 0 || N <= 0) return 0;                                                      \
         if (scale != NULL && (scale_len <= 0 || N % scale_len != 0)) return -1;               \
@@ -388,11 +422,7 @@ DEFINE_ADAPTIVE(signgd_adaptive_f64, double)
                 sb[0] = scale[0];                                                             \
             }                                                                                 \
             T *yb = y + i0;                                                                   \
-            if (mode == SCALE_NONE) BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_NONE, 0); \
-            else if (mode == SCALE_ONE && !divide) BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_ONE, 0); \
-            else if (mode == SCALE_ONE) BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_ONE, 1); \
-            else if (!divide) BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_ARRAY, 0); \
-            else BLOCKFN(target, yb, etas, thrs, sb, out, counts, Tc, N, n, i0, SCALE_ARRAY, 1); \
+            if (graded) SPARSE_DISPATCH(BLOCKFN, 1) else SPARSE_DISPATCH(BLOCKFN, 0)            \
         }                                                                                     \
         return 0;                                                                             \
     }
