@@ -46,7 +46,8 @@ def test_on_the_trained_cnn_it_reaches_the_ann_in_a_few_steps_and_falls_silent(t
     x = digits_train.tensors[0][:300]
     graded = signgd.convert(trained_digits_cnn, x, dynamics="graded")
     sparse = signgd.convert(trained_digits_cnn, x, dynamics="sparse", schedule="exponential:lr=0.3,decay=0.87")
-    assert graded.settings["schedule"] == {"name": "exponential", "lr": 1 / 64, "decay": 1.0} and "tuned_for" not in graded.settings
+    assert graded.settings["schedule"] == {"name": "exponential", "lr": 1 / 64, "decay": 1.0}
+    assert "tuned_for" not in graded.settings
     steps = [4, 8, 16, 32]
     g = make_report(graded, digits_test, steps, batch_size=256, progress=False)
     s = make_report(sparse, digits_test, steps, batch_size=256, progress=False)

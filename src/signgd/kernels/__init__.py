@@ -56,6 +56,7 @@ from . import triton as triton_backend
 from .build import cache_dir
 from .reference import (
     adaptive_scan_torch,
+    graded_step,
     next_step,
     overlap,
     pow2_step,
@@ -64,7 +65,6 @@ from .reference import (
     scan_torch,
     signgd_fire,
     signgd_update,
-    graded_step,
     sparse_fire,
     sparse_scan_torch,
     sparse_step,

@@ -33,8 +33,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..dynamics import BAND_DYNAMICS
 from ..costs.changed import changed_mask, checked_mask, threshold_changes
+from ..dynamics import BAND_DYNAMICS
 from ..event_driven import simulate_spikes
 from ..graph import spellings as sp
 from ..graph.deps import depends_on_input
