@@ -288,9 +288,10 @@ def sparse_scan_c(target, y, etas, thresholds, out_scale=None, spikes=None, out=
                   graded=False):
     """``signgd.kernels.sparse_scan`` in C (same arguments; ``graded``: the graded neuron's steps), or None
     when the C kernel cannot run these inputs (not CPU float32/float64, a non-contiguous ``y`` or ``out``,
-    an ``out`` of another dtype or partly overlapping ``target``, a scale that promotes, a ``normalize`` the kernel cannot fuse, the C
-    library unavailable): the caller then runs torch. ``normalize``: the target is ``target /
-    out_scale``, divided in the pass as torch divides (``prologue_torch``); ignored without a scale."""
+    an ``out`` of another dtype or partly overlapping ``target``, a scale that promotes, a ``normalize`` the
+    kernel cannot fuse, the C library unavailable): the caller then runs torch. ``normalize``: the target is
+    ``target / out_scale``, divided in the pass as torch divides (``prologue_torch``); ignored without a
+    scale."""
     if not (isinstance(target, torch.Tensor) and isinstance(y, torch.Tensor) and target.dim() >= 1
             and target.device.type == "cpu" and target.dtype in CPU_DTYPES):
         return None
