@@ -199,14 +199,18 @@ def test_the_report_counts_sparse_neurons_per_event_and_matches_the_tuners_count
     assert neurons and all(row["ac"][1] > row["ac"][0] for row in neurons)  # events add up over steps
 
 
+@pytest.mark.parametrize("dynamics", [None, "graded"])
 def test_preset_low_energy_picks_the_cheapest_network_that_agrees(trained_digits_cnn, digits_train, digits_test,
-                                                                   monkeypatch):
-    monkeypatch.setattr(tuning, "ENERGY_DECAYS", (0.87,))  # a smaller grid than the preset's (16): the same code
+                                                                   monkeypatch, dynamics):
+    """Among sparse and graded candidates (``dynamics="graded"``: graded ones only)."""
+    monkeypatch.setattr(tuning, "ENERGY_DECAYS", (0.87,))  # a smaller grid than the preset's (16+3): the same code
     monkeypatch.setattr(tuning, "ENERGY_FLOORS", (1 / 32,))
     x = digits_train.tensors[0][:64]
-    snn = signgd.convert(trained_digits_cnn, x, preset="low-energy", T=8, progress=False)
-    assert len(snn.tuning.candidates) == 4
-    assert snn.settings["dynamics"] == "sparse" and snn.settings["encoding"] == "analog"
+    kwargs = {"dynamics": dynamics} if dynamics else {}
+    snn = signgd.convert(trained_digits_cnn, x, preset="low-energy", T=8, progress=False, **kwargs)
+    kinds = [c.dynamics for c in snn.tuning.candidates]
+    assert kinds == (["sparse"] * 4 if dynamics is None else []) + ["graded"] * 3
+    assert snn.settings["dynamics"] == snn.tuning.best.dynamics and snn.settings["encoding"] == "analog"
     assert snn.settings["tuned_for"] == 8
     result = snn.tuning
     best = result.best

@@ -99,9 +99,10 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             network still runs any number of steps.
         preset: ``"paper"`` fixes the paper's settings (normalize ``"relu"``, encoding ``"float"``,
             ``exponential(0.15, 0.95)``, no tuning) so results compare with the paper;
-            ``"low-energy"``: the sparse neuron with the schedule, tolerance and (without ``T``) the number
-            of steps tuned for the least energy at which the SNN agrees with the ANN on the tuning
-            samples (``signgd.options``, ``signgd.tuning.tune_energy``). Explicit arguments win.
+            ``"low-energy"``: the sparse or the graded neuron (``dynamics="graded"``: that one only) with
+            the dynamics, schedule, tolerance and (without ``T``) the number of steps tuned for the least
+            energy at which the SNN agrees with the ANN on the tuning samples (``signgd.options``,
+            ``signgd.tuning.tune_energy``). Explicit arguments win.
         tolerance: the sparse neuron's silence band as a fraction of ``eta_t`` (default 0.5: a neuron
             moves when the move brings it closer to its target; ``preset="low-energy"`` tunes it).
         start: where the signGD estimates start: ``"zero"`` (the paper's neuron; the default except for

@@ -8,9 +8,10 @@ neuron takes the constant ``exponential(1/64, 1)`` (its band) untuned; the subgr
 
 - ``"paper"``: the paper's settings (``normalize="relu"``, ``float`` input, ``exponential(0.15, 0.95)``,
   nothing tuned), so results compare with the paper;
-- ``"low-energy"``: the sparse neuron (``dynamics="sparse"``), ``analog`` input, every neuron normalized,
-  and the schedule, tolerance and (without ``T``) the number of steps tuned for the least energy at which
-  the SNN agrees with the ANN (``signgd.tuning.tune_energy``; docs/sparse.md).
+- ``"low-energy"``: the sparse or the graded neuron (``dynamics="sparse"``/``"graded"``, whichever is cheaper),
+  ``analog`` input, every neuron normalized, and the dynamics, schedule, tolerance and (without ``T``) the
+  number of steps tuned for the least energy at which the SNN agrees with the ANN
+  (``signgd.tuning.tune_energy``; docs/sparse.md).
 
 Where the estimates start (``start``, ``STARTS``): ``"zero"`` (the paper's neuron), ``"variance"`` (the
 neurons that estimate a variance, the ``square`` neurons of LayerNorm, GroupNorm and ``F.normalize``, start
@@ -76,10 +77,10 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
         raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)} or leave it out")
     objective = "agreement"
     if preset == "low-energy":
-        if dynamics not in ("signgd", "sparse"):
-            raise ValueError(f"preset='low-energy' builds sparse signGD neurons; leave dynamics out "
+        if dynamics not in ("signgd", "sparse", "graded"):
+            raise ValueError(f"preset='low-energy' builds sparse or graded signGD neurons; leave dynamics out "
                              f"(got dynamics={dynamics!r})")
-        dynamics, objective = "sparse", "energy"
+        dynamics, objective = ("graded" if dynamics == "graded" else "sparse"), "energy"
         encoding, normalize = encoding or "analog", normalize or "all"
     if dynamics not in DYNAMICS:
         raise ValueError(f"unknown dynamics {dynamics!r}; choose one of {list(DYNAMICS)}")

@@ -24,6 +24,7 @@ chosen schedule's score and what it saves in time.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +32,7 @@ import torch
 from . import distributed as _dist
 from . import schedules as sched
 from .costs import EnergyModel, StepCounter, ann_energy, energy_per_sample
+from .dynamics import BAND_DYNAMICS
 from .feedback import bar
 
 #: The grid of exponential schedules ``lr * decay**(t-1)``, plus the paper's (0.15, 0.95).
@@ -47,6 +49,9 @@ ENERGY_LEARNING_RATES = (0.3, 0.5)
 ENERGY_DECAYS = (0.8, 0.87)
 ENERGY_FLOORS = (1 / 64, 1 / 32)
 ENERGY_TOLERANCES = (0.5, 0.75)
+#: The graded neuron's candidates (``dynamics="graded"``): constant schedules whose step sets its band,
+#: ``tolerance * lr`` (its spikes carry their own sizes), at the first of the tolerances.
+ENERGY_GRADED_STEPS = (1 / 32, 1 / 64, 1 / 128)
 MIN_AGREEMENT = 0.99
 ENERGY_SAMPLES = 64
 #: The steps ``convert`` tunes for when it is given no ``T``: one schedule that does well over the
@@ -72,7 +77,7 @@ class Candidate:
 
 @dataclass
 class EnergyCandidate:
-    """One configuration of the sparse neuron at one T: its agreement with the ANN and its energy."""
+    """One configuration of the sparse or graded neuron at one T: its agreement with the ANN and its energy."""
 
     schedule: sched.Schedule
     tolerance: float
@@ -80,10 +85,11 @@ class EnergyCandidate:
     agreement: float
     error: float
     energy_ratio: float  # the SNN's energy per sample after T steps / the ANN's (signgd.costs)
+    dynamics: str = "sparse"
 
     def __repr__(self) -> str:
-        return (f"{self.schedule!r}, tolerance {self.tolerance:g}, T={self.T}: {100 * self.agreement:.1f}% "
-                f"agreement, {self.energy_ratio:.3f}x the ANN's energy")
+        return (f"{self.dynamics} neurons, {self.schedule!r}, tolerance {self.tolerance:g}, T={self.T}: "
+                f"{100 * self.agreement:.1f}% agreement, {self.energy_ratio:.3f}x the ANN's energy")
 
 
 @dataclass
@@ -106,12 +112,13 @@ class EnergyTuningResult:
         return self.best.agreement >= self.min_agreement
 
     def table(self) -> str:
-        rows = [f"sparse neurons tuned for energy at T={steps_text(self.T)} on {self.samples} calibration samples "
-                f"(at least {100 * self.min_agreement:.0f}% agreement with the ANN)",
-                "| schedule | tolerance | T | agreement (%) | relative error | energy / ANN |",
-                "|---|---:|---:|---:|---:|---:|"]
-        rows += [f"| {c.schedule!r} | {c.tolerance:g} | {c.T} | {100 * c.agreement:.2f} | {c.error:.4f} | "
-                 f"{c.energy_ratio:.3f} |" for c in sorted(self.candidates, key=lambda c: c.energy_ratio)]
+        rows = [f"sparse and graded neurons tuned for energy at T={steps_text(self.T)} on {self.samples} calibration "
+                f"samples (at least {100 * self.min_agreement:.0f}% agreement with the ANN)",
+                "| dynamics | schedule | tolerance | T | agreement (%) | relative error | energy / ANN |",
+                "|---|---|---:|---:|---:|---:|---:|"]
+        rows += [f"| {c.dynamics} | {c.schedule!r} | {c.tolerance:g} | {c.T} | {100 * c.agreement:.2f} | "
+                 f"{c.error:.4f} | {c.energy_ratio:.3f} |"
+                 for c in sorted(self.candidates, key=lambda c: c.energy_ratio)]
         return "\n".join(rows)
 
 
@@ -232,19 +239,23 @@ def _agreement_and_error(out: torch.Tensor, ann_out: torch.Tensor) -> tuple[floa
 
 
 def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=None, decays=None, floors=None, pow2: bool = True,
-                tolerances=None, min_agreement: float = MIN_AGREEMENT, energy_samples: int = ENERGY_SAMPLES,
-                model: EnergyModel = EnergyModel(), progress: bool | None = None) -> EnergyTuningResult:
-    """The cheapest sparse network that agrees with the ANN: for every exponential schedule of the grid
-    (``exponential(lr, decay, floor, pow2)``: steps that stop decaying at ``floor``, so that a settled
-    neuron falls silent, and are powers of two, so that no receiver multiplies) and every tolerance, one
-    simulation of ``max(T)`` steps on ``x`` scores the agreement with the ANN at each T of the list, and
-    one on the first ``energy_samples`` samples counts the energy (``signgd.costs``, the report's counter).
+                tolerances=None, graded_steps=None, kinds=BAND_DYNAMICS, min_agreement: float = MIN_AGREEMENT,
+                energy_samples: int = ENERGY_SAMPLES, model: EnergyModel = EnergyModel(),
+                progress: bool | None = None) -> EnergyTuningResult:
+    """The cheapest sparse or graded network that agrees with the ANN. The sparse neuron's candidates: every
+    exponential schedule of the grid (``exponential(lr, decay, floor, pow2)``: steps that stop decaying at
+    ``floor``, so that a settled neuron falls silent, and are powers of two, so that no receiver multiplies)
+    with every tolerance; the graded neuron's (``dynamics="graded"``): a constant step of each of
+    ``graded_steps`` at the first tolerance (its band; its spikes carry their own sizes). For each, one
+    simulation of ``max(T)`` steps on ``x`` scores the agreement with the ANN at each T of the list, and one
+    on the first ``energy_samples`` samples counts the energy (``signgd.costs``, the report's counter).
     The winner is the configuration and T of least energy whose agreement is at least ``min_agreement``
     (ties: the better agreement); if none reaches it, the best agreement (then the least energy). ``snn``
-    (``dynamics="sparse"``) keeps its own schedule and tolerance. The grid's axes default to this module's
-    ``ENERGY_*`` values (read at the call)."""
-    if snn.settings["dynamics"] != "sparse":
-        raise ValueError("tuning for energy covers the sparse dynamics (convert with preset='low-energy')")
+    (``dynamics="sparse"`` or ``"graded"``) keeps its own dynamics, schedule and tolerance. The grid's axes
+    default to this module's ``ENERGY_*`` values (read at the call); ``kinds``: the dynamics to try
+    (``("graded",)``: the graded neuron only)."""
+    if snn.settings["dynamics"] not in BAND_DYNAMICS:
+        raise ValueError("tuning for energy covers the sparse and graded dynamics (convert with preset='low-energy')")
     steps = list(check_steps(T)) if isinstance(T, (list, tuple)) else [check_steps(T)]
     if x.shape[0] == 0:
         raise ValueError("tuning for energy needs at least one calibration sample")
@@ -252,25 +263,42 @@ def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=None, decays=None, fl
         ann_out = snn.ann(x)
     ann_pj = ann_energy(snn, model)
     sub = x[:energy_samples]
-    grid = [(lr, decay, floor, tol) for tol in tolerances or ENERGY_TOLERANCES for floor in floors or ENERGY_FLOORS
-            for decay in decays or ENERGY_DECAYS for lr in learning_rates or ENERGY_LEARNING_RATES]
-    candidates = []
-    counter = StepCounter(snn, max(steps))
-    for lr, decay, floor, tol in bar(grid, progress, desc=f"tune for energy at T={steps_text(tuple(steps))}",
-                                     unit="candidate"):
-        schedule = sched.exponential(lr, decay, floor=floor, pow2=pow2)
-        outputs = snn.simulate(x, steps, schedule=schedule, tolerance=tol).outputs
-        counter.start(sub, schedule, reset=True)
-        snn.simulate(sub, max(steps), schedule=schedule, tolerance=tol, probe=counter.layer)
-        counter.finish_batch()
-        energy = energy_per_sample(snn, counter, sub.shape[0], model, schedule)
+    tolerances = tolerances or ENERGY_TOLERANCES
+    grid = [("sparse", sched.exponential(lr, decay, floor=floor, pow2=pow2), tol) for tol in tolerances
+            for floor in floors or ENERGY_FLOORS for decay in decays or ENERGY_DECAYS
+            for lr in learning_rates or ENERGY_LEARNING_RATES] if "sparse" in kinds else []
+    grid += [("graded", sched.exponential(step, 1.0), tolerances[0]) for step in graded_steps or ENERGY_GRADED_STEPS
+             ] if "graded" in kinds else []
+    candidates, counters = [], {}
+    for dynamics, schedule, tol in bar(grid, progress, desc=f"tune for energy at T={steps_text(tuple(steps))}",
+                                       unit="candidate"):
+        with _dynamics(snn, dynamics):
+            outputs = snn.simulate(x, steps, schedule=schedule, tolerance=tol).outputs
+            counter = counters.get(dynamics) or counters.setdefault(dynamics, StepCounter(snn, max(steps)))
+            counter.start(sub, schedule, reset=True)
+            snn.simulate(sub, max(steps), schedule=schedule, tolerance=tol, probe=counter.layer)
+            counter.finish_batch()
+            energy = energy_per_sample(snn, counter, sub.shape[0], model, schedule)
         for t in steps:
             agreement, error = _agreement_and_error(outputs[t], ann_out)
-            candidates.append(EnergyCandidate(schedule, tol, t, agreement, error, float(energy[t - 1]) / ann_pj))
+            candidates.append(EnergyCandidate(schedule, tol, t, agreement, error, float(energy[t - 1]) / ann_pj,
+                                              dynamics))
     feasible = [c for c in candidates if c.agreement >= min_agreement]
     best = min(feasible, key=lambda c: (c.energy_ratio, -c.agreement)) if feasible else \
         min(candidates, key=lambda c: (-c.agreement, c.energy_ratio))
     return EnergyTuningResult(tuple(steps), int(x.shape[0]), min_agreement, best, candidates)
+
+
+@contextmanager
+def _dynamics(snn, dynamics: str):
+    """``snn`` simulated and counted as ``dynamics`` (sparse or graded: the same neurons and starts, other
+    steps) for the duration, its own setting restored after."""
+    own = snn.settings["dynamics"]
+    snn.settings["dynamics"] = dynamics
+    try:
+        yield snn
+    finally:
+        snn.settings["dynamics"] = own
 
 
 def tune_network(snn, x: torch.Tensor, T, objective: str = "agreement", tune_tolerance: bool = False,
@@ -281,11 +309,13 @@ def tune_network(snn, x: torch.Tensor, T, objective: str = "agreement", tune_tol
     tolerance too when ``tune_tolerance``, and the T it needs, recorded as ``settings["tuned_for"]``).
     With ``share`` rank 0's choice is kept on every rank. Returns the conversion log's note and what the
     summary line says."""
-    sparse = snn.settings["dynamics"] == "sparse"
+    sparse = snn.settings["dynamics"] in BAND_DYNAMICS
     if objective == "energy":
         tolerances = None if tune_tolerance else (snn.settings["tolerance"],)
-        result = tune_energy(snn, x, T, tolerances=tolerances, progress=progress)
-        chosen = {"schedule": result.schedule.spec(), "tolerance": result.best.tolerance, "T": result.best.T}
+        kinds = ("graded",) if snn.settings["dynamics"] == "graded" else BAND_DYNAMICS  # asked for: graded only
+        result = tune_energy(snn, x, T, tolerances=tolerances, kinds=kinds, progress=progress)
+        chosen = {"schedule": result.schedule.spec(), "tolerance": result.best.tolerance, "T": result.best.T,
+                  "dynamics": result.best.dynamics}
     else:
         result = tune_schedule(snn, x, T, adaptive=() if sparse else ADAPTIVE, progress=progress)
         chosen = {"schedule": result.schedule.spec()}
@@ -296,13 +326,14 @@ def tune_network(snn, x: torch.Tensor, T, objective: str = "agreement", tune_tol
     snn.tuning = result
     if objective == "energy":
         snn.settings["tolerance"], snn.settings["tuned_for"] = chosen["tolerance"], chosen["T"]
+        snn.settings["dynamics"] = chosen["dynamics"]
         verdict = "" if result.reached else (f"; no candidate reached {100 * result.min_agreement:.0f}% agreement, "
                                              f"this one agrees best")
-        what = f"{snn.schedule!r}, tolerance {chosen['tolerance']:g}, T={chosen['T']}"
+        what = f"{chosen['dynamics']} neurons, {snn.schedule!r}, tolerance {chosen['tolerance']:g}, T={chosen['T']}"
         return (f"tuned for energy at T={steps_text(result.T)} on {result.samples} calibration samples: {what} "
                 f"({100 * result.best.agreement:.1f}% agreement with the ANN, {result.best.energy_ratio:.2f}x "
                 f"its energy{verdict})",
-                f"sparse neurons with {what} tuned for energy at T={steps_text(result.T)} on {result.samples} samples"
+                f"{what} tuned for energy at T={steps_text(result.T)} on {result.samples} samples"
                 + ("" if result.reached else f" (none agreed with the ANN on {100 * result.min_agreement:.0f}% of "
                    f"them; best {100 * result.best.agreement:.1f}%: the default may serve this model better)"))
     return (f"tuned the schedule for T={steps_text(T)} on {result.samples} calibration samples: "

@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: one schedule tuned across T in 8,16,32,64; the network still runs any T")
     g.add_argument("--preset", choices=PRESETS, default=None,
                    help="paper: the paper's settings (normalize relu, float encoding, exponential:lr=0.15,decay=0.95); "
-                        "low-energy: sparse neurons, schedule, tolerance and T tuned for the least energy that "
-                        "agrees with the ANN (docs/sparse.md)")
+                        "low-energy: sparse or graded neurons, schedule, tolerance and T tuned for the least energy "
+                        "that agrees with the ANN (docs/sparse.md)")
     conv.add_argument("--out", default="signgd-report", help="output folder for snn.pt and the report "
                                                              "(default ./signgd-report)")
     _evaluation(conv)
