@@ -12,7 +12,7 @@ half of the run (steps T/2+1..T); the cumulative rate is over steps 1..T.
     python benchmarks/sparse_full.py --models vgg,resnet --out docs/sparse_full.md
 
 ``--schedule S --tolerance F`` measures a fixed sparse configuration instead of the preset (nothing tuned;
-``--T`` gives the steps):
+``--T`` gives the steps; ``--dynamics graded``: the graded neuron):
 
     python benchmarks/sparse_full.py --models resnet --schedule exponential:lr=0.5,decay=0.87,floor=0.03125,pow2=1 \
         --tolerance 0.75 --start mean --T 16,32,64
@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--schedule", default=None, help="a fixed sparse schedule instead of the preset's tuning")
+    p.add_argument("--dynamics", default="sparse", choices=("sparse", "graded"),
+                   help="with --schedule: the dynamics (graded: spikes that carry a power of two)")
     p.add_argument("--tolerance", type=float, default=0.5, help="with --schedule: the sparse tolerance")
     p.add_argument("--start", default=None, help="where the estimates start (convert's start; default: its default)")
     return p.parse_args(argv)
@@ -60,7 +62,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     threads = common.setup_torch(args.threads)
     train28, test28, idx_test, idx_cal = arch.splits(args)
-    what = (f"`{args.schedule}`, tolerance {args.tolerance:g}, start {args.start or 'default'}" if args.schedule
+    what = (f"{args.dynamics} `{args.schedule}`, tolerance {args.tolerance:g}, start {args.start or 'default'}"
+            if args.schedule
             else '`preset="low-energy"`' + (f", start {args.start!r}" if args.start else ""))
     lines = [f"# {what} on the full test set", "", f"`{common.command_line()}`", "",
              f"Machine: {common.machine_line()}", "",
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
         model, _, subset, calibration = arch.prepared(name, arch.parse_args([]), train28, test28, idx_test, idx_cal)
         start = time.perf_counter()
         if args.schedule:
-            snn = signgd.convert(model, calibration, dynamics="sparse", schedule=args.schedule,
+            snn = signgd.convert(model, calibration, dynamics=args.dynamics, schedule=args.schedule,
                                  tolerance=args.tolerance, start=args.start)
         else:
             snn = signgd.convert(model, calibration, preset="low-energy", start=args.start)
@@ -84,9 +87,10 @@ def main(argv=None) -> int:
         energy_subset = torch.utils.data.Subset(subset, range(min(args.energy_limit, len(subset))))
         rep = make_report(snn, energy_subset, steps, batch_size=250, progress=False)
         ann = accuracy.ann_accuracy
-        chosen = (f"Fixed (no tuning): {snn.schedule!r}, tolerance {snn.settings['tolerance']:g}, start "
+        chosen = (f"Fixed (no tuning): {snn.settings['dynamics']} neurons, {snn.schedule!r}, tolerance {snn.settings['tolerance']:g}, start "
                   f"{snn.settings.get('start', 'zero')!r} (conversion: {common.fmt_seconds(seconds)})." if args.schedule
-                  else f"Chosen: {snn.schedule!r}, tolerance {snn.settings['tolerance']:g}, tuned T={tuned} "
+                  else f"Chosen: {snn.settings['dynamics']} neurons, {snn.schedule!r}, tolerance "
+                  f"{snn.settings['tolerance']:g}, tuned T={tuned} "
                   f"(conversion with tuning: {common.fmt_seconds(seconds)}; on the tuning samples "
                   f"{100 * snn.tuning.best.agreement:.1f}% agreement, {snn.tuning.best.energy_ratio:.3f}x).")
         lines += [f"## {name} (ANN {100 * ann:.2f}%)", "", chosen, "",
