@@ -87,7 +87,8 @@ def main(argv=None) -> int:
         energy_subset = torch.utils.data.Subset(subset, range(min(args.energy_limit, len(subset))))
         rep = make_report(snn, energy_subset, steps, batch_size=250, progress=False)
         ann = accuracy.ann_accuracy
-        chosen = (f"Fixed (no tuning): {snn.settings['dynamics']} neurons, {snn.schedule!r}, tolerance {snn.settings['tolerance']:g}, start "
+        chosen = (f"Fixed (no tuning): {snn.settings['dynamics']} neurons, {snn.schedule!r}, tolerance "
+                  f"{snn.settings['tolerance']:g}, start "
                   f"{snn.settings.get('start', 'zero')!r} (conversion: {common.fmt_seconds(seconds)})." if args.schedule
                   else f"Chosen: {snn.settings['dynamics']} neurons, {snn.schedule!r}, tolerance "
                   f"{snn.settings['tolerance']:g}, tuned T={tuned} "
