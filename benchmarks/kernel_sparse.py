@@ -1,4 +1,5 @@
-"""The sparse neuron's C scan (``signgd.kernels.sparse_scan``, dynamics="sparse") against the signGD C scan
+"""The sparse neuron's C scan (``signgd.kernels.sparse_scan``, dynamics="sparse"; and with its graded steps,
+dynamics="graded") against the signGD C scan
 (``signgd_scan``) and the adaptive C scan (``adaptive_scan``), per step, on one layer-sized tensor.
 
 Every scan runs through its public entry point with what the simulator passes: a per-element scale
@@ -36,7 +37,8 @@ def _cases(Tc: int, shape: tuple, dtype: torch.dtype, tolerance: float) -> dict:
     thresholds = etas * tolerance
     out = torch.empty_like(target)
     spikes = torch.zeros(Tc, dtype=torch.float64)
-    y = {k: torch.zeros(shape, dtype=dtype) for k in ("signgd", "adaptive", "sparse", "fused", "divide", "torch")}
+    y = {k: torch.zeros(shape, dtype=dtype)
+         for k in ("signgd", "adaptive", "sparse", "graded", "fused", "divide", "torch")}
     d = torch.zeros(shape, dtype=dtype)
 
     def sparse_divide_first():
@@ -49,6 +51,8 @@ def _cases(Tc: int, shape: tuple, dtype: torch.dtype, tolerance: float) -> dict:
             lambda: adaptive_scan(normalized, y["adaptive"], d, etas, 1.2, 0.5, scale, spikes, out),
         "sparse C scan (`sparse_scan`)":
             lambda: sparse_scan(normalized, y["sparse"], etas, thresholds, scale, spikes, out),
+        "graded C scan (`sparse_scan(graded=True)`, dynamics='graded')":
+            lambda: sparse_scan(normalized, y["graded"], etas, thresholds, scale, spikes, out, graded=True),
         "sparse C scan, `normalize=True` (divides in the pass)":
             lambda: sparse_scan(target, y["fused"], etas, thresholds, scale, spikes, out, normalize=True),
         "sparse C scan after torch's `target / scale`": sparse_divide_first,

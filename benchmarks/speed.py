@@ -149,7 +149,8 @@ def _prepare(mode: str, model, make, x, T: int, dev):
         return (lambda xb=x: _peers.run(net, xb, T, step_mode)), {}
     schedule = "adaptive" if mode.endswith(":ada") else None  # per-neuron steps (signgd.schedules.adaptive)
     # the sparse neuron (dynamics="sparse") with the low-energy preset's kind of schedule
-    sparse = {"dynamics": "sparse", "schedule": SPARSE_SCHEDULE, "tolerance": 0.75} if mode.endswith(":sparse") else {}
+    sparse = {"dynamics": "sparse", "schedule": SPARSE_SCHEDULE, "tolerance": 0.75} if mode.endswith(":sparse") else \
+        {"dynamics": "graded"} if mode.endswith(":graded") else {}
     try:  # calibrated on 8 samples: conversion cost is not what is measured
         snn = signgd.convert(model, make(8).to(dev), **({"schedule": schedule} | sparse))
     except signgd.UnsupportedOperationError as exc:
@@ -216,6 +217,7 @@ def _modes(args) -> list[tuple[str, str]]:
         modes.append(("signgd, adaptive schedule", "snn:auto:ada"))
     if args.sparse:
         modes.append(("sparse signGD (dynamics='sparse')", "snn:auto:sparse"))
+        modes.append(("graded signGD (dynamics='graded')", "snn:auto:graded"))
     for c in sorted({int(c) for c in args.chunks.split(",") if c} | {1, args.T}):
         label = "time-major" if c == 1 else "layer-major" if c == args.T else f"{c} steps per call"
         modes.append((f"signgd chunk={c}, whole batch ({label})", f"snn:{c}"))
@@ -235,7 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--adaptive", action="store_true",
                    help="also time the adaptive schedule (signgd.schedules.adaptive)")
     p.add_argument("--sparse", action="store_true",
-                   help="also time the sparse neuron (dynamics='sparse', the low-energy preset's neuron)")
+                   help="also time the sparse neuron (dynamics='sparse', the low-energy preset's neuron) and the "
+                        "graded one (dynamics='graded')")
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the best is kept)")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0: one per CPU")
