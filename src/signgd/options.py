@@ -36,7 +36,7 @@ from . import schedules as sched
 from .codecs import ENCODINGS
 from .dynamics import BAND_DYNAMICS, DYNAMICS, check_tolerance, passes_estimates
 from .schedules import check_dynamics
-from .tuning import DEFAULT_STEPS, check_steps
+from .tuning import DEFAULT_STEPS, ENERGY_STEPS, check_steps
 
 __all__ = ["PRESETS", "NORMALIZATIONS", "STARTS", "DYNAMICS", "Options", "resolve"]
 
@@ -98,6 +98,8 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
             raise ValueError(f"tuning the schedule for T covers the signGD dynamics; leave T out for "
                              f"dynamics={dynamics!r}")
         T = check_steps(T)
+    elif objective == "energy" and schedule is None:
+        T = ENERGY_STEPS  # the cheapest T that agrees: the graded neuron settles by T=4-8
     elif estimates and preset != "paper" and schedule is None and dynamics != "graded":
         T = DEFAULT_STEPS  # the default: one schedule tuned across the range of T users evaluate at
     if T is not None:

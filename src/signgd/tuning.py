@@ -57,6 +57,9 @@ ENERGY_SAMPLES = 64
 #: The steps ``convert`` tunes for when it is given no ``T``: one schedule that does well over the
 #: range users evaluate at (its score is the mean over these T).
 DEFAULT_STEPS = (8, 16, 32, 64)
+#: The steps ``preset="low-energy"`` picks its T from when it is given none (one simulation of the longest
+#: scores them all; the graded neuron often agrees with the ANN by T=4-6).
+ENERGY_STEPS = (4, 6, 8, 12, 16, 32, 64)
 #: The screen of ``tune_schedule``: how many samples every candidate is first scored on, and how many of the
 #: best go on to be scored in full (the paper's schedule always does).
 SCREEN_SAMPLES = 32
