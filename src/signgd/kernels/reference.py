@@ -98,6 +98,7 @@ def next_step(spike: torch.Tensor, d: torch.Tensor, grow: float, shrink: float) 
 #: The fraction bits of sqrt(2) in float64: a gain ``2**e * (1 + f)`` rounds up to ``2**(e+1)`` from there.
 _SQRT2_FRACTION = 0x6A09E667F3BCD
 _EXPONENT, _FRACTION = 0x7FF0000000000000, 0x000FFFFFFFFFFFFF
+_SIGN_EXPONENT = -(1 << 63) | _EXPONENT  # 0xFFF0000000000000 as a signed 64-bit integer
 
 
 def pow2_step(d: torch.Tensor) -> torch.Tensor:
@@ -106,10 +107,16 @@ def pow2_step(d: torch.Tensor) -> torch.Tensor:
     sqrt(2)'s. Integer operations only, as in the C kernel, so both round every gain alike (no ``log2``
     whose last bit could differ between libraries). For normal numbers (the gains are within
     ``[MIN_GAIN, MAX_GAIN]``)."""
-    bits = d.abs().to(torch.float64).view(torch.int64)
-    up = (bits & _FRACTION) >= _SQRT2_FRACTION
-    rounded = ((bits & _EXPONENT) + up.to(torch.int64) * (1 << 52)).view(torch.float64)
-    return torch.copysign(rounded.to(d.dtype), d)
+    return round_to_pow2(d, _SQRT2_FRACTION)
+
+
+def round_to_pow2(d: torch.Tensor, up_fraction: int) -> torch.Tensor:
+    """``d``'s sign and the power of two of its exponent, one above where its fraction bits (float64) are at
+    least ``up_fraction``: ``pow2_step`` (sqrt(2)'s: the nearest in log scale) and ``graded_step`` (2**(63/64)'s)
+    with their own boundary. Integer operations on the bits, as the C kernel's ``signgd_pow2_round``."""
+    bits = d.to(torch.float64).view(torch.int64)
+    up = (bits & _FRACTION) >= up_fraction
+    return ((bits & _SIGN_EXPONENT) + up.to(torch.int64) * (1 << 52)).view(torch.float64).to(d.dtype)
 
 
 def adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None, pow2=False):
@@ -137,7 +144,6 @@ def adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale=None, spikes
 # The sparse scan (dynamics="sparse")
 # --------------------------------------------------------------------------------------------
 
-_SIGN_EXPONENT = -(1 << 63) | _EXPONENT  # 0xFFF0000000000000 as a signed 64-bit integer
 #: The fraction bits of 2**(63/64): a gap whose fraction is at least them takes the power of two above its own.
 _GRADED_UP_FRACTION = 0xFA7C1819E90D8
 
@@ -158,10 +164,7 @@ def graded_step(d: torch.Tensor) -> torch.Tensor:
     gap, made a max neuron copying a step of exactly its band lag by half of it, always on the same side:
     4-5 points on the VGG.) The step overshoots the gap by at most 1.1%, and the gap falls to at most half of
     itself. (A float64 gap below 2**-1022, subnormal, is at most 2**-1022.)"""
-    bits = d.to(torch.float64).view(torch.int64)
-    up = (bits & _FRACTION) >= _GRADED_UP_FRACTION
-    step = (bits & _SIGN_EXPONENT) + up.to(torch.int64) * (1 << 52)
-    return step.view(torch.float64).to(d.dtype)
+    return round_to_pow2(d, _GRADED_UP_FRACTION)
 
 
 def sparse_fire(y_prev: torch.Tensor, target: torch.Tensor, threshold, graded: bool = False) -> torch.Tensor:

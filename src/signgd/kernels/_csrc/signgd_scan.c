@@ -232,16 +232,20 @@ DEFINE_SCAN(signgd_scan_f64, block_f64, double, int64_t)
  * bits, the exponent plus one where the fraction is at least sqrt(2)'s (reference.pow2_step does the
  * same integer operations, so both round alike).
  */
-static inline double signgd_pow2(double g)
+static inline double signgd_pow2_round(double g, uint64_t up_fraction)
 {
+    /* g's sign and the power of two of its exponent, one above where its fraction is at least up_fraction
+       (reference.round_to_pow2) */
     uint64_t b;
     memcpy(&b, &g, sizeof b);
-    uint64_t e = b & 0x7FF0000000000000ULL;
-    if ((b & 0x000FFFFFFFFFFFFFULL) >= 0x6A09E667F3BCDULL) e += 0x0010000000000000ULL;
+    uint64_t e = b & 0xFFF0000000000000ULL;
+    if ((b & 0x000FFFFFFFFFFFFFULL) >= up_fraction) e += 0x0010000000000000ULL;
     double r;
     memcpy(&r, &e, sizeof r);
     return r;
 }
+
+static inline double signgd_pow2(double g) { return signgd_pow2_round(g, 0x6A09E667F3BCDULL); }
 
 #define DEFINE_ADAPTIVE(NAME, T)                                                              \
     int NAME(const T *target, T *y, T *d, const T *etas, const T *scale, int64_t scale_len,   \
@@ -321,16 +325,7 @@ DEFINE_ADAPTIVE(signgd_adaptive_f64, double)
  * compile-time constants after inlining, so each variant's inner loop is a plain vectorizable run;
  * a block's counts (n <= 4096) fit the narrow type that matches the value width.
  */
-static inline double signgd_graded_step(double d)
-{
-    uint64_t b;
-    memcpy(&b, &d, sizeof b);
-    uint64_t r = b & 0xFFF0000000000000ULL;
-    if ((b & 0x000FFFFFFFFFFFFFULL) >= 0xFA7C1819E90D8ULL) r += 0x0010000000000000ULL;
-    double v;
-    memcpy(&v, &r, sizeof v);
-    return v;
-}
+static inline double signgd_graded_step(double d) { return signgd_pow2_round(d, 0xFA7C1819E90D8ULL); }
 
 #define DEFINE_SPARSE_BLOCK(NAME, T, CNT_T)                                                   \
     static inline __attribute__((always_inline)) void NAME(                                  \
