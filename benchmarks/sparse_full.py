@@ -43,7 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--schedule", default=None, help="a fixed sparse schedule instead of the preset's tuning")
     p.add_argument("--dynamics", default="sparse", choices=("sparse", "graded"),
-                   help="with --schedule: the dynamics (graded: spikes that carry a power of two)")
+                   help="with --schedule: the dynamics (graded: spikes that carry a power of two); without: "
+                        "graded restricts the preset to graded neurons (default: it picks sparse or graded)")
     p.add_argument("--tolerance", type=float, default=0.5, help="with --schedule: the sparse tolerance")
     p.add_argument("--start", default=None, help="where the estimates start (convert's start; default: its default)")
     return p.parse_args(argv)
@@ -64,7 +65,8 @@ def main(argv=None) -> int:
     train28, test28, idx_test, idx_cal = arch.splits(args)
     what = (f"{args.dynamics} `{args.schedule}`, tolerance {args.tolerance:g}, start {args.start or 'default'}"
             if args.schedule
-            else '`preset="low-energy"`' + (f", start {args.start!r}" if args.start else ""))
+            else '`preset="low-energy"`' + (", graded neurons only" if args.dynamics == "graded" else "")
+            + (f", start {args.start!r}" if args.start else ""))
     lines = [f"# {what} on the full test set", "", f"`{common.command_line()}`", "",
              f"Machine: {common.machine_line()}", "",
              f"Fashion-MNIST, {args.limit} test images, calibration {args.calibration} training images, {threads} "
@@ -78,7 +80,8 @@ def main(argv=None) -> int:
             snn = signgd.convert(model, calibration, dynamics=args.dynamics, schedule=args.schedule,
                                  tolerance=args.tolerance, start=args.start)
         else:
-            snn = signgd.convert(model, calibration, preset="low-energy", start=args.start)
+            extra = {"dynamics": "graded"} if args.dynamics == "graded" else {}  # else: sparse or graded, tuned
+            snn = signgd.convert(model, calibration, preset="low-energy", start=args.start, **extra)
         seconds = time.perf_counter() - start
         tuned = snn.settings.get("tuned_for")
         wanted = sorted({*([tuned] if tuned else []), *(int(t) for t in args.T.split(",") if t.strip())})
