@@ -1,7 +1,9 @@
 """Draw the accuracy-energy front from the Markdown tables ``benchmarks/energy.py`` wrote (its recorded
-output), e.g. when a long run was stopped before it drew its plot.
+output), e.g. when a long run was stopped before it drew its plot, or several runs' tables together (the
+same models on the same test images; each configuration at the T its run measured).
 
     python benchmarks/plot_front.py docs/energy_sparse_cnn.md docs/energy_sparse_cnn.png
+    python benchmarks/plot_front.py docs/energy_sparse_cnn.md docs/energy_graded_cnn.md docs/energy_graded_front.png
 """
 from __future__ import annotations
 
@@ -45,11 +47,24 @@ def parse(text: str):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
+    if len(argv) < 2:
         raise SystemExit(__doc__)
-    args, results = parse(Path(argv[0]).read_text())
-    energy.plot(args, results, Path(argv[1]))
+    args, results = merge([parse(Path(f).read_text()) for f in argv[:-1]])
+    energy.plot(args, results, Path(argv[-1]))
     return 0
+
+
+def merge(parsed):
+    """One ``(args, results)`` from several ``parse`` results: the models and configurations of all, in order,
+    every T any of them measured (a configuration is drawn at the T its run has)."""
+    names, labels, steps, results = [], [], set(), {}
+    for args, res in parsed:
+        names += [n for n in args.names if n not in names]
+        labels += [c for c in args.labels if c not in labels]
+        steps |= set(args.steps)
+        for key, value in res.items():
+            results.setdefault(key, value)
+    return SimpleNamespace(names=names, labels=labels, steps=sorted(steps)), results
 
 
 if __name__ == "__main__":
