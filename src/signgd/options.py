@@ -89,10 +89,10 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
     if preset == "paper":  # the paper's normalization and encoding (its schedule is the default)
         if dynamics in BAND_DYNAMICS:
             raise ValueError("preset='paper' is the paper's binary neuron; use dynamics='signgd' with it")
+        normalize, encoding = normalize or "relu", encoding or default_encoding
     if dynamics == "graded" and T is not None and preset is None:
         raise ValueError("dynamics='graded' is not tuned for T: its band (schedule x tolerance) sets its precision "
                          "and it settles in a few steps; leave T out (or use preset='low-energy')")
-        normalize, encoding = normalize or "relu", encoding or default_encoding
     if T is not None:
         if not estimates:
             raise ValueError(f"tuning the schedule for T covers the signGD dynamics; leave T out for "
