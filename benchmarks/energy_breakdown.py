@@ -37,10 +37,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+class _SizedProbe(EnergyProbe):
+    """The report's energy probe, also noting each neuron layer's size (neurons per sample)."""
+
+    def __init__(self, snn, T: int):
+        super().__init__(snn, T)
+        self.sizes: dict[str, int] = {}
+
+    def layer(self, name, t0, out):  # out: [steps, batch, ...]
+        self.sizes[name] = out[0, 0].numel()
+        super().layer(name, t0, out)
+
+
 def breakdown(snn, data, T: int, model: EnergyModel = EnergyModel()) -> dict:
     """``{"ann_pj", "synapses_pj", "neurons": {(target, event): pj}, "per_neuron": {target: (evaluations,
     spikes)}, "accuracy", "samples"}`` per sample after ``T`` steps."""
-    probe = EnergyProbe(snn, T)
+    probe = _SizedProbe(snn, T)
     counts = runner.run(snn, data, [T], probe=probe, progress=False)
     n = counts.n
     synapses = probe.reduced.sum((0, 1)) / n  # [2]: ACs, MACs
@@ -58,8 +70,7 @@ def breakdown(snn, data, T: int, model: EnergyModel = EnergyModel()) -> dict:
         if name in snn.neurons:
             evaluated[target] += float(total[1])
             spikes[target] += float(total[2])
-            last = probe.steps.prev[name]  # the layer's output at the last step: [batch, ...]
-            size[target] += last.numel() // max(1, last.shape[0])
+            size[target] += probe.sizes[name]
     per_neuron = {t: (evaluated[t] / size[t], spikes[t] / size[t]) for t in size}
     return {"ann_pj": ann_energy(snn, model), "synapses_pj": model.energy(float(synapses[0]), float(synapses[1])),
             "neurons": dict(neurons), "per_neuron": per_neuron, "accuracy": counts.snn_correct[T] / n,

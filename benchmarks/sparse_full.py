@@ -80,8 +80,8 @@ def main(argv=None) -> int:
             snn = signgd.convert(model, calibration, dynamics=args.dynamics, schedule=args.schedule,
                                  tolerance=args.tolerance, start=args.start)
         else:
-            extra = {"dynamics": "graded"} if args.dynamics == "graded" else {}  # else: sparse or graded, tuned
-            snn = signgd.convert(model, calibration, preset="low-energy", start=args.start, **extra)
+            # dynamics="sparse" (the default): the preset tries sparse and graded neurons; "graded": graded only
+            snn = signgd.convert(model, calibration, preset="low-energy", dynamics=args.dynamics, start=args.start)
         seconds = time.perf_counter() - start
         tuned = snn.settings.get("tuned_for")
         wanted = sorted({*([tuned] if tuned else []), *(int(t) for t in args.T.split(",") if t.strip())})

@@ -148,9 +148,9 @@ def _prepare(mode: str, model, make, x, T: int, dev):
         step_mode = mode[3:]
         return (lambda xb=x: _peers.run(net, xb, T, step_mode)), {}
     schedule = "adaptive" if mode.endswith(":ada") else None  # per-neuron steps (signgd.schedules.adaptive)
-    # the sparse neuron (dynamics="sparse") with the low-energy preset's kind of schedule
-    sparse = {"dynamics": "sparse", "schedule": SPARSE_SCHEDULE, "tolerance": 0.75} if mode.endswith(":sparse") else \
-        {"dynamics": "graded"} if mode.endswith(":graded") else {}
+    # the sparse neuron (dynamics="sparse") with the low-energy preset's kind of schedule; the graded neuron
+    sparse = {"sparse": {"dynamics": "sparse", "schedule": SPARSE_SCHEDULE, "tolerance": 0.75},
+              "graded": {"dynamics": "graded"}}.get(mode.rpartition(":")[2], {})
     try:  # calibrated on 8 samples: conversion cost is not what is measured
         snn = signgd.convert(model, make(8).to(dev), **({"schedule": schedule} | sparse))
     except signgd.UnsupportedOperationError as exc:

@@ -71,7 +71,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             iterable is used whole.
         dynamics: ``"signgd"`` (the paper's neuron), ``"sparse"`` (signGD with signed spikes, silent
             within ``tolerance * eta_t`` of its target: the neuron of ``preset="low-energy"``, docs/sparse.md),
-            ``"graded"`` (the sparse neuron whose spike also carries a power of two, the largest below its gap:
+            ``"graded"`` (the sparse neuron whose spike also carries a power of two, about its gap:
             it settles in a few steps and falls silent; not the paper's neuron, docs/sparse.md "Graded spikes"),
             ``"subgradient"`` (the paper's integrate-and-fire
             baseline) or ``"if"`` (the classic integrate-and-fire neuron, reset by subtraction, one

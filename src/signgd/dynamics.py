@@ -7,8 +7,10 @@
   lines) and moves ``y <- y +- eta_t``. Silence costs nothing downstream: a ReLU that is off never fires,
   and a settled neuron fires rarely. With ``tolerance = 0.5`` a neuron moves exactly when the move
   brings it closer to its target. It passes its estimate on, like signGD.
-- ``"graded"``: the sparse neuron whose spike also carries a power of two. Outside the band it moves by
-  the largest power of two not above its gap, ``y <- y + sign(d) 2**floor(log2 |d|)`` (``d = f(x) - y``):
+- ``"graded"``: the sparse neuron whose spike also carries a power of two. It moves by the largest power
+  of two not above ``2**(1/64)`` times its gap, ``y <- y + sign(d) 2**floor(log2 |d| + 1/64)`` with
+  ``d = f(x) - y`` (exactly the gap when that is a power of two: ``kernels.reference.graded_step``), when
+  that step is at least its band:
   a spike is a sign and an exponent (a few bits: what neuromorphic chips call a graded spike), and a
   receiver scales its weight by it with an exponent add. The gap at least halves with every spike, so a
   neuron reaches its target in a few spikes and then falls silent; the schedule only sets the band

@@ -270,7 +270,8 @@ class SpikingNeuron(nn.Module):
     def _run_sparse(self, state, xs, etas, spikes_out, owned, tolerance, graded=False):
         """The sparse neuron (``signgd.kernels.sparse_scan``): silent while its estimate is within
         ``tolerance * eta_t`` of its target, an up or down spike (a step of ``eta_t``) otherwise;
-        ``graded``: a step of the largest power of two not above its gap (``dynamics="graded"``)."""
+        ``graded``: a step of the largest power of two not above 2**(1/64) times its gap (``dynamics="graded"``,
+        ``kernels.reference.graded_step``)."""
         if tolerance is None:
             raise ValueError("the sparse dynamics needs its tolerance (a fraction of eta_t)")
         scale = self.scale if self.normalized else None

@@ -277,7 +277,9 @@ def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=None, decays=None, fl
                                        unit="candidate"):
         with _dynamics(snn, dynamics):
             outputs = snn.simulate(x, steps, schedule=schedule, tolerance=tol).outputs
-            counter = counters.get(dynamics) or counters.setdefault(dynamics, StepCounter(snn, max(steps)))
+            if dynamics not in counters:  # one per dynamics (its event costs), reset for each candidate
+                counters[dynamics] = StepCounter(snn, max(steps))
+            counter = counters[dynamics]
             counter.start(sub, schedule, reset=True)
             snn.simulate(sub, max(steps), schedule=schedule, tolerance=tol, probe=counter.layer)
             counter.finish_batch()

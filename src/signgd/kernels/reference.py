@@ -18,7 +18,7 @@ from ..schedules import MAX_GAIN, MIN_GAIN
 
 __all__ = ["signgd_fire", "signgd_update", "scan_torch", "prologue_torch", "next_step", "pow2_step",
            "adaptive_scan_torch",
-           "sparse_fire", "sparse_step", "graded_step", "sparse_thresholds", "sparse_scan_torch"]
+           "sparse_fire", "sparse_step", "graded_step", "graded_move", "sparse_thresholds", "sparse_scan_torch"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,10 +177,17 @@ def sparse_fire(y_prev: torch.Tensor, target: torch.Tensor, threshold, graded: b
     not short binary numbers)."""
     d = target - y_prev
     if graded:
-        step = graded_step(d)
-        fire = (step.abs() >= threshold) & (step != 0) & (d == d)
-        return torch.sign(step) * fire.to(y_prev.dtype)
+        step, fired = graded_move(d, threshold)
+        return torch.sign(step) * fired.to(y_prev.dtype)
     return (d > threshold).to(y_prev.dtype) - (d < -threshold).to(y_prev.dtype)
+
+
+def graded_move(d: torch.Tensor, threshold) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(graded_step(d), fired)``: the graded neuron's step for its gap and where it fires (the step is
+    non-zero and at least the threshold; a NaN gap never fires). The one firing rule of ``sparse_fire``,
+    ``sparse_scan_torch`` and the C kernel."""
+    step = graded_step(d)
+    return step, (step.abs() >= threshold) & (step != 0) & (d == d)
 
 
 def sparse_step(y_prev: torch.Tensor, target: torch.Tensor, spike: torch.Tensor, eta, graded: bool = False):
@@ -211,19 +218,19 @@ def sparse_scan_torch(target, y, etas, thresholds, out_scale=None, spikes=None, 
     for t in range(Tc):
         d = target[t] - y
         if graded:
-            step = graded_step(d)
-            up = (step.abs() >= thresholds[t]) & (step != 0) & (d == d)  # up or down: sparse_fire
-            down = torch.zeros_like(up)
-            y.copy_(torch.where(up, y + step, y))
+            step, fired = graded_move(d, thresholds[t])
+            y.copy_(torch.where(fired, y + step, y))
+            moved = (fired,)
         else:
             up, down = d > thresholds[t], d < -thresholds[t]
             y.copy_(torch.where(up, y + etas[t], torch.where(down, y - etas[t], y)))
+            moved = (up, down)  # both where the threshold is negative: counted twice, as in C
         if out_scale is None:
             out[t].copy_(y)
         else:
             torch.mul(y, out_scale, out=out[t])
         if counts is not None:
-            counts[t] = up.sum() + down.sum()
+            counts[t] = sum(m.sum() for m in moved)
     if spikes is not None:
         spikes += counts.to(spikes.device)
     return out

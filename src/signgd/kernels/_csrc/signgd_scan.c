@@ -350,16 +350,16 @@ static inline double signgd_graded_step(double d) { return signgd_pow2_round(d, 
                 }                                                                             \
                 const T yv = yb[j];                                                           \
                 const T dv = g - yv;                                                          \
-                const CNT_T up = dv > thr;                                                    \
-                const CNT_T down = dv < nthr;                                                 \
                 T yn;                                                                         \
-                if (GRADED) {                                                                 \
+                if (GRADED) {  /* reference.graded_move */                                    \
                     const T st = (T)signgd_graded_step((double)dv);                           \
                     const T ast = st < 0 ? -st : st;                                          \
                     const CNT_T fire = (ast >= thr) & (st != 0) & (dv == dv);                 \
                     yn = fire ? yv + st : yv;                                                 \
                     c += fire;                                                                \
                 } else {                                                                      \
+                    const CNT_T up = dv > thr;                                                \
+                    const CNT_T down = dv < nthr;                                             \
                     const T yu = yv + eta;                                                    \
                     const T yd = yv - eta;                                                    \
                     yn = up ? yu : (down ? yd : yv);                                          \
