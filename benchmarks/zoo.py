@@ -148,6 +148,8 @@ def _measure(row: dict, key: str, mode: str, schedule: str | None, simulate: boo
         row["smaller_sides_failed"] = failed
     with torch.no_grad():
         ann = model(x)
+        # the tuner ranks by the error alone when the ANN's arg-max is one class on every calibration sample
+        row["ann_classes"] = len(set(model(calibration).reshape(calibration.shape[0], -1).argmax(-1).tolist()))
     row["spread"] = float((ann - ann.mean(0)).norm() / ann.norm().clamp_min(1e-30))
     try:
         snn = signgd.convert(model, calibration, **({"schedule": schedule} if schedule else {}))

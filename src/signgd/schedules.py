@@ -165,7 +165,8 @@ def polynomial(lr: float = 0.5, power: float = 0.5) -> Schedule:
     return Schedule("polynomial", lambda t: lr * t.pow(-power), lr=lr, power=power)
 
 
-def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool = False) -> Schedule:
+def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool = False,
+             tail: float = 0) -> Schedule:
     """Per-neuron steps ``lr * g``: each neuron's gain ``g`` (1 at first) grows by ``grow`` while its
     spikes repeat and shrinks by ``shrink`` when they alternate (the rule: this module's docstring). Reaches any
     range and settles geometrically: the best choice at few time steps on ReLU CNNs
@@ -174,16 +175,34 @@ def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool
     ``pow2``: every step a power of two, so that a receiver scales by it with an exponent add instead of
     a multiply per synapse: ``lr`` rounded to the nearest power of two (as ``exponential(pow2=True)``
     rounds its steps) and each step taken with the gain rounded likewise (the module docstring;
-    ``docs/adaptive_pow2.md`` measures what it costs in accuracy and saves in energy)."""
+    ``docs/adaptive_pow2.md`` measures what it costs in accuracy and saves in energy).
+
+    ``tail`` (0: none): from step ``tail`` on, the base step decays harmonically, ``eta_t = lr * tail / t``
+    (rounded to a power of two with ``pow2``). Why: a settled neuron's gain rests at ``MIN_GAIN``, so with a
+    constant base its error stops falling at ``lr * MIN_GAIN`` (2e-4 of its scale at ``lr=0.2``) and a
+    longer run buys nothing; with the tail that floor keeps shrinking, while the steps still sum to
+    infinity (any range stays reachable) and a travelling neuron's gain outgrows the decay (``grow`` per
+    step against ``t / (t + 1)``). ``signgd.tuning`` sets it to the longest T a schedule is tuned for, so
+    the steps it scored are unchanged (docs/zoo_notes.md measures what it does past them)."""
     _check_positive(lr=lr)
     grow, shrink = check_rule(grow, shrink)
     if isinstance(pow2, bool) or pow2 in (0, 1):
         pow2 = bool(pow2)
     else:
         raise ValueError(f"adaptive schedule: pow2 must be true or false (1 or 0), got {pow2!r}")
+    if isinstance(tail, bool) or not isinstance(tail, (int, float)) or not (tail == 0 or 1 <= tail < math.inf):
+        raise ValueError(f"adaptive schedule: tail must be 0 (no tail) or the step >= 1 from which the base step "
+                         f"decays as lr * tail / t, got {tail!r}")
     step = float(to_power_of_two(torch.tensor([float(lr)], dtype=torch.float64))[0]) if pow2 else lr
-    schedule = Schedule("adaptive", lambda t: torch.full_like(t, step), lr=lr, grow=grow, shrink=shrink,
-                        **({"pow2": True} if pow2 else {}))
+
+    def fn(t):
+        if not tail:
+            return torch.full_like(t, step)
+        eta = step * (tail / t).clamp_max(1.0)
+        return to_power_of_two(eta) if pow2 else eta
+
+    extra = {**({"pow2": True} if pow2 else {}), **({"tail": int(tail) if tail == int(tail) else tail} if tail else {})}
+    schedule = Schedule("adaptive", fn, lr=lr, grow=grow, shrink=shrink, **extra)
     schedule.rule = Rule(grow, shrink, pow2)
     return schedule
 
