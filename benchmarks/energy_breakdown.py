@@ -30,6 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dynamics", default="graded", choices=("sparse", "graded"))
     p.add_argument("--schedule", default=None, help="default: the dynamics' own")
     p.add_argument("--tolerance", type=float, default=None)
+    p.add_argument("--start", default=None, help="where the estimates start (signgd.options.STARTS); default: the "
+                   "dynamics' own")
     p.add_argument("--calibration", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
     common.setup_torch(args.threads)
     train28, test28, idx_test, idx_cal = arch.splits(args)
     model, _, subset, calibration = arch.prepared(args.model, arch.parse_args([]), train28, test28, idx_test, idx_cal)
-    kwargs = {"dynamics": args.dynamics, "schedule": args.schedule, "tolerance": args.tolerance}
+    kwargs = {"dynamics": args.dynamics, "schedule": args.schedule, "tolerance": args.tolerance, "start": args.start}
     snn = signgd.convert(model, calibration, **{k: v for k, v in kwargs.items() if v is not None})
     b = breakdown(snn, subset, args.T)
     ann = b["ann_pj"]

@@ -51,6 +51,8 @@ CONFIGS = {
     "convert(T=T)": ({"encoding": "analog"}, True, False),
     # would a fixed adaptive schedule make a better default (no T given)?
     "default + adaptive": ({"schedule": "adaptive:lr=0.2,grow=1.1,shrink=0.6"}, False, False),
+    # the same with the tail the tuner now gives adaptive candidates (the base step lr * 64 / t past T=64)
+    "default + adaptive tail": ({"schedule": "adaptive:lr=0.2,grow=1.1,shrink=0.6,tail=64"}, False, False),
 }
 MAIN = ("paper", "untuned default", "default", "convert(T=T)")
 
