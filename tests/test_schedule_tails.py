@@ -1,5 +1,7 @@
 """What a tuned schedule does past the T it was tuned for (the adaptive tail), and how the tuner ranks
 candidates when the ANN's arg-max cannot separate them (one class on every tuning sample)."""
+import copy
+
 import pytest
 import torch
 
@@ -8,20 +10,22 @@ from signgd import schedules
 from signgd.tuning import tune_schedule
 
 
-def test_the_adaptive_tail_keeps_the_steps_before_it_and_decays_harmonically_after():
+def test_the_adaptive_tail_keeps_the_steps_and_decays_the_gain_floor_past_it():
     plain, tailed = schedules.adaptive(0.2), schedules.adaptive(0.2, tail=64)
-    assert torch.equal(plain.etas(1, 65, dtype=torch.float64), tailed.etas(1, 65, dtype=torch.float64))
+    assert torch.equal(plain.etas(1, 300, dtype=torch.float64), tailed.etas(1, 300, dtype=torch.float64))
+    assert tailed.rule == (*plain.rule[:3], 64) and tailed.params["tail"] == 64
+    floors = schedules.gain_floors(tailed.rule, 1, 257, dtype=torch.float64)
     t = torch.arange(65, 257, dtype=torch.float64)
-    assert torch.allclose(tailed.etas(65, 257, dtype=torch.float64), 0.2 * 64 / t, rtol=0, atol=1e-15)
-    assert tailed.rule == plain.rule and tailed.params["tail"] == 64
-    # Powers of two stay powers of two: a receiver still scales by an exponent add.
-    pow2 = schedules.adaptive(0.2, pow2=True, tail=16).etas(1, 300, dtype=torch.float64)
-    assert torch.equal(torch.exp2(torch.log2(pow2).round()), pow2) and pow2[0] == 0.25 and pow2[-1] < pow2[16]
+    assert torch.all(floors[:64] == schedules.MIN_GAIN)
+    assert torch.allclose(floors[64:], schedules.MIN_GAIN * 64 / t, rtol=1e-15, atol=0)
+    assert torch.all(schedules.gain_floors(plain.rule, 1, 257) == torch.tensor(schedules.MIN_GAIN))
+    # Power-of-two steps keep their constant power-of-two base; the tail changes only where gains may rest.
+    pow2 = schedules.adaptive(0.2, pow2=True, tail=16)
+    assert torch.all(pow2.etas(1, 300, dtype=torch.float64) == 0.25) and pow2.rule == (1.2, 0.5, True, 16)
     # The spec, a string and a dict rebuild the same schedule (saved networks, the CLI).
     again = schedules.make_schedule(tailed.spec())
-    assert torch.equal(again.etas(1, 300), tailed.etas(1, 300)) and repr(again) == repr(tailed)
-    parsed = schedules.make_schedule("adaptive:lr=0.2,tail=64")
-    assert torch.equal(parsed.etas(1, 300), tailed.etas(1, 300))
+    assert again.rule == tailed.rule and repr(again) == repr(tailed)
+    assert schedules.make_schedule("adaptive:lr=0.2,tail=64").rule == tailed.rule
 
 
 @pytest.mark.parametrize("tail", [0.5, -1, float("inf"), True, "64"])
@@ -32,7 +36,8 @@ def test_a_bad_tail_is_refused(tail):
 
 def test_past_its_tail_an_adaptive_network_keeps_settling(trained_digits_cnn, digits_train):
     """Without the tail a settled neuron's gain rests at MIN_GAIN and the error stays at the floor from T=64 on;
-    with it the error keeps falling, and nothing before the tail changes."""
+    with it the error keeps falling, and nothing before the tail changes (the engine's C scan and torch loop
+    alike: SIGNGD_KERNEL picks either, tests/kernels)."""
     x = digits_train.tensors[0][:64]
     errors, outputs = {}, {}
     for tail in (0, 32):
@@ -44,6 +49,21 @@ def test_past_its_tail_an_adaptive_network_keeps_settling(trained_digits_cnn, di
     assert torch.equal(outputs[0], outputs[32])
     assert errors[0][256] > 0.5 * errors[0][64]  # the floor: no better past T=64
     assert errors[32][256] < 0.3 * errors[0][256] and errors[32][256] < 0.3 * errors[32][32]
+
+
+def test_receivers_rebuild_the_decaying_floor_from_the_step_alone(digits_train, trained_digits_cnn):
+    """The event-driven reference (each receiver rebuilds its senders' gains from their spikes and the step
+    number) gives the engine's spikes and outputs past the tail."""
+    from signgd.event_driven import simulate_spikes
+    x = digits_train.tensors[0][:8].double()
+    snn = signgd.convert(copy.deepcopy(trained_digits_cnn).double(), x, schedule=schedules.adaptive(0.2, tail=6),
+                         encoding="analog")
+    T = 30
+    ref_out, ref_spikes, _ = simulate_spikes(snn, x, T)
+    result = snn.simulate(x, list(range(1, T + 1)), stats=True)
+    assert torch.allclose(torch.stack([result.outputs[t] for t in range(1, T + 1)]), ref_out, atol=1e-9)
+    for name, s in ref_spikes.items():
+        assert torch.equal(result.spikes[name], s.flatten(1).sum(1).double()), name
 
 
 def test_tuned_adaptive_candidates_carry_the_longest_T_as_their_tail(trained_digits_cnn, digits_train):

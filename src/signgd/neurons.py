@@ -189,20 +189,22 @@ class SpikingNeuron(nn.Module):
 
     def run(self, state: dict, xs: tuple[torch.Tensor, ...], etas: torch.Tensor, dynamics: str,
             spikes_out: torch.Tensor | None = None, owned: bool = False,
-            rule: tuple[float, float] | None = None, tolerance: float | None = None) -> torch.Tensor:
+            rule: tuple[float, float] | None = None, tolerance: float | None = None,
+            floors: torch.Tensor | None = None) -> torch.Tensor:
         """Advance ``len(etas)`` steps. ``xs`` are the input sequences ``[Tc, B, ...]``.
 
         Returns the sequence passed downstream, ``[Tc, B, ...]``. When ``spikes_out`` (a
         ``[Tc]`` tensor) is given, the number of spikes fired at each step is added to it.
         ``owned``: the caller will not read ``xs[0]`` again, so the neuron may overwrite it.
         ``rule``: an adaptive schedule's ``schedules.Rule`` (``grow, shrink, pow2``; signGD only; state from
-        ``init_state(..., adaptive=True)``), or None. ``tolerance``: the sparse dynamics' silence band,
+        ``init_state(..., adaptive=True)``), or None; ``floors``: its gain floor at each of these steps
+        (``schedules.gain_floors``; None: ``MIN_GAIN``). ``tolerance``: the sparse dynamics' silence band,
         as a fraction of ``eta_t``.
         """
         if dynamics in BAND_DYNAMICS:
             return self._run_sparse(state, xs, etas, spikes_out, owned, tolerance, graded=dynamics == "graded")
         if dynamics == "signgd" and rule is not None:
-            return self._run_adaptive(state, xs, etas, spikes_out, owned, rule)
+            return self._run_adaptive(state, xs, etas, spikes_out, owned, rule, floors)
         if dynamics == "signgd":
             return self._run_signgd(state, xs, etas, spikes_out, owned)
         if dynamics == "subgradient":
@@ -283,7 +285,7 @@ class SpikingNeuron(nn.Module):
         return sparse_scan(target, y, etas, sparse_thresholds(etas, tolerance), scale, spikes_out, out=buf,
                            normalize=scale is not None, graded=graded)
 
-    def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule):
+    def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule, floors=None):
         """Adaptive steps (``signgd.schedules.adaptive``): torch computes the normalized target, then the
         scan steps each neuron by its own gain, writing its output over the target when the
         target buffer is ours."""
@@ -293,7 +295,7 @@ class SpikingNeuron(nn.Module):
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
         return adaptive_scan(target, y, state["d"], etas, rule.grow, rule.shrink, scale, spikes_out, out=buf,
-                             pow2=rule.pow2)
+                             pow2=rule.pow2, floors=floors)
 
     def _check_relu(self, dynamics: str) -> bool:
         """Whether this is a max neuron (a plain max over the scaled spikes, as in the reference code);

@@ -15,7 +15,8 @@ halving it in the second is a bisection that reaches any range and then settles 
 
 The rule, per neuron, with ``eta_t`` the schedule's step and ``g`` the neuron's gain:
 ``s_t = 1[y_{t-1} >= f(x_t)]``; ``g_1 = 1``; for ``t > 1``, ``g_t = g_{t-1} * grow`` when
-``s_t == s_{t-1}`` and ``g_{t-1} * shrink`` otherwise, clamped to ``[MIN_GAIN, MAX_GAIN]``;
+``s_t == s_{t-1}`` and ``g_{t-1} * shrink`` otherwise, clamped to ``[MIN_GAIN, MAX_GAIN]`` (the floor
+decaying as ``MIN_GAIN * tail / t`` past ``adaptive(tail=)``'s step, ``gain_floors``);
 ``y_t = y_{t-1} - eta_t g_t (2 s_t - 1)``. Everything it uses is in the spike train, so a receiver
 reconstructs the sender's estimate from spikes alone (``signgd.event_driven`` does exactly that): the
 neurons still communicate with binary spikes only. With ``grow = shrink = 1`` it is the plain signGD
@@ -46,7 +47,7 @@ import torch
 
 __all__ = ["Schedule", "exponential", "to_power_of_two", "is_power_of_two",
            "inverse", "constant", "polynomial", "adaptive", "make_schedule", "Rule",
-           "MIN_GAIN", "MAX_GAIN", "check_rule", "check_dynamics"]
+           "MIN_GAIN", "MAX_GAIN", "gain_floors", "check_rule", "check_dynamics"]
 
 #: Bounds of the adaptive gain. The floor keeps a settled neuron able to follow a target that moves
 #: again (from the floor, growing by 1.2 per step takes ~38 steps back to 1); the ceiling keeps long
@@ -56,12 +57,24 @@ MAX_GAIN = 1e3
 
 
 class Rule(NamedTuple):
-    """An adaptive schedule's gain rule: ``grow``, ``shrink``, and whether each step is rounded to a
-    power of two (``adaptive(pow2=True)``)."""
+    """An adaptive schedule's gain rule: ``grow``, ``shrink``, whether each step is rounded to a
+    power of two (``adaptive(pow2=True)``), and the step from which the gain's floor decays (``tail``, 0:
+    never; ``gain_floors``)."""
 
     grow: float
     shrink: float
     pow2: bool = False
+    tail: float = 0
+
+
+def gain_floors(rule: Rule, t0: int, t1: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """The floor of the adaptive gain at steps ``t0 .. t1 - 1`` (1-based): ``MIN_GAIN``, and past ``rule.tail``
+    ``MIN_GAIN * tail / t`` (``adaptive(tail=)``); computed in float64, then cast, as ``Schedule.etas``."""
+    t = torch.arange(t0, t1, dtype=torch.float64)
+    floors = torch.full_like(t, MIN_GAIN)
+    if rule.tail:
+        floors = floors * (rule.tail / t).clamp_max(1.0)
+    return floors.to(dtype=dtype, device=device)
 
 
 class Schedule:
@@ -177,13 +190,14 @@ def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool
     rounds its steps) and each step taken with the gain rounded likewise (the module docstring;
     ``docs/adaptive_pow2.md`` measures what it costs in accuracy and saves in energy).
 
-    ``tail`` (0: none): from step ``tail`` on, the base step decays harmonically, ``eta_t = lr * tail / t``
-    (rounded to a power of two with ``pow2``). Why: a settled neuron's gain rests at ``MIN_GAIN``, so with a
-    constant base its error stops falling at ``lr * MIN_GAIN`` (2e-4 of its scale at ``lr=0.2``) and a
-    longer run buys nothing; with the tail that floor keeps shrinking, while the steps still sum to
-    infinity (any range stays reachable) and a travelling neuron's gain outgrows the decay (``grow`` per
-    step against ``t / (t + 1)``). ``signgd.tuning`` sets it to the longest T a schedule is tuned for, so
-    the steps it scored are unchanged (docs/zoo_notes.md measures what it does past them)."""
+    ``tail`` (0: none): from step ``tail`` on, the gain's floor decays harmonically, ``MIN_GAIN * tail / t``
+    (``gain_floors``). Why: a settled neuron alternates, so its gain rests at the floor, and with a fixed floor
+    its error stops falling at ``lr * MIN_GAIN`` (2e-4 of its scale at ``lr=0.2``): a longer run buys nothing.
+    With the tail that floor keeps shrinking, so the error keeps falling with T, and nothing else changes: a
+    neuron still travelling has its gain above the floor and moves as before (a decaying base step instead
+    slowed those too: torchvision swin_v2_t, still far off at T=64, ended at 0.46 instead of 0.22 at T=256).
+    ``signgd.tuning`` sets it to the longest T a schedule is tuned for, so the steps it scored are unchanged
+    (docs/zoo_notes.md measures what it does past them)."""
     _check_positive(lr=lr)
     grow, shrink = check_rule(grow, shrink)
     if isinstance(pow2, bool) or pow2 in (0, 1):
@@ -191,19 +205,13 @@ def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool
     else:
         raise ValueError(f"adaptive schedule: pow2 must be true or false (1 or 0), got {pow2!r}")
     if isinstance(tail, bool) or not isinstance(tail, (int, float)) or not (tail == 0 or 1 <= tail < math.inf):
-        raise ValueError(f"adaptive schedule: tail must be 0 (no tail) or the step >= 1 from which the base step "
-                         f"decays as lr * tail / t, got {tail!r}")
+        raise ValueError(f"adaptive schedule: tail must be 0 (no tail) or the step >= 1 from which the gain's floor "
+                         f"decays as MIN_GAIN * tail / t, got {tail!r}")
     step = float(to_power_of_two(torch.tensor([float(lr)], dtype=torch.float64))[0]) if pow2 else lr
-
-    def fn(t):
-        if not tail:
-            return torch.full_like(t, step)
-        eta = step * (tail / t).clamp_max(1.0)
-        return to_power_of_two(eta) if pow2 else eta
-
-    extra = {**({"pow2": True} if pow2 else {}), **({"tail": int(tail) if tail == int(tail) else tail} if tail else {})}
-    schedule = Schedule("adaptive", fn, lr=lr, grow=grow, shrink=shrink, **extra)
-    schedule.rule = Rule(grow, shrink, pow2)
+    tail = (int(tail) if tail == int(tail) else float(tail)) if tail else 0
+    extra = {**({"pow2": True} if pow2 else {}), **({"tail": tail} if tail else {})}
+    schedule = Schedule("adaptive", lambda t: torch.full_like(t, step), lr=lr, grow=grow, shrink=shrink, **extra)
+    schedule.rule = Rule(grow, shrink, pow2, tail)
     return schedule
 
 

@@ -20,7 +20,7 @@ import torch.fx as fx
 from .codecs import InputEncoder, OutputDecoder
 from .graph.spellings import ELEMENTWISE_INPLACE, ELEMENTWISE_OUT
 from .neurons import SpikingNeuron
-from .schedules import Schedule, check_dynamics
+from .schedules import Schedule, check_dynamics, gain_floors
 from .targets import CONTRACTIONS
 
 
@@ -60,6 +60,7 @@ class _Run:
         self.spikes: dict[str, torch.Tensor] = {}
         self.neurons: dict[str, int] = {}
         self.etas: torch.Tensor | None = None
+        self.floors: torch.Tensor | None = None  # the adaptive gain's floor at the chunk's steps (gain_floors)
         self.t0 = 1
 
     def neuron(self, name: str, mod: SpikingNeuron, args, owned: bool = False) -> torch.Tensor:
@@ -78,7 +79,7 @@ class _Run:
         if self.stats:
             counts = torch.zeros(steps, dtype=torch.float64, device=xs[0].device)
         out = mod.run(state, xs, self.etas, self.dynamics, counts, owned=owned, rule=self.rule,
-                      tolerance=self.tolerance)
+                      tolerance=self.tolerance, floors=self.floors)
         if counts is not None:
             self.spikes[name][self.t0 - 1:self.t0 - 1 + steps] += counts
         if self.probe is not None:
@@ -329,6 +330,7 @@ def _simulate_slice(interp: _ChunkInterpreter, x: torch.Tensor, steps: list[int]
     for t0 in range(1, T + 1, chunk):
         t1 = min(t0 + chunk, T + 1)
         run.etas = etas[t0 - 1:t1 - 1]
+        run.floors = None if run.rule is None else gain_floors(run.rule, t0, t1, dtype=x.dtype)
         run.t0 = t0
         encoded = encoder.run(enc_state, x, run.etas, t0)
         readout = interp.run(encoded.reshape((t1 - t0) * batch, *x.shape[1:]))

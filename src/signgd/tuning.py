@@ -202,8 +202,8 @@ def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES
         ann_out = snn.ann(x)
     grid = dict.fromkeys([PAPER, *((lr, decay) for decay in decays for lr in learning_rates)])
     schedules = [sched.exponential(lr, decay) for lr, decay in grid]
-    # past the longest T scored, the adaptive base step decays harmonically (``adaptive(tail=)``): the steps scored
-    # are unchanged, and a longer run keeps settling instead of resting at the gain's floor
+    # past the longest T scored, the adaptive gain's floor decays harmonically (``adaptive(tail=)``): the steps scored
+    # are unchanged, and a longer run keeps settling instead of resting at the floor
     schedules += [sched.adaptive(*params, tail=max(steps)) for params in dict.fromkeys(adaptive)]
     by_error = _one_class(ann_out)
     screen_steps = [t for t in steps if t <= max(steps) // 4] or steps

@@ -100,7 +100,7 @@ def test_it_converges_to_the_ann_and_faster_than_the_plain_neuron_of_the_same_st
 def test_saved_networks_keep_the_rule(x, tmp_path):
     snn = signgd.convert(_net(), x, schedule=schedules.adaptive(0.3, 1.1, 0.6))
     loaded = signgd.load(snn.save(tmp_path / "a.pt"))
-    assert loaded.schedule.rule == (1.1, 0.6, False) and loaded.settings["schedule"]["name"] == "adaptive"
+    assert loaded.schedule.rule == (1.1, 0.6, False, 0) and loaded.settings["schedule"]["name"] == "adaptive"
     assert torch.equal(loaded(x, T=12), snn(x, T=12))
 
 
@@ -126,8 +126,10 @@ def test_the_subgradient_dynamics_refuses_an_adaptive_schedule(x):
 @pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("steps,eta,grow,shrink,pow2", [(25, 0.3, 1.3, 0.45, False), (40, 0.25, 1.2, 0.5, True)],
                          ids=["exact", "pow2"])
-def test_the_c_kernel_matches_the_torch_loop_bit_for_bit(dtype, in_place, steps, eta, grow, shrink, pow2):
-    """Also with power-of-two steps (``adaptive(pow2=True)``), run long enough for gains at their ceiling."""
+@pytest.mark.parametrize("tail", [0, 6])
+def test_the_c_kernel_matches_the_torch_loop_bit_for_bit(dtype, in_place, steps, eta, grow, shrink, pow2, tail):
+    """Also with power-of-two steps (``adaptive(pow2=True)``), run long enough for gains at their ceiling, and
+    with a gain floor that decays from step 6 (``adaptive(tail=6)``; the ties alternate down to the floor)."""
     from signgd.kernels import available_backends
     from signgd.kernels.c import adaptive_scan_c
     from signgd.kernels.reference import adaptive_scan_torch
@@ -144,11 +146,14 @@ def test_the_c_kernel_matches_the_torch_loop_bit_for_bit(dtype, in_place, steps,
         y, d = torch.zeros(3, 4100, dtype=dtype), torch.zeros(3, 4100, dtype=dtype)
         spikes = torch.zeros(steps, dtype=torch.float64)
         t = target.clone()
+        floors = schedules.gain_floors(schedules.Rule(grow, shrink, pow2, tail), 1, steps + 1, dtype=torch.float64)
         out = scan(t, y, d, torch.full((steps,), eta, dtype=torch.float64), grow, shrink, scale, spikes,
-                   out=t if in_place else None, pow2=pow2)
+                   out=t if in_place else None, pow2=pow2, floors=floors)
         runs.append((out, y, d, spikes))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+    if tail:  # the floor was reached and decayed: some gain sits below MIN_GAIN
+        assert float(runs[0][2].abs().min()) < MIN_GAIN
 
 
 def test_reports_cover_an_adaptive_network(x):

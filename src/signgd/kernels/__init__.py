@@ -181,7 +181,8 @@ def signgd_scan(target: torch.Tensor, y: torch.Tensor, etas, out_scale=None,
 
 def adaptive_scan(target: torch.Tensor, y: torch.Tensor, d: torch.Tensor, etas: torch.Tensor,
                   grow: float, shrink: float, out_scale=None, spikes: torch.Tensor | None = None,
-                  out: torch.Tensor | None = None, pow2: bool = False) -> torch.Tensor:
+                  out: torch.Tensor | None = None, pow2: bool = False,
+                  floors: torch.Tensor | None = None) -> torch.Tensor:
     """Advance a layer of adaptive signGD neurons (``signgd.schedules.adaptive``) by
     ``Tc = target.shape[0]`` steps, in place.
 
@@ -190,15 +191,16 @@ def adaptive_scan(target: torch.Tensor, y: torch.Tensor, d: torch.Tensor, etas: 
     neuron's last step (0 before the first), so the scan needs no separate spike history. Returns
     ``out[t] = y_t * out_scale`` (into ``out`` when given; ``out`` may be ``target`` itself, read
     before written). ``spikes`` (``[Tc]``) gets each step's spike count added. ``pow2``: each step
-    is ``etas[t] * pow2_step(d)``, the gain rounded to a power of two (``d`` keeps it exact). Runs the
+    is ``etas[t] * pow2_step(d)``, the gain rounded to a power of two (``d`` keeps it exact). ``floors``
+    (``[Tc]``): each step's gain floor (``schedules.gain_floors``; None: ``MIN_GAIN``). Runs the
     C kernel where the auto backend choice picks it and it takes these inputs, else the torch loop
     (``reference.adaptive_scan_torch``).
     """
     if target.dim() >= 1 and _choose(target, y, out_scale, None) == "c":
-        done = c.adaptive_scan_c(target, y, d, etas, grow, shrink, out_scale, spikes, out, pow2)
+        done = c.adaptive_scan_c(target, y, d, etas, grow, shrink, out_scale, spikes, out, pow2, floors)
         if done is not None:
             return done
-    return adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale, spikes, out, pow2)
+    return adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale, spikes, out, pow2, floors)
 
 
 def sparse_scan(target: torch.Tensor, y: torch.Tensor, etas: torch.Tensor, thresholds: torch.Tensor,

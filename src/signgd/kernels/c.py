@@ -100,7 +100,7 @@ def _bind(lib):
         fn.restype = ctypes.c_int
     for name, real in (("signgd_adaptive_f32", ctypes.c_float), ("signgd_adaptive_f64", ctypes.c_double)):
         fn = getattr(lib, name)
-        fn.argtypes = [p, p, p, p, p, i64, p, p, i64, i64, ctypes.c_int, real, real, real, real, ctypes.c_int]
+        fn.argtypes = [p, p, p, p, p, i64, p, p, i64, i64, ctypes.c_int, real, real, p, real, ctypes.c_int]
         fn.restype = ctypes.c_int
     for name in ("signgd_sparse_f32", "signgd_sparse_f64"):
         fn = getattr(lib, name)
@@ -140,12 +140,14 @@ def _self_check(lib) -> str | None:
 
 
 def _adaptive_matches(lib, target, etas, scale) -> bool:
-    for pow2 in (False, True):
+    """Fixed and decaying gain floors (``adaptive(tail=)``), with and without power-of-two steps."""
+    decaying = MIN_GAIN / torch.arange(1, target.shape[0] + 1, dtype=torch.float64)
+    for pow2, floors in ((False, None), (True, None), (False, decaying), (True, decaying)):
         runs = []
         for c in (False, True):
             y, d = torch.zeros(target.shape[1:], dtype=target.dtype), torch.zeros(target.shape[1:], dtype=target.dtype)
             sp = torch.zeros(target.shape[0], dtype=torch.float64)
-            args = (target, y, d, etas, 1.2, 0.5, scale, sp, None, pow2)
+            args = (target, y, d, etas, 1.2, 0.5, scale, sp, None, pow2, floors)
             out = _run_adaptive_c(lib, *args) if c else adaptive_scan_torch(*args)
             runs.append((out, y, d, sp))
         if not all(torch.equal(a, b) for a, b in zip(*runs)):
@@ -243,7 +245,8 @@ def _run_c(lib, target, y, etas, out_scale, spikes, out=None, inplace=False, pro
 # The adaptive scan
 # --------------------------------------------------------------------------------------------
 
-def adaptive_scan_c(target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None, pow2=False):
+def adaptive_scan_c(target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None, pow2=False,
+                    floors=None):
     """``signgd.kernels.adaptive_scan`` in C (same arguments), or None when the C kernel cannot run
     these inputs (not CPU float32/float64, non-contiguous state, a scale that promotes, the C
     library unavailable): the caller then runs torch. ``adaptive_scan`` asks the backend choice
@@ -257,22 +260,25 @@ def adaptive_scan_c(target, y, d, etas, grow, shrink, out_scale=None, spikes=Non
     lib, _ = library()
     if lib is None:
         return None
-    return _run_adaptive_c(lib, target, y, d, etas, grow, shrink, out_scale, spikes, out, pow2)
+    return _run_adaptive_c(lib, target, y, d, etas, grow, shrink, out_scale, spikes, out, pow2, floors)
 
 
-def _run_adaptive_c(lib, target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None, pow2=False):
+def _run_adaptive_c(lib, target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None, pow2=False,
+                    floors=None):
     Tc, S = target.shape[0], tuple(target.shape[1:])
     mode, scale, scale_len = scale_for_kernel(out_scale, y, S)
     tgt = target.detach().contiguous()
     res = out if out is not None else torch.empty(target.shape, dtype=target.dtype)
     eta = etas.detach().to(device="cpu", dtype=target.dtype).contiguous()
+    gmin = torch.full((Tc,), MIN_GAIN, dtype=target.dtype) if floors is None else \
+        floors.detach().to(device="cpu", dtype=target.dtype).contiguous()
     counts = torch.zeros(Tc, dtype=torch.int64) if spikes is not None else None
     if Tc > 0 and y.numel() > 0:
         fn = lib.signgd_adaptive_f32 if target.dtype == torch.float32 else lib.signgd_adaptive_f64
         rc = fn(tgt.data_ptr(), y.data_ptr(), d.data_ptr(), eta.data_ptr(),
                 scale.data_ptr() if mode == "kernel" else None, scale_len, res.data_ptr(),
                 counts.data_ptr() if counts is not None else None, Tc, y.numel(),
-                max(1, torch.get_num_threads()), grow, shrink, MIN_GAIN, MAX_GAIN, int(bool(pow2)))
+                max(1, torch.get_num_threads()), grow, shrink, gmin.data_ptr(), MAX_GAIN, int(bool(pow2)))
         if rc != 0:
             raise RuntimeError(f"signgd adaptive scan (C) failed with code {rc}")
     if counts is not None:

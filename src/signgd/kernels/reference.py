@@ -86,12 +86,14 @@ def _loop_buffers(target, y, out_scale, spikes, out):
 # The adaptive scan (signgd.schedules.adaptive)
 # --------------------------------------------------------------------------------------------
 
-def next_step(spike: torch.Tensor, d: torch.Tensor, grow: float, shrink: float) -> torch.Tensor:
-    """The new signed step ``d_t = (1 - 2 s_t) g_t`` from the spike and the last one (0: none yet).
+def next_step(spike: torch.Tensor, d: torch.Tensor, grow: float, shrink: float,
+              floor: float = MIN_GAIN) -> torch.Tensor:
+    """The new signed step ``d_t = (1 - 2 s_t) g_t`` from the spike and the last one (0: none yet), the gain
+    clamped to ``[floor, MAX_GAIN]`` (``floor``: this step's, ``schedules.gain_floors``, a value of d's dtype).
     Every product is one operation in d's dtype, as in the C kernel (bit-identical results)."""
     direction = 1 - 2 * spike.to(d.dtype)
     size = d.abs()
-    gain = torch.where(direction * d > 0, size * grow, size * shrink).clamp_(MIN_GAIN, MAX_GAIN)
+    gain = torch.where(direction * d > 0, size * grow, size * shrink).clamp_(floor, MAX_GAIN)
     return direction * torch.where(d == 0, torch.ones_like(gain), gain)
 
 
@@ -110,6 +112,14 @@ def pow2_step(d: torch.Tensor) -> torch.Tensor:
     return round_to_pow2(d, _SQRT2_FRACTION)
 
 
+def gain_floor_values(floors, Tc: int, dtype) -> list[float]:
+    """Each step's gain floor as a Python number exactly representable in ``dtype`` (what the C kernel's
+    ``T`` holds): ``MIN_GAIN`` when ``floors`` is None."""
+    if floors is None:
+        floors = torch.full((Tc,), MIN_GAIN, dtype=torch.float64)
+    return [float(v) for v in floors.to(device="cpu", dtype=dtype)]
+
+
 def round_to_pow2(d: torch.Tensor, up_fraction: int) -> torch.Tensor:
     """``d``'s sign and the power of two of its exponent, one above where its fraction bits (float64) are at
     least ``up_fraction``: ``pow2_step`` (sqrt(2)'s: the nearest in log scale) and ``graded_step`` (2**(63/64)'s)
@@ -119,15 +129,18 @@ def round_to_pow2(d: torch.Tensor, up_fraction: int) -> torch.Tensor:
     return ((bits & _SIGN_EXPONENT) + up.to(torch.int64) * (1 << 52)).view(torch.float64).to(d.dtype)
 
 
-def adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None, pow2=False):
+def adaptive_scan_torch(target, y, d, etas, grow, shrink, out_scale=None, spikes=None, out=None, pow2=False,
+                        floors=None):
     """The reference loop of ``signgd.kernels.adaptive_scan`` in torch ops (any device). ``pow2``: each
-    step is ``eta_t * pow2_step(d)`` (``adaptive(pow2=True)``; ``d`` keeps the exact gain)."""
+    step is ``eta_t * pow2_step(d)`` (``adaptive(pow2=True)``; ``d`` keeps the exact gain). ``floors``
+    (``[Tc]``): each step's gain floor (None: ``MIN_GAIN``), taken in d's dtype as the C kernel does."""
     Tc = target.shape[0]
     out, counts = _loop_buffers(target, y, out_scale, spikes, out)
     etas = etas.to(device=y.device, dtype=y.dtype)
+    floors = gain_floor_values(floors, Tc, d.dtype)
     for t in range(Tc):
         s = y >= target[t]
-        d.copy_(next_step(s, d, grow, shrink))
+        d.copy_(next_step(s, d, grow, shrink, floors[t]))
         y.add_(etas[t] * (pow2_step(d) if pow2 else d))
         if out_scale is None:
             out[t].copy_(y)

@@ -224,7 +224,7 @@ DEFINE_SCAN(signgd_scan_f64, block_f64, double, int64_t)
  * Adaptive signGD scan (signgd.schedules.adaptive's rule; the torch loop in
  * signgd/kernels/reference.py is the reference):
  *     s = y >= target[t, i];  dir = s ? -1 : +1
- *     g = d == 0 ? 1 : clamp(|d| * (dir * d > 0 ? grow : shrink), gmin, gmax)
+ *     g = d == 0 ? 1 : clamp(|d| * (dir * d > 0 ? grow : shrink), gmins[t], gmax)
  *     d = dir * g;  y = y + eta[t] * (pow2 ? dir * P(g) : d);  out[t, i] = y * scale(i)
  * y and d ([N]) are updated in place; target and out are contiguous [Tc, N] and out may be
  * target itself (each element is read before it is written). Same blocking as the plain scan.
@@ -250,7 +250,7 @@ static inline double signgd_pow2(double g) { return signgd_pow2_round(g, 0x6A09E
 #define DEFINE_ADAPTIVE(NAME, T)                                                              \
     int NAME(const T *target, T *y, T *d, const T *etas, const T *scale, int64_t scale_len,   \
              T *out, int64_t *counts, int64_t Tc, int64_t N, int nthreads, T grow, T shrink,  \
-             T gmin, T gmax, int pow2)                                                        \
+             const T *gmins, T gmax, int pow2)                                                \
     {                                                                                         \
         if (Tc <= 0 || N <= 0) return 0;                                                      \
         if (scale != NULL && (scale_len <= 0 || N % scale_len != 0)) return -1;               \
@@ -274,6 +274,7 @@ static inline double signgd_pow2(double g) { return signgd_pow2_round(g, 0x6A09E
             }                                                                                 \
             for (int64_t t = 0; t < Tc; ++t) {                                                \
                 const T eta = etas[t];                                                        \
+                const T gmin = gmins[t];                                                      \
                 const T *tr = target + t * N + i0;                                            \
                 T *orow = out + t * N + i0;                                                   \
                 T *yb = y + i0;                                                               \
