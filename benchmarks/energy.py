@@ -20,7 +20,9 @@ of ``signgd.report.energy`` (``docs/energy.md``):
   samples at their mean;
 - ``graded``: the graded neuron (``dynamics="graded"``: a spike carries a sign and a power of two; its
   default band, ``tolerance * 1/64`` = 1/128 of each neuron's scale); ``graded band1/64``, ``band1/256``:
-  coarser and finer bands;
+  coarser and finer bands; ``graded mean-scale`` (and ``band1/16``, ``band1/32``, ``band1/64``): each element
+  normalized by its calibration mean ``|f(x)|`` instead of its maximum (``convert(scale="mean")``), so the band
+  resolves its usual values;
 - ``spikingjelly``: SpikingJelly's IF conversion (``benchmarks/_peers.py``), its spikes counted by
   ``count_spikingjelly`` below with the same rules (ReLU nets only).
 
@@ -68,6 +70,14 @@ CONFIGS = {"default": {}, "exponential float": {"schedule": "exponential", "enco
            "graded": {"dynamics": "graded"},
            "graded band1/64": {"dynamics": "graded", "schedule": "exponential:lr=0.03125,decay=1.0"},
            "graded band1/256": {"dynamics": "graded", "schedule": "exponential:lr=0.0078125,decay=1.0"},
+           # each element divided by its calibration mean |f(x)|, not its maximum (convert(scale="mean"))
+           "graded mean-scale band1/16": {"dynamics": "graded", "scale": "mean",
+                                          "schedule": "exponential:lr=0.125,decay=1.0"},
+           "graded mean-scale band1/32": {"dynamics": "graded", "scale": "mean",
+                                          "schedule": "exponential:lr=0.0625,decay=1.0"},
+           "graded mean-scale band1/64": {"dynamics": "graded", "scale": "mean",
+                                          "schedule": "exponential:lr=0.03125,decay=1.0"},
+           "graded mean-scale": {"dynamics": "graded", "scale": "mean"},
            "low-energy(T=T)": {"preset": "low-energy"}}
 TUNED = {"convert(T=T)", "low-energy(T=T)"}
 

@@ -199,18 +199,30 @@ def test_the_report_counts_sparse_neurons_per_event_and_matches_the_tuners_count
     assert neurons and all(row["ac"][1] > row["ac"][0] for row in neurons)  # events add up over steps
 
 
-@pytest.mark.parametrize("dynamics", [None, "graded"])
+@pytest.mark.parametrize("kwargs", [{}, {"dynamics": "graded"}, {"scale": "max"}, {"graded_mean": True}],
+                         ids=["sparse-and-graded", "graded", "scale-max", "graded-mean"])
 def test_preset_low_energy_picks_the_cheapest_network_that_agrees(trained_digits_cnn, digits_train, digits_test,
-                                                                   monkeypatch, dynamics):
-    """Among sparse and graded candidates (``dynamics="graded"``: graded ones only)."""
-    monkeypatch.setattr(tuning, "ENERGY_DECAYS", (0.87,))  # a smaller grid than the preset's (16+3): the same code
+                                                                   monkeypatch, kwargs):
+    """Among sparse and graded candidates (``dynamics="graded"``: graded ones only), the graded ones with the
+    network's max scales and with its mean |f(x)| scales (unless a scale is given); ``graded_mean``: the mean-scaled
+    graded candidates alone, so that the chosen network is one of them."""
+    monkeypatch.setattr(tuning, "ENERGY_DECAYS", (0.87,))  # a smaller grid than the preset's (16+3+3): the same code
     monkeypatch.setattr(tuning, "ENERGY_FLOORS", (1 / 32,))
+    kwargs = dict(kwargs)
+    if kwargs.pop("graded_mean", False):
+        monkeypatch.setattr(tuning, "ENERGY_GRADED_STEPS", ())
+        monkeypatch.setattr(tuning, "ENERGY_GRADED_MEAN_STEPS", (1 / 16, 1 / 32))
+        kwargs["dynamics"] = "graded"
+    dynamics = kwargs.get("dynamics")
     x = digits_train.tensors[0][:64]
-    kwargs = {"dynamics": dynamics} if dynamics else {}
     snn = signgd.convert(trained_digits_cnn, x, preset="low-energy", T=8, progress=False, **kwargs)
-    kinds = [c.dynamics for c in snn.tuning.candidates]
-    assert kinds == (["sparse"] * 4 if dynamics is None else []) + ["graded"] * 3
+    kinds = [(c.dynamics, c.scale) for c in snn.tuning.candidates]
+    n_max, n_mean = len(tuning.ENERGY_GRADED_STEPS), 0 if "scale" in kwargs else \
+        len(tuning.ENERGY_GRADED_MEAN_STEPS)
+    assert kinds == ([("sparse", "max")] * 4 if dynamics is None else []) + [("graded", "max")] * n_max \
+        + [("graded", "mean")] * n_mean
     assert snn.settings["dynamics"] == snn.tuning.best.dynamics and snn.settings["encoding"] == "analog"
+    assert snn.settings.get("scale", "max") == snn.tuning.best.scale
     assert snn.settings["tuned_for"] == 8
     result = snn.tuning
     best = result.best

@@ -56,7 +56,8 @@ DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
 def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule=None,
             encoding: str | None = None, normalize: str | None = None, T: int | None = None,
-            preset: str | None = None, tolerance: float | None = None, start: str | None = None, seed: int = 0,
+            preset: str | None = None, tolerance: float | None = None, start: str | None = None,
+            scale: str | None = None, seed: int = 0,
             pad_value: float = -200.0, leaf_modules: Iterable[type] = (),
             memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int = 256,
             distributed: bool | None = None, preprocessing="auto",
@@ -111,6 +112,10 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             calibration mean) or ``"active"`` (as ``"variance"``, and ReLU/max elements at their calibration
             mean where the output was positive on most calibration samples; the sparse dynamics' default)
             (``signgd.options``; docs/sparse.md).
+        scale: what a normalized neuron element is divided by: ``"max"`` (the default: its calibration
+            ``max |f(x)|``) or ``"mean"`` (its mean ``|f(x)|``). A sparse or graded neuron's band is a fraction
+            of it, so ``"mean"`` resolves an element's usual values where its largest are outliers (a softmax's
+            exp; docs/scale_rule.md).
         pad_value: the constant that pads max pooling windows (never wins a max).
         leaf_modules: module classes torch.fx should not trace into.
         memory_budget: bytes of activations one chunk of simulated steps may use.
@@ -133,7 +138,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             (``signgd.feedback``).
     """
     began = time.perf_counter()
-    opts = resolve(dynamics, schedule, encoding, normalize, T, preset, tolerance, start)
+    opts = resolve(dynamics, schedule, encoding, normalize, T, preset, tolerance, start, scale)
     dynamics, schedule, encoding, normalize, T, tune = (opts.dynamics, opts.schedule, opts.encoding, opts.normalize,
                                                         opts.T, opts.tune)
     preprocessing = from_data(calibration) if preprocessing == "auto" else checked(preprocessing)
@@ -183,14 +188,14 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     check_any_batch(gm, sample)
     record_origins(gm)  # what each neuron was in the model, for the reports' layer names
     calib_start = time.perf_counter()
-    means, active = {}, {}
-    ranges, values_per_sample = activation_ranges(gm, calib, pad_value, means, active)
+    means, active, magnitudes = {}, {}, {}
+    ranges, values_per_sample = activation_ranges(gm, calib, pad_value, means, active, magnitudes)
     calib_time = seconds(calib_start)
     _verify(gm, sample, expected)
     check_sample_major(gm, sample)  # after _verify: an output coupled across the batch is named there
 
     neurons = {name: m for name, m in gm.named_modules() if isinstance(m, SpikingNeuron)}
-    scales = neuron_scales(ranges)
+    scales = neuron_scales(ranges if opts.scale == "max" else magnitudes)
     for name, neuron in neurons.items():
         if normalize == "all" or (normalize == "relu" and neuron.preset_normalized):
             neuron.set_scale(_per_channel(scales[name]) if dynamics == "if" else scales[name])
@@ -204,7 +209,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
                      f"(start={opts.start!r})")
     used = f"{calib.count} samples" + (f" (a random subset of the Dataset's {of})" if of else "")
     notes.append(f"calibrated on {used}; normalized "
-                 f"{sum(n.normalized for n in neurons.values())} of {len(neurons)} neuron layers ({normalize})")
+                 f"{sum(n.normalized for n in neurons.values())} of {len(neurons)} neuron layers ({normalize}"
+                 + (f", by their calibration {opts.scale} |f(x)|)" if opts.scale != "max" else ")"))
     if dynamics == "subgradient":
         for name, a0 in zero_response(gm, sample)[0].items():
             neurons[name].bias0 = a0[0]
@@ -216,6 +222,8 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         settings["tolerance"] = opts.tolerance
     if opts.start != "zero":
         settings["start"] = opts.start
+    if opts.scale != "max":
+        settings["scale"] = opts.scale
     if T is not None:
         settings["tuned_for"] = list(T) if isinstance(T, tuple) else int(T)
     snn = SpikingNetwork(gm, settings, calib.input_shape, values_per_sample, schedule=schedule)
@@ -225,7 +233,10 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     tuned = ""
     if tune:
         tune_start = time.perf_counter()
-        note, summary = tune_network(snn, calib.kept(), T, opts.objective, opts.tune_tolerance, share, progress)
+        # the energy objective may pick the mean-|f(x)| scales, unless a scale was asked for
+        alternative = neuron_scales(magnitudes) if opts.objective == "energy" and scale is None else None
+        note, summary = tune_network(snn, calib.kept(), T, opts.objective, opts.tune_tolerance, share, progress,
+                                     mean_scales=alternative)
         notes.append(note)
         tuned = f"; {summary} ({seconds(tune_start)})"
     for note in notes:

@@ -38,11 +38,16 @@ from .dynamics import BAND_DYNAMICS, DYNAMICS, check_tolerance, passes_estimates
 from .schedules import check_dynamics
 from .tuning import DEFAULT_STEPS, ENERGY_STEPS, check_steps
 
-__all__ = ["PRESETS", "NORMALIZATIONS", "STARTS", "DYNAMICS", "Options", "resolve"]
+__all__ = ["PRESETS", "NORMALIZATIONS", "STARTS", "SCALES", "DYNAMICS", "Options", "resolve"]
 
 NORMALIZATIONS = ("relu", "all", "none")
 PRESETS = ("paper", "low-energy")
 STARTS = ("zero", "variance", "mean", "active")
+#: What a normalized neuron element is divided by: its calibration ``max |f(x)|`` or its mean ``|f(x)|``. Why
+#: "mean": a band (the sparse and graded neurons' ``tolerance * eta_t``) is a fraction of the scale, and where an
+#: element's largest value is far above its usual ones (a softmax's exp: maximum 1e3-1e7 times the median on the
+#: Fashion-MNIST ViT) a fraction of the maximum leaves the usual values almost unresolved (docs/scale_rule.md).
+SCALES = ("max", "mean")
 #: The targets ``start="variance"`` starts at their calibration mean: the variance estimates of the norms.
 VARIANCE_TARGETS = frozenset({"square"})
 #: ``start="active"``: the targets whose elements start at their mean when their output was positive on at least
@@ -68,10 +73,11 @@ class Options:
     tolerance: float | None  # the sparse dynamics' silence band, a fraction of eta_t
     tune_tolerance: bool  # the energy objective also picks the tolerance (none was given)
     start: str = "zero"  # where the estimates start (STARTS)
+    scale: str = "max"  # the calibration statistic a normalized element is divided by (SCALES)
 
 
 def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None, T, preset: str | None,
-            tolerance, start: str | None = None) -> Options:
+            tolerance, start: str | None = None, scale: str | None = None) -> Options:
     """The options ``convert`` runs with, or a ValueError naming the bad argument and the choices."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)} or leave it out")
@@ -125,8 +131,14 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
         raise ValueError(f"start={start!r} sets where signGD estimates start; dynamics={dynamics!r} has none: "
                          f"leave start out")
     start = start or ("active" if dynamics in BAND_DYNAMICS else "zero")
+    scale = scale or "max"
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {list(SCALES)}")
+    if scale != "max" and normalize == "none":
+        raise ValueError(f"scale={scale!r} sets what normalized neurons are divided by, and normalize='none' "
+                         f"normalizes none; leave scale out or normalize 'all'")
     return Options(dynamics, schedule, encoding, normalize, T, tune, objective if tune else "agreement",
-                   tolerance, tune_tolerance, start)
+                   tolerance, tune_tolerance, start, scale)
 
 
 def start_estimate(target: str, start: str, mean, active_share):

@@ -52,6 +52,11 @@ ENERGY_TOLERANCES = (0.5, 0.75)
 #: The graded neuron's candidates (``dynamics="graded"``): constant schedules whose step sets its band,
 #: ``tolerance * lr`` (its spikes carry their own sizes), at the first of the tolerances.
 ENERGY_GRADED_STEPS = (1 / 32, 1 / 64, 1 / 128)
+#: ... and with every element divided by its calibration mean ``|f(x)|`` (``convert(scale="mean")``, when the
+#: preset is free to choose the scale): coarser steps, since the band is then a fraction of the usual values, not
+#: of the largest (Fashion-MNIST Mixer within 1 point at 1.33x its ANN against 1.58x, the ViT within 1 point at
+#: all; docs/scale_rule.md).
+ENERGY_GRADED_MEAN_STEPS = (1 / 8, 1 / 16, 1 / 32)
 MIN_AGREEMENT = 0.99
 ENERGY_SAMPLES = 64
 #: The steps ``convert`` tunes for when it is given no ``T``: one schedule that does well over the
@@ -89,9 +94,11 @@ class EnergyCandidate:
     error: float
     energy_ratio: float  # the SNN's energy per sample after T steps / the ANN's (signgd.costs)
     dynamics: str = "sparse"
+    scale: str = "max"  # what each normalized element is divided by (convert(scale=...))
 
     def __repr__(self) -> str:
-        return (f"{self.dynamics} neurons, {self.schedule!r}, tolerance {self.tolerance:g}, T={self.T}: "
+        return (f"{self.dynamics} neurons, {self.schedule!r}, tolerance {self.tolerance:g}, scale {self.scale}, "
+                f"T={self.T}: "
                 f"{100 * self.agreement:.1f}% agreement, {self.energy_ratio:.3f}x the ANN's energy")
 
 
@@ -117,9 +124,9 @@ class EnergyTuningResult:
     def table(self) -> str:
         rows = [f"sparse and graded neurons tuned for energy at T={steps_text(self.T)} on {self.samples} calibration "
                 f"samples (at least {100 * self.min_agreement:.0f}% agreement with the ANN)",
-                "| dynamics | schedule | tolerance | T | agreement (%) | relative error | energy / ANN |",
-                "|---|---|---:|---:|---:|---:|---:|"]
-        rows += [f"| {c.dynamics} | {c.schedule!r} | {c.tolerance:g} | {c.T} | {100 * c.agreement:.2f} | "
+                "| dynamics | schedule | tolerance | scale | T | agreement (%) | relative error | energy / ANN |",
+                "|---|---|---:|---|---:|---:|---:|---:|"]
+        rows += [f"| {c.dynamics} | {c.schedule!r} | {c.tolerance:g} | {c.scale} | {c.T} | {100 * c.agreement:.2f} | "
                  f"{c.error:.4f} | {c.energy_ratio:.3f} |"
                  for c in sorted(self.candidates, key=lambda c: c.energy_ratio)]
         return "\n".join(rows)
@@ -263,7 +270,8 @@ def _agreement_and_error(out: torch.Tensor, ann_out: torch.Tensor) -> tuple[floa
 def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=None, decays=None, floors=None, pow2: bool = True,
                 tolerances=None, graded_steps=None, kinds=BAND_DYNAMICS, min_agreement: float = MIN_AGREEMENT,
                 energy_samples: int = ENERGY_SAMPLES, model: EnergyModel = EnergyModel(),
-                progress: bool | None = None) -> EnergyTuningResult:
+                progress: bool | None = None, mean_scales: dict | None = None,
+                graded_mean_steps=None) -> EnergyTuningResult:
     """The cheapest sparse or graded network that agrees with the ANN. The sparse neuron's candidates: every
     exponential schedule of the grid (``exponential(lr, decay, floor, pow2)``: steps that stop decaying at
     ``floor``, so that a settled neuron falls silent, and are powers of two, so that no receiver multiplies)
@@ -275,7 +283,9 @@ def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=None, decays=None, fl
     (ties: the better agreement); if none reaches it, the best agreement (then the least energy). ``snn``
     (``dynamics="sparse"`` or ``"graded"``) keeps its own dynamics, schedule and tolerance. The grid's axes
     default to this module's ``ENERGY_*`` values (read at the call); ``kinds``: the dynamics to try
-    (``("graded",)``: the graded neuron only)."""
+    (``("graded",)``: the graded neuron only). ``mean_scales`` (``{neuron: per-element scale}``, the calibration
+    mean ``|f(x)|``): the graded neuron is also tried with every normalized neuron divided by those instead of the
+    network's own scales, at each of ``graded_mean_steps`` (``ENERGY_GRADED_MEAN_STEPS``)."""
     if snn.settings["dynamics"] not in BAND_DYNAMICS:
         raise ValueError("tuning for energy covers the sparse and graded dynamics (convert with preset='low-energy')")
     steps = list(check_steps(T)) if isinstance(T, (list, tuple)) else [check_steps(T)]
@@ -289,12 +299,17 @@ def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=None, decays=None, fl
     grid = [("sparse", sched.exponential(lr, decay, floor=floor, pow2=pow2), tol) for tol in tolerances
             for floor in floors or ENERGY_FLOORS for decay in decays or ENERGY_DECAYS
             for lr in learning_rates or ENERGY_LEARNING_RATES] if "sparse" in kinds else []
-    grid += [("graded", sched.exponential(step, 1.0), tolerances[0]) for step in graded_steps or ENERGY_GRADED_STEPS
-             ] if "graded" in kinds else []
+    grid = [(*g, "max") for g in grid]
+    if "graded" in kinds:
+        grid += [("graded", sched.exponential(step, 1.0), tolerances[0], "max")
+                 for step in graded_steps or ENERGY_GRADED_STEPS]
+        if mean_scales is not None:
+            grid += [("graded", sched.exponential(step, 1.0), tolerances[0], "mean")
+                     for step in graded_mean_steps or ENERGY_GRADED_MEAN_STEPS]
     candidates, counters = [], {}
-    for dynamics, schedule, tol in bar(grid, progress, desc=f"tune for energy at T={steps_text(tuple(steps))}",
-                                       unit="candidate"):
-        with _dynamics(snn, dynamics):
+    for dynamics, schedule, tol, scale in bar(grid, progress, desc=f"tune for energy at T={steps_text(tuple(steps))}",
+                                              unit="candidate"):
+        with _dynamics(snn, dynamics), _scales(snn, mean_scales if scale == "mean" else None):
             outputs = snn.simulate(x, steps, schedule=schedule, tolerance=tol).outputs
             if dynamics not in counters:  # one per dynamics (its event costs), reset for each candidate
                 counters[dynamics] = StepCounter(snn, max(steps))
@@ -306,7 +321,7 @@ def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=None, decays=None, fl
         for t in steps:
             agreement, error = _agreement_and_error(outputs[t], ann_out)
             candidates.append(EnergyCandidate(schedule, tol, t, agreement, error, float(energy[t - 1]) / ann_pj,
-                                              dynamics))
+                                              dynamics, scale))
     feasible = [c for c in candidates if c.agreement >= min_agreement]
     best = min(feasible, key=lambda c: (c.energy_ratio, -c.agreement)) if feasible else \
         min(candidates, key=lambda c: (-c.agreement, c.energy_ratio))
@@ -325,21 +340,39 @@ def _dynamics(snn, dynamics: str):
         snn.settings["dynamics"] = own
 
 
+@contextmanager
+def _scales(snn, scales: dict | None):
+    """``snn``'s normalized neurons divided by ``scales`` (``{neuron: per-element scale}``) for the duration, their
+    own scales restored after; None: as they are."""
+    if scales is None:
+        yield snn
+        return
+    own = {name: mod.scale for name, mod in snn.neurons.items() if mod.normalized}
+    for name in own:
+        snn.neurons[name].set_scale(scales[name])
+    try:
+        yield snn
+    finally:
+        for name, scale in own.items():
+            snn.neurons[name].set_scale(scale)
+
+
 def tune_network(snn, x: torch.Tensor, T, objective: str = "agreement", tune_tolerance: bool = False,
-                 share: bool = False, progress: bool | None = None) -> tuple[str, str]:
+                 share: bool = False, progress: bool | None = None, mean_scales: dict | None = None) -> tuple[str, str]:
     """Tune ``snn`` in place for ``T`` on ``x`` (``convert`` does this): ``objective="agreement"`` picks the
     schedule that agrees best (``tune_schedule``; no adaptive candidates for the sparse neuron, whose steps
     are the schedule's), ``"energy"`` the cheapest sparse configuration that agrees (``tune_energy``; its
     tolerance too when ``tune_tolerance``, and the T it needs, recorded as ``settings["tuned_for"]``).
-    With ``share`` rank 0's choice is kept on every rank. Returns the conversion log's note and what the
-    summary line says."""
+    ``mean_scales``: the energy objective may also divide every normalized neuron by these (its calibration mean
+    ``|f(x)|``), recorded as ``settings["scale"] = "mean"`` when chosen. With ``share`` rank 0's choice is kept on
+    every rank. Returns the conversion log's note and what the summary line says."""
     sparse = snn.settings["dynamics"] in BAND_DYNAMICS
     if objective == "energy":
         tolerances = None if tune_tolerance else (snn.settings["tolerance"],)
         kinds = ("graded",) if snn.settings["dynamics"] == "graded" else BAND_DYNAMICS  # asked for: graded only
-        result = tune_energy(snn, x, T, tolerances=tolerances, kinds=kinds, progress=progress)
+        result = tune_energy(snn, x, T, tolerances=tolerances, kinds=kinds, progress=progress, mean_scales=mean_scales)
         chosen = {"schedule": result.schedule.spec(), "tolerance": result.best.tolerance, "T": result.best.T,
-                  "dynamics": result.best.dynamics}
+                  "dynamics": result.best.dynamics, "scale": result.best.scale}
     else:
         result = tune_schedule(snn, x, T, adaptive=() if sparse else ADAPTIVE, progress=progress)
         chosen = {"schedule": result.schedule.spec()}
@@ -351,9 +384,18 @@ def tune_network(snn, x: torch.Tensor, T, objective: str = "agreement", tune_tol
     if objective == "energy":
         snn.settings["tolerance"], snn.settings["tuned_for"] = chosen["tolerance"], chosen["T"]
         snn.settings["dynamics"] = chosen["dynamics"]
+        if chosen["scale"] == "mean":
+            for name, mod in snn.neurons.items():
+                if mod.normalized:
+                    mod.set_scale(mean_scales[name])
+            snn.settings["scale"] = "mean"
+            if share:  # rank 0's scales on every rank, as convert does with the others
+                _dist.broadcast_network(snn)
         verdict = "" if result.reached else (f"; no candidate reached {100 * result.min_agreement:.0f}% agreement, "
                                              f"this one agrees best")
-        what = f"{chosen['dynamics']} neurons, {snn.schedule!r}, tolerance {chosen['tolerance']:g}, T={chosen['T']}"
+        scaled = ", scaled by the calibration mean |f(x)|" if chosen["scale"] == "mean" else ""
+        what = (f"{chosen['dynamics']} neurons, {snn.schedule!r}, tolerance {chosen['tolerance']:g}{scaled}, "
+                f"T={chosen['T']}")
         return (f"tuned for energy at T={steps_text(result.T)} on {result.samples} calibration samples: {what} "
                 f"({100 * result.best.agreement:.1f}% agreement with the ANN, {result.best.energy_ratio:.2f}x "
                 f"its energy{verdict})",

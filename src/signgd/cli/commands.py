@@ -100,7 +100,7 @@ def run_convert(args, argv: list[str], log=print) -> int:
     progress = _progress(args)
     snn = convert(model, calibration, dynamics=args.dynamics, schedule=args.schedule, encoding=args.encoding,
                   normalize=args.normalize, T=args.tune_for, preset=args.preset, tolerance=args.tolerance,
-                  start=args.start, seed=args.seed,
+                  start=args.start, scale=args.scale, seed=args.seed,
                   preprocessing=opts.settings(), batch_size=args.batch_size, calibration_samples=None,
                   progress=False if args.quiet else None)
     out = Path(args.out)

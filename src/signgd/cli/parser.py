@@ -7,7 +7,7 @@ from ..codecs import ENCODINGS
 from ..convert import CALIBRATION_SAMPLES
 from ..errors import InputError
 from ..network import parse_steps
-from ..options import DYNAMICS, NORMALIZATIONS, PRESETS, STARTS
+from ..options import DYNAMICS, NORMALIZATIONS, PRESETS, SCALES, STARTS
 from .usage import OneLineParser
 
 __all__ = ["build_parser", "parse_steps_arg"]
@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "neurons at their calibration mean), mean (every neuron at its calibration mean) or active "
                         "(as variance, and ReLU/max elements at their mean where mostly positive in calibration; "
                         "the default for --dynamics sparse)")
+    g.add_argument("--scale", choices=SCALES, default=None,
+                   help="what a normalized neuron element is divided by: its calibration max |f(x)| (the default) or "
+                        "its mean |f(x)| (finer bands for sparse and graded neurons whose largest values are outliers)")
     g.add_argument("--encoding", choices=ENCODINGS, default=None,
                    help="input encoding (default float for signgd, analog for subgradient and if)")
     g.add_argument("--schedule", default=None,

@@ -46,6 +46,7 @@ class _RangeProbe(fx.Interpreter):
         self.pad_value = pad_value
         self.ranges: dict[str, torch.Tensor] = {}
         self.sums: dict[str, torch.Tensor] = {}  # per-element sums of every neuron's output (float64)
+        self.magnitude_sums: dict[str, torch.Tensor] = {}  # ... and of its magnitude |output| (float64)
         self.positives: dict[str, torch.Tensor] = {}  # per-element counts of samples with a positive output
         self.counts: dict[str, int] = {}
         self.values_per_sample = 0  # elements of all activations of one sample (memory sizing)
@@ -73,6 +74,7 @@ class _RangeProbe(fx.Interpreter):
             prev = self.ranges.get(target)
             self.ranges[target] = peak if prev is None else torch.maximum(prev, peak)
             _accumulate(self.sums, target, value.sum(dim=0, dtype=torch.float64))
+            _accumulate(self.magnitude_sums, target, value.abs().sum(dim=0, dtype=torch.float64))
             _accumulate(self.positives, target, value.gt(0).sum(dim=0, dtype=torch.int64))
             self.counts[target] = self.counts.get(target, 0) + value.shape[0]
         return out
@@ -80,6 +82,11 @@ class _RangeProbe(fx.Interpreter):
     def means(self) -> dict[str, torch.Tensor]:
         """Per-element mean of every neuron's output over the calibration data (its dtype)."""
         return {name: (total / self.counts[name]).to(self.ranges[name].dtype) for name, total in self.sums.items()}
+
+    def mean_magnitudes(self) -> dict[str, torch.Tensor]:
+        """Per-element mean of every neuron's ``|output|`` over the calibration data (its dtype)."""
+        return {name: (total / self.counts[name]).to(self.ranges[name].dtype)
+                for name, total in self.magnitude_sums.items()}
 
     def active_shares(self) -> dict[str, torch.Tensor]:
         """Per-element fraction of the calibration samples on which every neuron's output was positive."""
@@ -93,10 +100,12 @@ class _RangeProbe(fx.Interpreter):
 
 
 def activation_ranges(gm: fx.GraphModule, batches: Iterable[torch.Tensor], pad_value: float = -200.0,
-                      means: dict | None = None, active: dict | None = None) -> tuple[dict[str, torch.Tensor], int]:
+                      means: dict | None = None, active: dict | None = None,
+                      magnitudes: dict | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """Per-element ``max |output|`` of every neuron, and the elements of all values per sample.
     ``means``: a dict to fill with every neuron's per-element mean output; ``active``: likewise with the
-    fraction of samples on which it was positive (both for ``convert(start=...)``).
+    fraction of samples on which it was positive (both for ``convert(start=...)``); ``magnitudes``: with its
+    per-element mean ``|output|`` (``convert(scale="mean")``).
 
     Warns when a max-pooling neuron's input reaches the padding constant: there the padded windows
     would no longer compute the max of the real inputs.
@@ -112,6 +121,8 @@ def activation_ranges(gm: fx.GraphModule, batches: Iterable[torch.Tensor], pad_v
         means.update(probe.means())
     if active is not None:
         active.update(probe.active_shares())
+    if magnitudes is not None:
+        magnitudes.update(probe.mean_magnitudes())
     return probe.ranges, probe.values_per_sample
 
 
@@ -159,7 +170,8 @@ SILENT = 1e-3
 
 
 def neuron_scales(ranges: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The normalization scale of every neuron element from its calibration range ``max |f(x)|``.
+    """The normalization scale of every neuron element from its calibration range ``max |f(x)|`` (or, with
+    ``convert(scale="mean")``, its mean ``|f(x)|``: the same rules on that statistic).
 
     An element's scale is its own range. A silent element (range 0, or below ``SILENT`` times the
     median range of its layer's active elements) has no range to go by: it gets that median, the
