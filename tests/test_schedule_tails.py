@@ -66,12 +66,12 @@ def test_receivers_rebuild_the_decaying_floor_from_the_step_alone(digits_train, 
         assert torch.equal(result.spikes[name], s.flatten(1).sum(1).double()), name
 
 
-def test_tuned_adaptive_candidates_carry_the_longest_T_as_their_tail(trained_digits_cnn, digits_train):
+def test_tuned_adaptive_candidates_carry_twice_the_longest_T_as_their_tail(trained_digits_cnn, digits_train):
     x = digits_train.tensors[0][:40]
     snn = signgd.convert(trained_digits_cnn, x, schedule="exponential", encoding="analog")
     result = tune_schedule(snn, x, T=[4, 8], screen=False)
     tails = {c.schedule.params.get("tail") for c in result.candidates if c.schedule.name == "adaptive"}
-    assert tails == {8}
+    assert tails == {2 * 8}
 
 
 def test_one_class_on_every_sample_ranks_the_candidates_by_error(trained_digits_cnn, digits_train):

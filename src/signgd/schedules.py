@@ -196,8 +196,8 @@ def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool
     With the tail that floor keeps shrinking, so the error keeps falling with T, and nothing else changes: a
     neuron still travelling has its gain above the floor and moves as before (a decaying base step instead
     slowed those too: torchvision swin_v2_t, still far off at T=64, ended at 0.46 instead of 0.22 at T=256).
-    ``signgd.tuning`` sets it to the longest T a schedule is tuned for, so the steps it scored are unchanged
-    (docs/zoo_notes.md measures what it does past them)."""
+    ``signgd.tuning`` sets it to twice the longest T a schedule is tuned for (``TAIL_FACTOR``), so the steps it
+    scored are unchanged (docs/defaults.md measures what it does past them)."""
     _check_positive(lr=lr)
     grow, shrink = check_rule(grow, shrink)
     if isinstance(pow2, bool) or pow2 in (0, 1):
