@@ -151,6 +151,24 @@ def save_partial(lines: list[str], out) -> None:
         Path(out).write_text("\n".join(lines) + "\n")
 
 
+def add_subset_arguments(p, limit: int) -> None:
+    """The options of a script that measures a few trained Fashion-MNIST models on a seeded test subset and appends
+    its table to a Markdown file: ``--limit`` (test images), ``--calibration``, ``--seed``, ``--threads``, ``--out``."""
+    p.add_argument("--limit", type=int, default=limit, help="test images (a seeded subset)")
+    p.add_argument("--calibration", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="also append the table to this Markdown file")
+
+
+def append_report(lines: list[str], out=None) -> None:
+    """Print a table and, when ``out`` is given, append it there (several runs' tables collect in one file)."""
+    print("\n".join(lines))
+    if out:
+        with open(out, "a") as f:
+            f.write("\n".join(lines) + "\n\n")
+
+
 def emit(text: str, out=None) -> None:
     """Print a report to stdout and, when ``out`` (a path) is given, also write it there."""
     print(text)

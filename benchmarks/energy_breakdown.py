@@ -25,17 +25,13 @@ from signgd.report.energy import EnergyProbe  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="mixer", choices=sorted(arch.ARCHITECTURES))
-    p.add_argument("--limit", type=int, default=100, help="test images (a seeded subset)")
     p.add_argument("--T", type=int, default=8)
     p.add_argument("--dynamics", default="graded", choices=("sparse", "graded"))
     p.add_argument("--schedule", default=None, help="default: the dynamics' own")
     p.add_argument("--tolerance", type=float, default=None)
     p.add_argument("--start", default=None, help="where the estimates start (signgd.options.STARTS); default: the "
                    "dynamics' own")
-    p.add_argument("--calibration", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=None, help="also append the table to this Markdown file")
+    common.add_subset_arguments(p, limit=100)
     return p.parse_args(argv)
 
 
@@ -102,10 +98,7 @@ def main(argv=None) -> int:
         ev, sp = (f"{v:.2f}" for v in b["per_neuron"][target]) if target in b["per_neuron"] else ("-", "-")
         lines.append(f"| {target} | " + " | ".join(f"{c:.3f}x" for c in cells)
                      + f" | {sum(cells):.3f}x | {ev} | {sp} |")
-    print("\n".join(lines))
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(lines) + "\n\n")
+    common.append_report(lines, args.out)
     return 0
 
 

@@ -44,11 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="mixer", choices=sorted(arch.ARCHITECTURES))
     p.add_argument("--bands", default="1/64,1/128,1/256", help="thresholds u = tolerance * eta (powers of two)")
     p.add_argument("--T", type=int, default=8, help="the measured run's steps")
-    p.add_argument("--limit", type=int, default=100, help="test images (a seeded subset)")
-    p.add_argument("--calibration", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=None, help="also append the table to this Markdown file")
+    common.add_subset_arguments(p, limit=100)
     return p.parse_args(argv)
 
 
@@ -181,10 +177,7 @@ def main(argv=None) -> int:
                      f"{b['neurons_pj'] / ann:.3f}x) | {mean(b['fewest']):.2f} | {mean(b['greedy']):.2f} | "
                      f"{mean(measured_spikes):.2f} | {by_target} |")
         print(lines[-1], flush=True)
-    print("\n".join(lines))
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(lines) + "\n\n")
+    common.append_report(lines, args.out)
     return 0
 
 

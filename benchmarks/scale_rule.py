@@ -28,11 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="vit,mixer")
     p.add_argument("--bands", default="1/32,1/64,1/128,1/256")
-    p.add_argument("--limit", type=int, default=1000, help="test images (a seeded subset)")
-    p.add_argument("--calibration", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=None, help="also append the table to this Markdown file")
+    common.add_subset_arguments(p, limit=1000)
     return p.parse_args(argv)
 
 
@@ -106,10 +102,7 @@ def main(argv=None) -> int:
                 else "-"
             lines.append(f"| {name} | {100 * ann:.2f} | {rule} | " + " | ".join(cells) + f" | {exp_only} |")
             print(lines[-1], flush=True)
-    print("\n".join(lines))
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(lines) + "\n\n")
+    common.append_report(lines, args.out)
     return 0
 
 
