@@ -24,13 +24,13 @@ chosen schedule's score and what it saves in time.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
 from . import distributed as _dist
 from . import schedules as sched
+from .configured import run_as
 from .costs import EnergyModel, StepCounter, ann_energy, energy_per_sample
 from .dynamics import BAND_DYNAMICS
 from .feedback import bar
@@ -313,7 +313,7 @@ def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=None, decays=None, fl
     candidates, counters = [], {}
     for dynamics, schedule, tol, scale in bar(grid, progress, desc=f"tune for energy at T={steps_text(tuple(steps))}",
                                               unit="candidate"):
-        with _dynamics(snn, dynamics), _scales(snn, mean_scales if scale == "mean" else None):
+        with run_as(snn, dynamics, mean_scales if scale == "mean" else None):
             outputs = snn.simulate(x, steps, schedule=schedule, tolerance=tol).outputs
             if dynamics not in counters:  # one per dynamics (its event costs), reset for each candidate
                 counters[dynamics] = StepCounter(snn, max(steps))
@@ -330,35 +330,6 @@ def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=None, decays=None, fl
     best = min(feasible, key=lambda c: (c.energy_ratio, -c.agreement)) if feasible else \
         min(candidates, key=lambda c: (-c.agreement, c.energy_ratio))
     return EnergyTuningResult(tuple(steps), int(x.shape[0]), min_agreement, best, candidates)
-
-
-@contextmanager
-def _dynamics(snn, dynamics: str):
-    """``snn`` simulated and counted as ``dynamics`` (sparse or graded: the same neurons and starts, other
-    steps) for the duration, its own setting restored after."""
-    own = snn.settings["dynamics"]
-    snn.settings["dynamics"] = dynamics
-    try:
-        yield snn
-    finally:
-        snn.settings["dynamics"] = own
-
-
-@contextmanager
-def _scales(snn, scales: dict | None):
-    """``snn``'s normalized neurons divided by ``scales`` (``{neuron: per-element scale}``) for the duration, their
-    own scales restored after; None: as they are."""
-    if scales is None:
-        yield snn
-        return
-    own = {name: mod.scale for name, mod in snn.neurons.items() if mod.normalized}
-    for name in own:
-        snn.neurons[name].set_scale(scales[name])
-    try:
-        yield snn
-    finally:
-        for name, scale in own.items():
-            snn.neurons[name].set_scale(scale)
 
 
 def tune_network(snn, x: torch.Tensor, T, objective: str = "agreement", tune_tolerance: bool = False,
