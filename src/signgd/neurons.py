@@ -196,7 +196,7 @@ class SpikingNeuron(nn.Module):
         Returns the sequence passed downstream, ``[Tc, B, ...]``. When ``spikes_out`` (a
         ``[Tc]`` tensor) is given, the number of spikes fired at each step is added to it.
         ``owned``: the caller will not read ``xs[0]`` again, so the neuron may overwrite it.
-        ``rule``: an adaptive schedule's ``schedules.Rule`` (``grow, shrink, pow2``; signGD only; state from
+        ``rule``: an adaptive schedule's ``schedules.Rule`` (``grow, shrink, pow2, tail``; signGD only; state from
         ``init_state(..., adaptive=True)``), or None; ``floors``: its gain floor at each of these steps
         (``schedules.gain_floors``; None: ``MIN_GAIN``). ``tolerance``: the sparse dynamics' silence band,
         as a fraction of ``eta_t``.

@@ -50,7 +50,7 @@ class _Run:
     def __init__(self, dynamics: str, batch: int, stats: bool, total_steps: int, probe=None,
                  rule=None, tolerance: float | None = None):
         self.dynamics = dynamics
-        self.rule = rule  # an adaptive schedule's schedules.Rule (grow, shrink, pow2), or None
+        self.rule = rule  # an adaptive schedule's schedules.Rule (grow, shrink, pow2, tail), or None
         self.tolerance = tolerance  # the sparse dynamics' silence band (a fraction of eta_t), or None
         self.probe = probe
         self.batch = batch
