@@ -247,7 +247,53 @@ static inline double signgd_pow2_round(double g, uint64_t up_fraction)
 
 static inline double signgd_pow2(double g) { return signgd_pow2_round(g, 0x6A09E667F3BCDULL); }
 
-#define DEFINE_ADAPTIVE(NAME, T)                                                              \
+/* One block of the adaptive scan, all Tc steps. POW2 and SCALED are compile-time constants after inlining, and
+ * the count has the values' width (as the plain scan's), so the innermost loop stays a plain vectorizable run. */
+#define DEFINE_ADAPTIVE_BLOCK(NAME, T, CNT_T)                                                 \
+    static inline __attribute__((always_inline)) void NAME(                                   \
+        const T *target, T *restrict yb, T *restrict db, const T *restrict etas,              \
+        const T *restrict gmins, const T *restrict sb, T *out, int64_t *counts,               \
+        int64_t Tc, int64_t N, int64_t n, int64_t i0, T grow, T shrink, T gmax,               \
+        const int POW2, const int SCALED)                                                     \
+    {                                                                                         \
+        for (int64_t t = 0; t < Tc; ++t) {                                                    \
+            const T eta = etas[t];                                                            \
+            const T gmin = gmins[t];                                                          \
+            const T *tr = target + t * N + i0;                                                \
+            T *orow = out + t * N + i0;                                                       \
+            CNT_T c = 0;                                                                      \
+            _Pragma("GCC ivdep")                                                              \
+            for (int64_t j = 0; j < n; ++j) {                                                 \
+                const T yv = yb[j];                                                           \
+                const CNT_T s = (CNT_T)(yv >= tr[j]);                                         \
+                const T dir = s ? (T)-1 : (T)1;                                               \
+                const T dv = db[j];                                                           \
+                const T a = dv < 0 ? -dv : dv;                                                \
+                T g = (dir * dv > 0) ? a * grow : a * shrink;                                 \
+                g = g < gmin ? gmin : (g > gmax ? gmax : g);                                  \
+                if (dv == 0) g = (T)1;                                                        \
+                const T dn = dir * g;                                                         \
+                T st;                                                                         \
+                if (POW2) st = dir * (T)signgd_pow2((double)g);                               \
+                else st = dn;                                                                 \
+                const T yn = yv + eta * st;                                                   \
+                db[j] = dn;                                                                   \
+                yb[j] = yn;                                                                   \
+                if (SCALED) orow[j] = yn * sb[j];                                             \
+                else orow[j] = yn;                                                            \
+                c += s;                                                                       \
+            }                                                                                 \
+            if (counts != NULL) {                                                             \
+                _Pragma("omp atomic")                                                         \
+                counts[t] += (int64_t)c;                                                      \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+DEFINE_ADAPTIVE_BLOCK(adaptive_block_f32, float, int32_t)
+DEFINE_ADAPTIVE_BLOCK(adaptive_block_f64, double, int64_t)
+
+#define DEFINE_ADAPTIVE(NAME, BLOCK, T)                                                       \
     int NAME(const T *target, T *y, T *d, const T *etas, const T *scale, int64_t scale_len,   \
              T *out, int64_t *counts, int64_t Tc, int64_t N, int nthreads, T grow, T shrink,  \
              const T *gmins, T gmax, int pow2)                                                \
@@ -272,43 +318,21 @@ static inline double signgd_pow2(double g) { return signgd_pow2_round(g, 0x6A09E
                     if (++k == scale_len) k = 0;                                              \
                 }                                                                             \
             }                                                                                 \
-            for (int64_t t = 0; t < Tc; ++t) {                                                \
-                const T eta = etas[t];                                                        \
-                const T gmin = gmins[t];                                                      \
-                const T *tr = target + t * N + i0;                                            \
-                T *orow = out + t * N + i0;                                                   \
-                T *yb = y + i0;                                                               \
-                T *db = d + i0;                                                               \
-                int64_t c = 0;                                                                \
-                _Pragma("GCC ivdep")                                                          \
-                for (int64_t j = 0; j < n; ++j) {                                             \
-                    const T yv = yb[j];                                                       \
-                    const int s = yv >= tr[j];                                                \
-                    const T dir = s ? (T)-1 : (T)1;                                           \
-                    const T dv = db[j];                                                       \
-                    const T a = dv < 0 ? -dv : dv;                                            \
-                    T g = (dir * dv > 0) ? a * grow : a * shrink;                             \
-                    g = g < gmin ? gmin : (g > gmax ? gmax : g);                              \
-                    if (dv == 0) g = (T)1;                                                    \
-                    const T dn = dir * g;                                                     \
-                    const T st = pow2 ? dir * (T)signgd_pow2((double)g) : dn;                 \
-                    const T yn = yv + eta * st;                                               \
-                    db[j] = dn;                                                               \
-                    yb[j] = yn;                                                               \
-                    orow[j] = scale == NULL ? yn : yn * sb[j];                                \
-                    c += s;                                                                   \
-                }                                                                             \
-                if (counts != NULL) {                                                         \
-                    _Pragma("omp atomic")                                                     \
-                    counts[t] += c;                                                           \
-                }                                                                             \
-            }                                                                                 \
+            T *yb = y + i0, *db = d + i0;                                                     \
+            if (pow2 && scale != NULL)                                                        \
+                BLOCK(target, yb, db, etas, gmins, sb, out, counts, Tc, N, n, i0, grow, shrink, gmax, 1, 1);\
+            else if (pow2)                                                                    \
+                BLOCK(target, yb, db, etas, gmins, sb, out, counts, Tc, N, n, i0, grow, shrink, gmax, 1, 0);\
+            else if (scale != NULL)                                                           \
+                BLOCK(target, yb, db, etas, gmins, sb, out, counts, Tc, N, n, i0, grow, shrink, gmax, 0, 1);\
+            else                                                                              \
+                BLOCK(target, yb, db, etas, gmins, sb, out, counts, Tc, N, n, i0, grow, shrink, gmax, 0, 0);\
         }                                                                                     \
         return 0;                                                                             \
     }
 
-DEFINE_ADAPTIVE(signgd_adaptive_f32, float)
-DEFINE_ADAPTIVE(signgd_adaptive_f64, double)
+DEFINE_ADAPTIVE(signgd_adaptive_f32, adaptive_block_f32, float)
+DEFINE_ADAPTIVE(signgd_adaptive_f64, adaptive_block_f64, double)
 
 /*
  * Sparse scan (dynamics="sparse"; the torch loop sparse_scan_torch in signgd/kernels/reference.py is
