@@ -247,6 +247,15 @@ static inline double signgd_pow2_round(double g, uint64_t up_fraction)
 
 static inline double signgd_pow2(double g) { return signgd_pow2_round(g, 0x6A09E667F3BCDULL); }
 
+/* A block's spike count of step t added to the shared per-step total (several threads add to it). */
+#define SIGNGD_ADD_COUNT(counts, t, c)                                                        \
+    do {                                                                                      \
+        if ((counts) != NULL) {                                                               \
+            _Pragma("omp atomic")                                                             \
+            (counts)[t] += (int64_t)(c);                                                      \
+        }                                                                                     \
+    } while (0)
+
 /* One block of the adaptive scan, all Tc steps. POW2 and SCALED are compile-time constants after inlining, and
  * the count has the values' width (as the plain scan's), so the innermost loop stays a plain vectorizable run. */
 #define DEFINE_ADAPTIVE_BLOCK(NAME, T, CNT_T)                                                 \
@@ -283,10 +292,7 @@ static inline double signgd_pow2(double g) { return signgd_pow2_round(g, 0x6A09E
                 else orow[j] = yn;                                                            \
                 c += s;                                                                       \
             }                                                                                 \
-            if (counts != NULL) {                                                             \
-                _Pragma("omp atomic")                                                         \
-                counts[t] += (int64_t)c;                                                      \
-            }                                                                                 \
+            SIGNGD_ADD_COUNT(counts, t, c);                                                   \
         }                                                                                     \
     }
 
@@ -395,10 +401,7 @@ static inline double signgd_graded_step(double d) { return signgd_pow2_round(d, 
                 else if (MODE == SCALE_ONE) orow[j] = yn * s0;                                \
                 else orow[j] = yn * sb[j];                                                    \
             }                                                                                 \
-            if (counts != NULL) {                                                             \
-                _Pragma("omp atomic")                                                         \
-                counts[t] += (int64_t)c;                                                      \
-            }                                                                                 \
+            SIGNGD_ADD_COUNT(counts, t, c);                                                   \
         }                                                                                     \
     }
 
