@@ -140,6 +140,7 @@ def bound(snn, x: torch.Tensor, u: float, model: EnergyModel = EnergyModel()) ->
         sizes[target] += v[0].numel()
     return {"synapses_pj": model.energy(syn_ac, 0.0), "neurons_pj": model.energy(neuron_ac, neuron_mac),
             "fewest": {t: spikes[t] / sizes[t] for t in sizes}, "greedy": {t: greedy[t] / sizes[t] for t in sizes},
+            "sizes": dict(sizes),
             "ann_pj": ann_energy(snn, model)}
 
 
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
         m = energy_breakdown.breakdown(snn, subset, args.T)
         ann = b["ann_pj"]
         measured = (m["synapses_pj"] + sum(m["neurons"].values())) / ann
-        sizes = {t: float(k) for t, k in _sizes(snn).items()}
+        sizes = b["sizes"]
         total = sum(sizes.values())
 
         def mean(d):
@@ -179,16 +180,6 @@ def main(argv=None) -> int:
         print(lines[-1], flush=True)
     common.append_report(lines, args.out)
     return 0
-
-
-def _sizes(snn) -> dict[str, int]:
-    """Neurons per sample, by target."""
-    gm = counting_copy(snn)
-    shapes = _neuron_shapes(gm, torch.ones((1, *snn.input_shape), dtype=torch.float64)).outputs
-    sizes = defaultdict(int)
-    for name, s in shapes.items():
-        sizes[snn.neurons[name].target] += int(torch.Size(s).numel())
-    return dict(sizes)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,13 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 
+def set_scales(snn, scales: dict) -> None:
+    """Divide every normalized neuron of ``snn`` by ``scales[name]`` (per element) from now on."""
+    for name, mod in snn.neurons.items():
+        if mod.normalized:
+            mod.set_scale(scales[name])
+
+
 @contextmanager
 def run_as(snn, dynamics: str, scales: dict | None = None):
     """Within: ``snn`` simulated and counted as ``dynamics``, and (``scales``: ``{neuron: per-element scale}``) its
@@ -15,10 +22,10 @@ def run_as(snn, dynamics: str, scales: dict | None = None):
         else {}
     snn.settings["dynamics"] = dynamics
     try:
-        for name in own_scales:
-            snn.neurons[name].set_scale(scales[name])
+        if scales is not None:
+            set_scales(snn, scales)
         yield snn
     finally:
         snn.settings["dynamics"] = own_dynamics
-        for name, scale in own_scales.items():
-            snn.neurons[name].set_scale(scale)
+        if own_scales:
+            set_scales(snn, own_scales)

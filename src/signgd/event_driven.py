@@ -35,7 +35,7 @@ class _SpikeInterpreter(fx.Interpreter):
         self.threshold = None
         self.observer = observer
         self.rule = rule
-        self.floor = None  # the adaptive gain's floor at this step ([1]; None: MIN_GAIN)
+        self.floor = None  # the adaptive gain's floor at this step (a number of the network's dtype)
         self.d: dict[str, torch.Tensor] = {}  # adaptive: the signed last step of each neuron
         self.zero_inputs = zero_inputs
         self.start_inputs = start_inputs  # x_0 = A(y_0)
@@ -76,7 +76,7 @@ class _SpikeInterpreter(fx.Interpreter):
         else:
             spike = signgd_fire(y, target_value)
             d = self.d[target] = next_step(spike, self.d.get(target, torch.zeros_like(y)), self.rule.grow,
-                                           self.rule.shrink, gain_floor_values(self.floor, 1, y.dtype)[0])
+                                           self.rule.shrink, self.floor)
             y_new = y + self.eta * (pow2_step(d) if self.rule.pow2 else d)
         delta = (y_new - y) * (mod.scale if mod.normalized else 1)
         self.y[target] = y_new
@@ -100,7 +100,8 @@ def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int, observer=None)
     start_inputs, start_out = start_response(gm, x)
     etas = snn.schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
     rule = snn.schedule.rule
-    floors = gain_floors(rule, 1, T + 1, dtype=x.dtype) if rule is not None else None
+    floors = gain_floor_values(gain_floors(rule, 1, T + 1, dtype=torch.float64), T, x.dtype) if rule is not None \
+        else None
     enc_state = snn.encoder.init_state(x)
     e_prev = torch.zeros_like(x)
     dynamics = snn.settings["dynamics"]
@@ -113,7 +114,7 @@ def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int, observer=None)
     with torch.no_grad():
         for t in range(1, T + 1):
             interp.eta = etas[t - 1]
-            interp.floor = floors[t - 1:t] if floors is not None else None
+            interp.floor = floors[t - 1] if floors is not None else None
             interp.threshold = thresholds[t - 1] if thresholds is not None else None
             e = snn.encoder.run(enc_state, x, etas[t - 1:t], t)[0]
             delta_out = interp.run(e - e_prev)

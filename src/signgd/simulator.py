@@ -305,6 +305,7 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
     batch_chunk = batch if batch_chunk is None else max(1, min(int(batch_chunk), batch))
     # One evaluation of the schedule for the whole run, so every chunking sees identical steps.
     etas = schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
+    floors = None if schedule.rule is None else gain_floors(schedule.rule, 1, T + 1, dtype=x.dtype)
     interp = _ChunkInterpreter(gm, None)
     parts: list[dict[int, torch.Tensor]] = []
     spikes: dict[str, torch.Tensor] = {}
@@ -313,7 +314,7 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
         for xb in x.split(batch_chunk):
             run = _Run(dynamics, xb.shape[0], stats, T, probe, schedule.rule, tolerance)
             interp.sim = run
-            parts.append(_simulate_slice(interp, xb, steps, etas, chunk, encoder, OutputDecoder(dynamics)))
+            parts.append(_simulate_slice(interp, xb, steps, etas, floors, chunk, encoder, OutputDecoder(dynamics)))
             for name, counts in run.spikes.items():
                 spikes[name] = spikes[name] + counts if name in spikes else counts
             neurons.update(run.neurons)
@@ -321,7 +322,7 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
     return SimulationResult(outputs, spikes, neurons, batch)
 
 
-def _simulate_slice(interp: _ChunkInterpreter, x: torch.Tensor, steps: list[int], etas: torch.Tensor,
+def _simulate_slice(interp: _ChunkInterpreter, x: torch.Tensor, steps: list[int], etas: torch.Tensor, floors,
                     chunk: int, encoder: InputEncoder, decoder: OutputDecoder) -> dict[int, torch.Tensor]:
     """All steps for one slice of the batch, ``chunk`` steps per pass over the graph."""
     run, batch, T, wanted = interp.sim, x.shape[0], max(steps), set(steps)
@@ -330,7 +331,7 @@ def _simulate_slice(interp: _ChunkInterpreter, x: torch.Tensor, steps: list[int]
     for t0 in range(1, T + 1, chunk):
         t1 = min(t0 + chunk, T + 1)
         run.etas = etas[t0 - 1:t1 - 1]
-        run.floors = None if run.rule is None else gain_floors(run.rule, t0, t1, dtype=x.dtype)
+        run.floors = None if floors is None else floors[t0 - 1:t1 - 1]
         run.t0 = t0
         encoded = encoder.run(enc_state, x, run.etas, t0)
         readout = interp.run(encoded.reshape((t1 - t0) * batch, *x.shape[1:]))

@@ -30,7 +30,7 @@ import torch
 
 from . import distributed as _dist
 from . import schedules as sched
-from .configured import run_as
+from .configured import run_as, set_scales
 from .costs import EnergyModel, StepCounter, ann_energy, energy_per_sample
 from .dynamics import BAND_DYNAMICS
 from .feedback import bar
@@ -360,9 +360,7 @@ def tune_network(snn, x: torch.Tensor, T, objective: str = "agreement", tune_tol
         snn.settings["tolerance"], snn.settings["tuned_for"] = chosen["tolerance"], chosen["T"]
         snn.settings["dynamics"] = chosen["dynamics"]
         if chosen["scale"] == "mean":
-            for name, mod in snn.neurons.items():
-                if mod.normalized:
-                    mod.set_scale(mean_scales[name])
+            set_scales(snn, mean_scales)
             snn.settings["scale"] = "mean"
             if share:  # rank 0's scales on every rank, as convert does with the others
                 _dist.broadcast_network(snn)
