@@ -65,7 +65,8 @@ DEFAULT_STEPS = (8, 16, 32, 64)
 #: The steps ``preset="low-energy"`` picks its T from when it is given none (one simulation of the longest
 #: scores them all; the graded neuron often agrees with the ANN by T=4-6).
 ENERGY_STEPS = (4, 6, 8, 12, 16, 32, 64)
-#: The adaptive candidates' gain floor starts to decay at this multiple of the longest T scored (``adaptive(tail=)``).
+#: The adaptive candidates' gain floor starts to decay at this multiple of the longest T scored (``adaptive(tail=)``);
+#: the exponential candidates' steps decay harmonically past the longest T scored (``exponential(tail=)``).
 TAIL_FACTOR = 2
 #: The screen of ``tune_schedule``: how many samples every candidate is first scored on, and how many of the
 #: best go on to be scored in full (the paper's schedule always does).
@@ -210,7 +211,10 @@ def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES
     with torch.inference_mode():
         ann_out = snn.ann(x)
     grid = dict.fromkeys([PAPER, *((lr, decay) for decay in decays for lr in learning_rates)])
-    schedules = [sched.exponential(lr, decay) for lr, decay in grid]
+    # Past the longest T scored the exponential steps decay harmonically (``exponential(tail=)``): the steps scored
+    # are unchanged, and a network still far from its ANN there keeps moving instead of stopping where the geometric
+    # steps run out (timm mobilevit_xxs and shvit_s1; from 2x the longest T it came too late to help them).
+    schedules = [sched.exponential(lr, decay, tail=max(steps)) for lr, decay in grid]
     # from twice the longest T scored, the adaptive gain's floor decays harmonically (``adaptive(tail=)``): the steps
     # scored are unchanged, and a longer run keeps settling instead of resting at the floor (at the longest T itself
     # it slowed torchvision swin_v2_t, still far from its ANN at T=64: 0.44 at T=256 against 0.22 without it and
