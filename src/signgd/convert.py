@@ -169,11 +169,15 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
     # shapes are propagated again after a pass that added nodes (a norm of a softmax's output).
     for decompose, what in ((decompose_swin, "torchvision Swin window attentions and patch merges into plain ops"),
                             (decompose_attention, "scaled dot-product attentions into matmul and softmax"),
-                            (decompose_softmax, "softmax into exp, sum and divide"),
+                            (lambda g: decompose_softmax(g, sample), "softmax into exp, sum and divide"),
                             (decompose_norms, "LayerNorm/RMSNorm/GroupNorm into square and divide_sqrt"),
                             (decompose_vector_norms, "2-norms (F.normalize, .norm()) into square and root")):
         count = decompose(gm)
         notes.append(f"decomposed {count} {what}")
+        shifted = gm.meta.pop("shifted_softmax", 0)
+        if shifted:
+            notes[-1] += (f" ({shifted} of them minus their row maxima, 2-input max neurons: their logits on the "
+                          f"first calibration samples come near exp's range)")
         if count:
             _propagate_shapes(gm, sample)
     notes.append(f"replaced {len(replace_nonlinearities(gm))} nonlinearities by neurons")

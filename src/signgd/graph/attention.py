@@ -6,9 +6,13 @@
                                                two ``matmul`` neurons (one per output element)
 
 The passes emit plain torch calls (``torch.exp``, ``/``, ``@``); the neuron and product passes make
-them neurons. The softmax is not shifted by its row maximum (that would need a max neuron per row):
-normalizing the ``exp`` neurons by their calibration range keeps them in reach instead, and an
-overflow on the calibration data is reported by calibration.
+them neurons. A softmax is not shifted by its row maximum where it need not be: that takes a tree of
+``k - 1`` max neurons per row of ``k`` (as many neurons again as the ``exp``s, and ``log2 k`` more layers
+to settle), and normalizing the ``exp`` neurons by their calibration range keeps them in reach. Where
+the row maxima on the first calibration samples (those the shapes are propagated with) reach half of what
+the dtype's ``exp`` can hold (|max| >= 44 in float32: timm visformer_tiny at random init has attention
+logits up to 272), the softmax is computed as torch computes it, ``e = exp(x - amax(x, dim))``, and the
+max pass makes the ``amax`` its tree.
 """
 from __future__ import annotations
 
@@ -40,35 +44,60 @@ def _softmax_dim(node: fx.Node, modules) -> int | None | str:
     return "no"
 
 
-def decompose_softmax(gm: fx.GraphModule) -> int:
-    """Replace every softmax of an activation by exp, sum and divide; returns how many."""
+def decompose_softmax(gm: fx.GraphModule, sample: torch.Tensor | None = None) -> int:
+    """Replace every softmax of an activation by exp, sum and divide; returns how many. Given the first
+    calibration samples ``sample``, a softmax whose row maxima on it come near ``exp``'s range subtracts them first (the
+    module docstring); ``gm.meta["shifted_softmax"]`` counts those."""
     modules = dict(gm.named_modules())
     dep = depends_on_input(gm)
-    count = 0
-    for node in list(gm.graph.nodes):
+    found = {}
+    for node in gm.graph.nodes:
         dim = _softmax_dim(node, modules)
-        if dim == "no":
-            continue
-        x = node_arg(node, 0, "input")
-        if x not in dep:
+        if dim == "no" or node_arg(node, 0, "input") not in dep:
             continue
         if not isinstance(dim, int):
             raise UnsupportedOperationError(
                 f"node {node.name!r}: softmax without a constant dim (got {dim!r}); pass dim=... explicitly",
                 [(node.name, node.op, "softmax")])
+        found[node] = dim
+    shifted = _near_overflow(gm, sample, found) if sample is not None and found else set()
+    gm.meta["shifted_softmax"] = len(shifted)
+    for node, dim in found.items():
+        x = node_arg(node, 0, "input")
         g = gm.graph
         with inserting_for(node, "softmax"):
+            if node in shifted:
+                x = g.call_function(operator.sub, (x, g.call_method("amax", (x, dim), {"keepdim": True})))
             e = g.call_function(torch.exp, (x,))
             s = g.call_method("sum", (e, dim), {"keepdim": True})
             p = g.call_function(operator.truediv, (e, s))
         dep.add(p)  # a softmax that reads this one sees an activation
         node.replace_all_uses_with(p)
         g.erase_node(node)
-        count += 1
-    if count:
+    if found:
         gm.recompile()
-        log.debug("decomposed %d softmax into exp, sum and divide", count)
-    return count
+        log.debug("decomposed %d softmax into exp, sum and divide (%d shifted by their row maxima)",
+                  len(found), len(shifted))
+    return len(found)
+
+
+def _near_overflow(gm: fx.GraphModule, sample: torch.Tensor, softmaxes: dict[fx.Node, int]) -> set[fx.Node]:
+    """The softmaxes of ``softmaxes`` (node: dim) whose input's row maxima on ``sample`` reach half of the largest
+    finite ``log`` of its dtype (above it ``exp`` overflows; below minus it a whole row underflows to 0 / 0)."""
+    near = set()
+
+    class Probe(fx.Interpreter):
+        def run_node(self, n):
+            if n in softmaxes:
+                x = self.env[node_arg(n, 0, "input")]
+                limit = 0.5 * math.log(torch.finfo(x.dtype).max)
+                if float(x.detach().amax(softmaxes[n]).abs().max()) >= limit:
+                    near.add(n)
+            return super().run_node(n)
+
+    with torch.no_grad():
+        Probe(gm).run(sample)
+    return near
 
 
 def decompose_attention(gm: fx.GraphModule) -> int:

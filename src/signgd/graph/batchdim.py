@@ -90,6 +90,20 @@ def check_sample_major(gm: fx.GraphModule, sample: torch.Tensor) -> None:
                 f"(batch_first=True, windows after the batch)")
 
 
+#: Rows that differ by this fraction of their norm still count as the same rows. Why: an op that amplifies rounding
+#: (an exp of logits in the hundreds: timm visformer_tiny at random init) gives a batch of 2 and one sample results
+#: 1e-4 apart (relative), above the element-wise tolerance; rows of another sample or step differ by ~1.
+RELATIVE_NOISE = 1e-3
+
+
 def _close(x: torch.Tensor, y: torch.Tensor, tol: float) -> bool:
-    """Equal within ``tol``; equal infinities (a masked attention score) count as equal."""
-    return bool(((x == y) | ((x - y).abs() <= tol)).all())
+    """Equal within ``tol`` element-wise, or within ``RELATIVE_NOISE`` of their norm (where both are finite); equal
+    infinities (a masked attention score) count as equal."""
+    if bool(((x == y) | ((x - y).abs() <= tol)).all()):
+        return True
+    same = x == y  # equal infinities
+    finite = torch.isfinite(x) & torch.isfinite(y)
+    if not bool((same | finite).all()):
+        return False
+    x, y = x[finite].double(), y[finite].double()
+    return bool((x - y).norm() <= RELATIVE_NOISE * y.norm())

@@ -22,15 +22,17 @@ from . import ops
 
 def _not_finite(target: str, neuron: SpikingNeuron, args) -> str:
     """Why neuron ``target`` gave NaN or Inf: its inputs already were (the model and the data), or its op
-    overflowed on finite inputs (an ``exp`` of a softmax, which signgd computes without its row maximum)."""
+    overflowed on finite inputs (an ``exp`` of a softmax whose first calibration samples kept their logits well
+    inside ``exp``'s range, so it was not shifted by its row maximum: ``graph/attention.py``)."""
     inputs = [a for a in args if isinstance(a, torch.Tensor)]
     if not inputs or not all(bool(torch.isfinite(a).all()) for a in inputs):
         return (f"neuron {target!r} produced NaN or Inf on the calibration data; check the model "
                 f"and the data (the ANN itself is not finite here)")
     peak = max(float(a.abs().max()) for a in inputs)
     op = neuron.target
-    why = (" (signgd computes a softmax as exp(x) / sum(exp(x)), without subtracting the row maximum as torch "
-           "does, so logits above ~88 overflow float32)" if op == "exp" else "")
+    why = (" (signgd subtracts a softmax's row maximum only when the logits of the first calibration samples come "
+           "near exp's range, |max| >= 44 in float32; later ones went further: put inputs as large first)"
+           if op == "exp" else "")
     return (f"neuron {target!r} ({op}) overflows on the calibration data: its inputs are finite, up to "
             f"{peak:.3g}, its output is not{why}; scale that op's inputs down in the model (a smaller attention "
             f"scale, a norm before it) or calibrate on data that keeps it finite")
