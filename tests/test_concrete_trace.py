@@ -73,3 +73,37 @@ def test_a_plain_traceable_model_is_traced_as_before():
 def test_a_branch_on_the_batch_or_on_values_is_still_refused(on):
     with pytest.raises(TraceError, match="could not trace ShapeBranches"):
         signgd.convert(ShapeBranches(on=on).eval(), _digits(16))
+
+
+class LazyBuffer(nn.Module):
+    """timm ConViT's pattern: a buffer rebuilt in forward when its size does not match the input's (a branch on a
+    size), then expanded to the batch, ``self.rel.expand(B, -1, -1)``: a plain tensor cannot take the batch's
+    Proxy as a size, so the tracer reads buffers as Proxies."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.register_buffer("rel", torch.zeros(1, 1, 1), persistent=False)
+        self.head = nn.Linear(4 * 64, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x)).flatten(2)  # B, 4, 64
+        B, C, N = x.shape
+        if self.rel.shape[-1] != N:
+            self.rel = torch.linspace(-1, 1, C * N).reshape(1, C, N)
+        return self.head(torch.relu(x + self.rel.expand(B, -1, -1)).flatten(1))
+
+
+def test_a_buffer_expanded_to_the_batch_converts_and_runs_on_any_batch():
+    torch.manual_seed(0)
+    model = LazyBuffer().eval()
+    snn = signgd.convert(model, _digits(16), schedule="adaptive")
+    assert snn.graph_module.meta["concrete_shapes"]
+    for batch in (1, 3):
+        x = _digits(batch, seed=2)
+        with torch.no_grad():
+            ann = model(x)
+        assert torch.allclose(snn.ann(x), ann, atol=1e-5)
+        outs = snn(x, T=[16, 128])
+        errors = [float((outs[t] - ann).norm() / ann.norm()) for t in (16, 128)]
+        assert errors[1] < errors[0] and errors[1] < 0.01, errors

@@ -83,7 +83,13 @@ class _ConcreteProxy(fx.Proxy):
 
 
 class ConcreteTracer(fx.Tracer):
-    """An fx Tracer whose Proxies carry the values of two example batches (see the module's doc)."""
+    """An fx Tracer whose Proxies carry the values of two example batches (see the module's doc).
+
+    Buffers are read as ``get_attr`` Proxies (``proxy_buffer_attributes``), as parameters are. Why: a buffer read
+    as a plain tensor cannot take a batch-dependent size, ``self.rel_indices.expand(B, -1, -1, -1)`` (timm ConViT:
+    torch's argument parser refuses a Proxy for an int); a Proxy records the call."""
+
+    proxy_buffer_attributes = True
 
     def __init__(self, examples: tuple[torch.Tensor, torch.Tensor], leaf_types: tuple[type, ...] = ()):
         super().__init__()
