@@ -1,4 +1,5 @@
-"""Small helpers the tests share: a model written as a forward function, a relative error, and a small CNN."""
+"""Small helpers the tests share: a model written as a forward function, a relative error, a small CNN, and the
+report's energy count on one batch."""
 from __future__ import annotations
 
 import torch
@@ -31,3 +32,16 @@ def small_cnn(seed=0):
                           nn.Linear(8 * 2 * 2, 10))
     model[1].running_mean.uniform_(-0.2, 0.2)
     return model.eval()
+
+
+def fast_count(snn, x, T, events=False):
+    """The report's count (``EnergyProbe``) on one batch: ``{node: [T, 2]}`` (and the sparse neurons'
+    events ``{layer: [T, 4]}`` with ``events``)."""
+    from signgd.report import energy
+
+    probe = energy.EnergyProbe(snn, T)
+    probe.before_batch(snn, x)
+    result = snn.simulate(x, list(range(1, T + 1)), probe=probe.layer)
+    probe.after_batch(snn, x, result)
+    ops = {node: probe.steps.ops[i] for i, node in enumerate(probe.nodes)}
+    return (ops, probe.steps.events) if events else ops

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_helpers import fast_count
 from torch import nn
 
 import signgd
@@ -12,17 +13,6 @@ from signgd.costs import op_costs
 from signgd.report import energy
 from signgd.report.event_count import count_operations
 from signgd.schedules import adaptive
-
-
-def _fast_count(snn, x, T, events=False):
-    """The report's count (``EnergyProbe``) on one batch: ``{node: [T, 2]}`` (and the sparse neurons'
-    events ``{layer: [T, 4]}`` with ``events``)."""
-    probe = energy.EnergyProbe(snn, T)
-    probe.before_batch(snn, x)
-    result = snn.simulate(x, list(range(1, T + 1)), probe=probe.layer)
-    probe.after_batch(snn, x, result)
-    ops = {node: probe.steps.ops[i] for i, node in enumerate(probe.nodes)}
-    return (ops, probe.steps.events) if events else ops
 
 
 def _cnn():
@@ -61,7 +51,7 @@ def test_fast_count_equals_the_literal_event_driven_count(net, encoding, neuron)
     snn = signgd.convert(model, x, encoding=encoding, **_NEURONS[neuron])
     T = 8
     (literal, literal_events), (fast, fast_events) = count_operations(snn, x, T, events=True), \
-        _fast_count(snn, x, T, events=True)
+        fast_count(snn, x, T, events=True)
     assert set(literal) == set(fast)
     for node in literal:
         assert torch.equal(literal[node], fast[node]), (node, literal[node].sum(0), fast[node].sum(0))
@@ -90,7 +80,7 @@ def test_an_mlp_by_hand(digits_train):
     assert sum(mac for _, mac in ann.values()) == 64 * 16 + 16 * 10
     assert sum(ac for ac, _ in ann.values()) == 16 + 10 + 16
     T = 5
-    counts = _fast_count(snn, x, T)
+    counts = fast_count(snn, x, T)
     linear1, linear2 = [n.name for n in snn.graph_module.graph.nodes if n.op == "call_module"
                         and isinstance(snn.graph_module.get_submodule(n.target), nn.Linear)]
     nonzero_pixels = int((x != 0).sum())  # float encoding: e_t moves wherever z != 0
@@ -118,7 +108,7 @@ def test_power_of_two_adaptive_steps_are_priced_as_accumulates(digits_train):
     linear2 = [n.name for n in shifted.graph_module.graph.nodes if n.op == "call_module"
                and isinstance(shifted.graph_module.get_submodule(n.target), nn.Linear)][1]
     for snn, synapse in ((plain, 1), (shifted, 0)):  # every neuron moves at every step: 16 x 10 synapses
-        counts = _fast_count(snn, x, T)
+        counts = fast_count(snn, x, T)
         assert counts[linear2][:, synapse].tolist() == [20.0 * 16 * 10] * T
         assert counts[linear2][:, 1 - synapse].sum() == 0
     step = op_costs.TARGET_COSTS["relu"][0] + op_costs.SIGNGD_STEP[0]
@@ -144,7 +134,7 @@ def test_adds_means_and_scalings_by_hand(digits_train):
     both operands (ACs), the mean adds each changed input (ACs) and scales each changed output (MACs)."""
     x = digits_train.tensors[0][:4].double()
     snn = signgd.convert(_SubtractAndMean().eval().double(), x, encoding="spike", schedule="exponential")
-    counts = _fast_count(snn, x, 4)
+    counts = fast_count(snn, x, 4)
     scaled, sub, mean, neg = "mul", "sub", "mean", "neg"  # the graph's node names
     assert counts[scaled].sum() == 0
     assert counts[sub][:, 1].sum() == 0 and counts[sub][:, 0].sum() > 0
@@ -170,7 +160,7 @@ def test_no_step_exceeds_the_dense_synapse_count(seed):
     model(x)
     schedule = adaptive() if pick(2) else "exponential"
     snn = signgd.convert(model.eval(), x, encoding=["float", "spike", "analog"][pick(3)], schedule=schedule)
-    counts = _fast_count(snn, x, 8)
+    counts = fast_count(snn, x, 8)
     per_step = sum(v.sum(1) for v in counts.values()) / x.shape[0]
     dense = energy.dense_synaptic_ops(snn)
     assert float(per_step.max()) <= dense and dense > 0
@@ -230,7 +220,7 @@ def test_the_zoo_ops_count_exactly():
     torch.manual_seed(0)
     x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
     snn = signgd.convert(_NewOps().double().eval(), x, encoding="spike", schedule="exponential")
-    literal, fast = count_operations(snn, x, 4), _fast_count(snn, x, 4)
+    literal, fast = count_operations(snn, x, 4), fast_count(snn, x, 4)
     for node in literal:
         assert torch.equal(literal[node], fast[node]), node
     assert sum(float(v.sum()) for v in fast.values()) > 0

@@ -2,6 +2,7 @@
 with the row maxima as trees of 2-input max neurons (graph/attention.py); one well inside it keeps exp(x) / sum."""
 import pytest
 import torch
+from model_helpers import fast_count
 from torch import nn
 
 import signgd
@@ -68,12 +69,11 @@ def test_the_shifted_softmax_counts_and_replays_exactly():
     the subtraction of the row maxima (float64: its exp holds logits to ~709, so these reach ~2000)."""
     from signgd.event_driven import simulate_spikes
     from signgd.report.event_count import count_operations
-    from test_energy import _fast_count
 
     model, x = _softmax_model(1000.0).double(), torch.rand(2, 4, dtype=torch.float64) + 0.5
     snn = signgd.convert(model, x, schedule="adaptive", encoding="analog")
     assert "max" in _kinds(snn)
-    literal, fast = count_operations(snn, x, 8), _fast_count(snn, x, 8)
+    literal, fast = count_operations(snn, x, 8), fast_count(snn, x, 8)
     assert set(literal) == set(fast) and all(torch.equal(literal[n], fast[n]) for n in literal)
     reference, _, _ = simulate_spikes(snn, x, 12)
     result = snn.simulate(x, list(range(1, 13)))

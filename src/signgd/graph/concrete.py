@@ -22,6 +22,10 @@ import torch.fx as fx
 from torch.fx.node import map_aggregate
 from torch.fx.proxy import Attribute
 
+from ..errors import TraceError
+from . import ops
+from .nodes import where
+
 _MISSING = object()
 
 
@@ -74,6 +78,13 @@ class _ConcreteProxy(fx.Proxy):
         if t is not None and t[0].numel() == t[1].numel():
             return t[0].numel()
         return self.tracer.create_proxy("call_method", "numel", (self,), {})
+
+    def __setitem__(self, index, value) -> None:
+        """``x[index] = value`` recorded as ``x = ops.assign(x, index, value)``: later reads of this Proxy see the new
+        value (a view taken before the assignment does not; ``convert`` then finds the graph's output differs from
+        the model's and says so)."""
+        new = self.tracer.create_proxy("call_function", ops.assign, (self, index, value), {})
+        self.node, self._values = new.node, new._values
 
     def __len__(self) -> int:
         t = self._tensors()
@@ -180,3 +191,23 @@ def _values(tree, i: int):
         return a
 
     return map_aggregate(tree, value)
+
+
+def check_assignments(gm: fx.GraphModule, model: torch.nn.Module, sample: torch.Tensor) -> None:
+    """Raise ``TraceError`` when ``gm`` holds item assignments (``ops.assign``) and does not compute what ``model``
+    (a fresh eval-mode copy) computes on ``sample``: the model read a view taken before an assignment, which eager
+    code sees through and the graph's new value does not (``_ConcreteProxy.__setitem__``)."""
+    assigned = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is ops.assign]
+    if not assigned:
+        return
+    with torch.no_grad():
+        want, got = model(sample.clone()), gm(sample.clone())
+    if isinstance(want, torch.Tensor) and isinstance(got, torch.Tensor) and want.shape == got.shape and \
+            torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max().clamp_min(1e-30))):
+        return
+    own = f"{type(model).__name__}.forward"  # an assignment in the model's own forward has no module stack
+    places = sorted({where(n) if n.meta.get("nn_module_stack") else own for n in assigned})
+    raise TraceError(f"{type(model).__name__} assigns into a tensor (x[...] = ...) in {', '.join(places[:3])}"
+                     f"{f' and {len(places) - 3} more' if len(places) > 3 else ''}, and reads it through a view taken "
+                     f"before the assignment: signgd records an assignment as a new value, so that view would not see "
+                     f"it and the network would compute something else. Fix: take the view after the assignment")

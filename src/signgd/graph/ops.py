@@ -49,6 +49,14 @@ def squeeze_last(u: torch.Tensor) -> torch.Tensor:
     return u.squeeze(-1)
 
 
+def assign(x: torch.Tensor, index, value) -> torch.Tensor:
+    """``x`` with ``x[index] = value``, as a new tensor: the item assignment ``attn[:, :, 1:, 1:] = ...`` (timm MViTv2)
+    as a value of the graph (``graph/concrete.py`` records it so). Affine in ``x`` and ``value``: it moves data."""
+    out = x.clone()
+    out[index] = value
+    return out
+
+
 
 def attention_bias(mask: torch.Tensor, dtype: torch.dtype, masked_is_true: bool = False) -> torch.Tensor:
     """The additive form of a constant attention mask. Boolean masks: ``scaled_dot_product_attention``

@@ -172,7 +172,7 @@ CAST_METHODS = {"to", "type_as", "type"}  # affine only when the result stays fl
 # the constant (constant mode): timm's BlurPool2d pads with reflect.
 PAD_FUNCTIONS = {F.pad}
 # The helpers the passes insert (``graph/ops.py``): each is affine in its tensor input.
-GRAPH_HELPER_FUNCTIONS = {ops.pool_windows, ops.window_slice, ops.squeeze_last, ops.attention_bias}
+GRAPH_HELPER_FUNCTIONS = {ops.pool_windows, ops.window_slice, ops.squeeze_last, ops.attention_bias, ops.assign}
 # F.conv3d / torch.conv3d are not accepted yet (nn.Conv3d is); the energy count knows them.
 AFFINE_FUNCTIONS = (
     ADD_FUNCTIONS | SUBTRACT_FUNCTIONS | NEGATE_FUNCTIONS | {operator.pos} | MEAN_FUNCTIONS | SUM_FUNCTIONS

@@ -22,7 +22,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import ConversionError, TraceError
-from .concrete import ConcreteTracer
+from .concrete import ConcreteTracer, check_assignments
 from .traceable import make_traceable
 
 log = logging.getLogger("signgd.graph")
@@ -143,6 +143,8 @@ def trace(model: nn.Module, leaf_modules: Iterable[type] = (), sample: torch.Ten
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     gm.meta["swapped_modules"] = swapped
     gm.meta["concrete_shapes"] = concrete
+    if concrete:
+        check_assignments(gm, _prepared(user_model)[0], sample)
     log.debug("traced %s: %d nodes", type(model).__name__, len(gm.graph.nodes))
     return gm
 
