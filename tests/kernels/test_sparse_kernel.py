@@ -261,3 +261,23 @@ def test_c_graded_steps_by_hand(dtype):
         assert spikes.tolist() == [6.0, 7.0 if dtype == torch.float32 else 6.0], scan
         outs[scan] = (out, y, spikes)
     assert_same(outs["c"], outs["torch"])
+
+
+@needs_c
+def test_c_graded_float32_steps_on_its_own_bits_equal_torch():
+    """The C kernel takes a float32 gap's graded step on its float32 bits (twice as fast as through float64) at
+    steps whose threshold is above FLT_MIN, and through float64 below it: both equal the torch reference bit for bit,
+    on gaps of every exponent (subnormal ones included), at the rounding boundary's neighbours, infinities and NaN."""
+    g = torch.Generator().manual_seed(0)
+    bits32 = torch.randint(-2**31, 2**31, (4096,), generator=g, dtype=torch.int64).to(torch.int32)
+    gaps = bits32.view(torch.float32)
+    near = torch.tensor([0x3F7D3E0C, 0x3F7D3E0D, 0x3F7D3E0E, 0xBF7D3E0D - 2**32, 0x007D3E0D, 0x00000001],
+                        dtype=torch.int32).view(torch.float32)
+    gaps = torch.cat([gaps, near, torch.tensor([float("inf"), float("-inf"), float("nan"), 0.0, -0.0])])
+    target = torch.stack([gaps, gaps, gaps])
+    etas = torch.ones(3, dtype=torch.float64)
+    thresholds = torch.tensor([1e-30, 0.0, float(torch.finfo(torch.float32).tiny) / 4], dtype=torch.float64)
+    y0 = torch.zeros(gaps.shape, dtype=torch.float32)
+    ref = run("torch", target, y0, etas, thresholds, None, graded=True)
+    assert_same(run("c", target, y0, etas, thresholds, None, graded=True), ref)
+    assert float(ref[2].sum()) > 0
