@@ -130,7 +130,7 @@ class ItemAssignment(nn.Module):
         return self.head(out + seen if self.stale_view else out)
 
 
-def test_an_item_assignment_converts_as_a_new_value():
+def test_an_item_assignment_converts_as_a_new_value(tmp_path):
     from signgd.report.event_count import count_operations
 
     torch.manual_seed(0)
@@ -144,6 +144,7 @@ def test_an_item_assignment_converts_as_a_new_value():
     outs = snn(x, T=[16, 128])
     errors = [float((outs[t] - ann).norm() / ann.norm()) for t in (16, 128)]
     assert errors[1] < errors[0] and errors[1] < 0.01, errors
+    assert torch.equal(signgd.load(snn.save(tmp_path / "assign.snn"))(x, T=16), outs[16])  # saved and loaded
     # The energy count moves its changes as it moves the values: the fast count equals the literal one.
     double = signgd.convert(ItemAssignment().double().eval(), _digits(4).double(), schedule="adaptive")
     xd = _digits(2, seed=4).double()
