@@ -81,8 +81,8 @@ class _ConcreteProxy(fx.Proxy):
 
     def __setitem__(self, index, value) -> None:
         """``x[index] = value`` recorded as ``x = ops.assign(x, index, value)``: later reads of this Proxy see the new
-        value (a view taken before the assignment does not; ``convert`` then finds the graph's output differs from
-        the model's and says so)."""
+        value (a view taken before the assignment does not: ``check_assignments`` then finds that the graph computes
+        something else than the model, and says so)."""
         new = self.tracer.create_proxy("call_function", ops.assign, (self, index, value), {})
         self.node, self._values = new.node, new._values
 
