@@ -31,6 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tolerance", type=float, default=None)
     p.add_argument("--start", default=None, help="where the estimates start (signgd.options.STARTS); default: the "
                    "dynamics' own")
+    p.add_argument("--scale", default=None, choices=("max", "mean"), help="what each normalized element is divided by "
+                   "(convert(scale=...)); default: max")
     common.add_subset_arguments(p, limit=100)
     return p.parse_args(argv)
 
@@ -80,13 +82,15 @@ def main(argv=None) -> int:
     common.setup_torch(args.threads)
     train28, test28, idx_test, idx_cal = arch.splits(args)
     model, _, subset, calibration = arch.prepared(args.model, arch.parse_args([]), train28, test28, idx_test, idx_cal)
-    kwargs = {"dynamics": args.dynamics, "schedule": args.schedule, "tolerance": args.tolerance, "start": args.start}
+    kwargs = {"dynamics": args.dynamics, "schedule": args.schedule, "tolerance": args.tolerance, "start": args.start,
+              "scale": args.scale}
     snn = signgd.convert(model, calibration, **{k: v for k, v in kwargs.items() if v is not None})
     b = breakdown(snn, subset, args.T)
     ann = b["ann_pj"]
     neuron_total = sum(b["neurons"].values())
     lines = [f"`{common.command_line()}`", "", f"{args.model}, {snn.settings['dynamics']} neurons, {snn.schedule!r}, "
-             f"tolerance {snn.settings['tolerance']:g}, T={args.T}, {b['samples']} test images: SNN "
+             f"tolerance {snn.settings['tolerance']:g}, scale {snn.settings.get('scale', 'max')}, T={args.T}, "
+             f"{b['samples']} test images: SNN "
              f"{100 * b['accuracy']:.2f}% (ANN {100 * b['ann_accuracy']:.2f}%); energy per sample / the ANN's: "
              f"**{(b['synapses_pj'] + neuron_total) / ann:.3f}x** = synapses {b['synapses_pj'] / ann:.3f}x + neuron "
              f"work {neuron_total / ann:.3f}x", "",
