@@ -160,3 +160,30 @@ def test_a_view_read_after_an_item_assignment_is_refused_not_miscomputed():
                        r"ItemAssignment\.forward, .*view taken before the assignment.*Fix: take the view") as info:
         signgd.convert(ItemAssignment(stale_view=True).eval(), _digits(16), schedule="adaptive")
     assert "\n" not in str(info.value)
+
+
+class BufferFlag(nn.Module):
+    """A branch on a buffer's value (``if self.shift:``) beside a branch on a size: buffers read as Proxies cannot
+    decide it, so the size-known tracer traces again with plain buffers, as before ConViT's case."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.register_buffer("shift", torch.tensor(True))
+        self.head = nn.Linear(4 * 64, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        if x.shape[-1] % 2:  # a branch on a size
+            x = F.pad(x, (0, 1))
+        if self.shift:  # a branch on a buffer's value
+            x = x + 0.5
+        return self.head(torch.relu(x).flatten(1))
+
+
+def test_a_branch_on_a_buffers_value_still_converts():
+    torch.manual_seed(0)
+    model = BufferFlag().eval()
+    snn = signgd.convert(model, _digits(16), schedule="adaptive")
+    assert snn.graph_module.meta["concrete_shapes"]
+    _check_tracks(snn, model, _digits(3, seed=5))

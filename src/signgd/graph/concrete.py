@@ -96,16 +96,17 @@ class _ConcreteProxy(fx.Proxy):
 class ConcreteTracer(fx.Tracer):
     """An fx Tracer whose Proxies carry the values of two example batches (see the module's doc).
 
-    Buffers are read as ``get_attr`` Proxies (``proxy_buffer_attributes``), as parameters are. Why: a buffer read
-    as a plain tensor cannot take a batch-dependent size, ``self.rel_indices.expand(B, -1, -1, -1)`` (timm ConViT:
-    torch's argument parser refuses a Proxy for an int); a Proxy records the call."""
+    Buffers are read as ``get_attr`` Proxies (``proxy_buffers``), as parameters are. Why: a buffer read as a plain
+    tensor cannot take a batch-dependent size, ``self.rel_indices.expand(B, -1, -1, -1)`` (timm ConViT: torch's
+    argument parser refuses a Proxy for an int); a Proxy records the call. A model that branches on a buffer's value
+    (``if self.flag:``) cannot be traced so; ``graph/trace.py`` then traces it again with plain buffers."""
 
-    proxy_buffer_attributes = True
-
-    def __init__(self, examples: tuple[torch.Tensor, torch.Tensor], leaf_types: tuple[type, ...] = ()):
+    def __init__(self, examples: tuple[torch.Tensor, torch.Tensor], leaf_types: tuple[type, ...] = (),
+                 proxy_buffers: bool = True):
         super().__init__()
         self.examples = examples
         self.leaf_types = leaf_types
+        self.proxy_buffer_attributes = proxy_buffers
 
     def is_leaf_module(self, m, qualname: str) -> bool:
         if self.leaf_types and isinstance(m, self.leaf_types):

@@ -129,7 +129,11 @@ def trace(model: nn.Module, leaf_modules: Iterable[type] = (), sample: torch.Ten
         graph = tracer.trace(model, concrete_args=_optional_arguments(model))
     except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError...)
         # a fresh copy: the failed trace may have stored Proxies in the modules' attributes
-        found = _trace_concrete(_prepared(user_model)[0], tuple(leaf_modules), sample) if sample is not None else None
+        found = None
+        for proxy_buffers in ((True, False) if sample is not None else ()):  # buffers as Proxies, else as tensors
+            found = _trace_concrete(_prepared(user_model)[0], tuple(leaf_modules), sample, proxy_buffers)
+            if isinstance(found, tuple):
+                break
         if not isinstance(found, tuple):
             raise _trace_error(model, exc, found) from exc
         tracer, graph = found
@@ -160,12 +164,12 @@ def _prepared(model: nn.Module, warn: bool = False) -> tuple[nn.Module, int]:
     return make_traceable(model)  # attention/transformer modules -> plain ops fx can see
 
 
-def _trace_concrete(model: nn.Module, leaf_types: tuple[type, ...], sample: torch.Tensor):
+def _trace_concrete(model: nn.Module, leaf_types: tuple[type, ...], sample: torch.Tensor, proxy_buffers: bool = True):
     """``(tracer, graph)`` from tracing with known sizes (``ConcreteTracer``), or the exception when
     that fails too."""
     one = sample[:1]
     two = sample[:2] if sample.shape[0] >= 2 else torch.cat([one, one.flip(-1)])
-    tracer = ConcreteTracer((one, two), leaf_types)
+    tracer = ConcreteTracer((one, two), leaf_types, proxy_buffers)
     try:
         graph = tracer.trace(model, concrete_args=_optional_arguments(model))
     except Exception as exc:  # noqa: BLE001 - the plain tracer's error is the one reported
