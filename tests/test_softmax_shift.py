@@ -78,3 +78,14 @@ def test_the_shifted_softmax_counts_and_replays_exactly():
     reference, _, _ = simulate_spikes(snn, x, 12)
     result = snn.simulate(x, list(range(1, 13)))
     assert torch.allclose(torch.stack([result.outputs[t] for t in range(1, 13)]), reference, atol=1e-9)
+
+
+def test_a_softmax_of_a_softmax_decomposes_both():
+    """Every softmax of an activation is found before any is rewritten, so one that reads another is decomposed too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Softmax(dim=-1), nn.Softmax(dim=-1), nn.Linear(6, 2)).eval()
+    x = torch.rand(16, 4)
+    snn = signgd.convert(model, x, schedule="adaptive")
+    assert _kinds(snn).count("exp") == 2 and any("decomposed 2 softmax" in line for line in snn.conversion_log)
+    with torch.inference_mode():
+        assert torch.allclose(snn.ann(x), model(x), rtol=1e-5, atol=1e-6)

@@ -71,8 +71,7 @@ def decompose_softmax(gm: fx.GraphModule, sample: torch.Tensor | None = None) ->
             e = g.call_function(torch.exp, (x,))
             s = g.call_method("sum", (e, dim), {"keepdim": True})
             p = g.call_function(operator.truediv, (e, s))
-        dep.add(p)  # a softmax that reads this one sees an activation
-        node.replace_all_uses_with(p)
+        node.replace_all_uses_with(p)  # a softmax reading this one was found above, before any rewrite
         g.erase_node(node)
     if found:
         gm.recompile()
