@@ -194,13 +194,15 @@ def _values(tree, i: int):
     return map_aggregate(tree, value)
 
 
-def check_assignments(gm: fx.GraphModule, model: torch.nn.Module, sample: torch.Tensor) -> None:
-    """Raise ``TraceError`` when ``gm`` holds item assignments (``ops.assign``) and does not compute what ``model``
-    (a fresh eval-mode copy) computes on ``sample``: the model read a view taken before an assignment, which eager
-    code sees through and the graph's new value does not (``_ConcreteProxy.__setitem__``)."""
+def check_assignments(gm: fx.GraphModule, fresh_model, sample: torch.Tensor) -> None:
+    """Raise ``TraceError`` when ``gm`` holds item assignments (``ops.assign``) and does not compute what the model
+    (``fresh_model()``: an eval-mode copy, made only when there is an assignment) computes on ``sample``: the model read
+    a view taken before an assignment, which eager code sees through and the graph's new value does not
+    (``_ConcreteProxy.__setitem__``)."""
     assigned = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is ops.assign]
     if not assigned:
         return
+    model = fresh_model()
     with torch.no_grad():
         want, got = model(sample.clone()), gm(sample.clone())
     if isinstance(want, torch.Tensor) and isinstance(got, torch.Tensor) and want.shape == got.shape and \

@@ -148,7 +148,7 @@ def trace(model: nn.Module, leaf_modules: Iterable[type] = (), sample: torch.Ten
     gm.meta["swapped_modules"] = swapped
     gm.meta["concrete_shapes"] = concrete
     if concrete:
-        check_assignments(gm, _prepared(user_model)[0], sample)
+        check_assignments(gm, lambda: _prepared(user_model)[0], sample)
     log.debug("traced %s: %d nodes", type(model).__name__, len(gm.graph.nodes))
     return gm
 
