@@ -13,7 +13,7 @@ from signgd.tuning import tune_schedule
 def test_the_adaptive_tail_keeps_the_steps_and_decays_the_gain_floor_past_it():
     plain, tailed = schedules.adaptive(0.2), schedules.adaptive(0.2, tail=64)
     assert torch.equal(plain.etas(1, 300, dtype=torch.float64), tailed.etas(1, 300, dtype=torch.float64))
-    assert tailed.rule == (*plain.rule[:3], 64) and tailed.params["tail"] == 64
+    assert tailed.rule == plain.rule._replace(tail=64) and tailed.params["tail"] == 64
     floors = schedules.gain_floors(tailed.rule, 1, 257, dtype=torch.float64)
     t = torch.arange(65, 257, dtype=torch.float64)
     assert torch.all(floors[:64] == schedules.MIN_GAIN)
@@ -21,7 +21,7 @@ def test_the_adaptive_tail_keeps_the_steps_and_decays_the_gain_floor_past_it():
     assert torch.all(schedules.gain_floors(plain.rule, 1, 257) == torch.tensor(schedules.MIN_GAIN))
     # Power-of-two steps keep their constant power-of-two base; the tail changes only where gains may rest.
     pow2 = schedules.adaptive(0.2, pow2=True, tail=16)
-    assert torch.all(pow2.etas(1, 300, dtype=torch.float64) == 0.25) and pow2.rule == (1.2, 0.5, True, 16)
+    assert torch.all(pow2.etas(1, 300, dtype=torch.float64) == 0.25) and pow2.rule == schedules.Rule(1.2, 0.5, True, 16)
     # The spec, a string and a dict rebuild the same schedule (saved networks, the CLI).
     again = schedules.make_schedule(tailed.spec())
     assert again.rule == tailed.rule and repr(again) == repr(tailed)
@@ -107,14 +107,18 @@ def test_receivers_rebuild_the_decaying_floor_from_the_step_alone(digits_train, 
 
 
 def test_tuned_candidates_carry_their_tails(trained_digits_cnn, digits_train):
-    """Adaptive candidates: twice the longest T; exponential ones: the longest T (both leave the scored steps)."""
+    """Adaptive candidates: the gain floor decays from twice the longest T; exponential ones are continued by gains
+    from the longest T on (``tuning.continued``), their floor decaying from twice it: the scored steps stay."""
     x = digits_train.tensors[0][:40]
     snn = signgd.convert(trained_digits_cnn, x, schedule="exponential", encoding="analog")
     result = tune_schedule(snn, x, T=[4, 8], screen=False)
-    tails = {name: {c.schedule.params.get("tail") for c in result.candidates if c.schedule.name == name}
-             for name in ("adaptive", "exponential")}
-    assert tails == {"adaptive": {2 * 8}, "exponential": {8}}
-    assert result.paper.schedule.params == {"lr": 0.15, "decay": 0.95, "tail": 8}
+    schedules_ = [c.schedule for c in result.candidates]
+    assert {s.name for s in schedules_} == {"adaptive"}
+    assert {(s.params["start"], s.params["tail"], s.params["pow2"], s.params["grow"], s.params["shrink"])
+            for s in schedules_} == {(8, 16, True, 1.2, 0.5)}
+    assert sum("decay" in s.params for s in schedules_) == 17 and sum("early_grow" in s.params for s in schedules_) == 5
+    assert result.paper.schedule.params == {"lr": 0.15, "grow": 1.2, "shrink": 0.5, "pow2": True, "tail": 16,
+                                            "start": 8, "decay": 0.95}
 
 
 def test_one_class_on_every_sample_ranks_the_candidates_by_error(trained_digits_cnn, digits_train):

@@ -16,8 +16,8 @@ def test_tuning_scores_every_candidate_and_beats_the_paper_schedule(trained_digi
     before = snn.schedule
     result = tune_schedule(snn, calibration[:128], T=6)
     assert snn.schedule is before  # tuning leaves the network as it was
-    assert len(result.candidates) == 22  # 16 + the paper's exponential, 5 adaptive
-    assert sum(c.schedule.name == "adaptive" for c in result.candidates) == 5
+    assert len(result.candidates) == 22  # 16 + the paper's exponential (each continued past T by gains), 5 adaptive
+    assert sum("early_grow" in c.schedule.params for c in result.candidates) == 5
     keys = [c.key for c in result.candidates]
     assert keys == sorted(keys)
     assert (result.paper.schedule.params["lr"], result.paper.schedule.params["decay"]) == PAPER
@@ -133,4 +133,4 @@ def test_cli_convert_tunes_for_T(trained_digits_cnn, tmp_path):
     assert rc == 0
     snn = signgd.load(tmp_path / "r" / "snn.pt")
     assert snn.settings["tuned_for"] == 4 and snn.settings["encoding"] == "analog"
-    assert snn.settings["schedule"]["name"] == "exponential"
+    assert snn.settings["schedule"]["start"] == 4  # an exponential schedule, continued past T=4 by gains

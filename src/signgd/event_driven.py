@@ -36,6 +36,7 @@ class _SpikeInterpreter(fx.Interpreter):
         self.observer = observer
         self.rule = rule
         self.floor = None  # the adaptive gain's floor at this step (a number of the network's dtype)
+        self.t = 0  # the step being run (1-based)
         self.d: dict[str, torch.Tensor] = {}  # adaptive: the signed last step of each neuron
         self.zero_inputs = zero_inputs
         self.start_inputs = start_inputs  # x_0 = A(y_0)
@@ -75,9 +76,11 @@ class _SpikeInterpreter(fx.Interpreter):
             y_new = signgd_update(y, spike, self.eta)
         else:
             spike = signgd_fire(y, target_value)
-            d = self.d[target] = next_step(spike, self.d.get(target, torch.zeros_like(y)), self.rule.grow,
-                                           self.rule.shrink, self.floor)
-            y_new = y + self.eta * (pow2_step(d) if self.rule.pow2 else d)
+            # up to adaptive(start=) the early rule, unrounded ((1, 1): the gain stays 1, the plain signGD neuron)
+            late = self.t > self.rule.start
+            grow, shrink = (self.rule.grow, self.rule.shrink) if late else self.rule.early
+            d = self.d[target] = next_step(spike, self.d.get(target, torch.zeros_like(y)), grow, shrink, self.floor)
+            y_new = y + self.eta * (pow2_step(d) if self.rule.pow2 and late else d)
         delta = (y_new - y) * (mod.scale if mod.normalized else 1)
         self.y[target] = y_new
         self.spikes[target] = spike
@@ -113,7 +116,7 @@ def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int, observer=None)
     outputs, spikes, inputs = [], {}, {}
     with torch.no_grad():
         for t in range(1, T + 1):
-            interp.eta = etas[t - 1]
+            interp.eta, interp.t = etas[t - 1], t
             interp.floor = floors[t - 1] if floors is not None else None
             interp.threshold = thresholds[t - 1] if thresholds is not None else None
             e = snn.encoder.run(enc_state, x, etas[t - 1:t], t)[0]

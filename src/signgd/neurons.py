@@ -190,7 +190,7 @@ class SpikingNeuron(nn.Module):
     def run(self, state: dict, xs: tuple[torch.Tensor, ...], etas: torch.Tensor, dynamics: str,
             spikes_out: torch.Tensor | None = None, owned: bool = False,
             rule: tuple[float, float] | None = None, tolerance: float | None = None,
-            floors: torch.Tensor | None = None) -> torch.Tensor:
+            floors: torch.Tensor | None = None, early: int = 0) -> torch.Tensor:
         """Advance ``len(etas)`` steps. ``xs`` are the input sequences ``[Tc, B, ...]``.
 
         Returns the sequence passed downstream, ``[Tc, B, ...]``. When ``spikes_out`` (a
@@ -198,13 +198,14 @@ class SpikingNeuron(nn.Module):
         ``owned``: the caller will not read ``xs[0]`` again, so the neuron may overwrite it.
         ``rule``: an adaptive schedule's ``schedules.Rule`` (``grow, shrink, pow2, tail``; signGD only; state from
         ``init_state(..., adaptive=True)``), or None; ``floors``: its gain floor at each of these steps
-        (``schedules.gain_floors``; None: ``MIN_GAIN``). ``tolerance``: the sparse dynamics' silence band,
+        (``schedules.gain_floors``; None: ``MIN_GAIN``); ``early``: how many of these steps, the first ones,
+        are in the rule's early phase (``adaptive(start=)``). ``tolerance``: the sparse dynamics' silence band,
         as a fraction of ``eta_t``.
         """
         if dynamics in BAND_DYNAMICS:
             return self._run_sparse(state, xs, etas, spikes_out, owned, tolerance, graded=dynamics == "graded")
         if dynamics == "signgd" and rule is not None:
-            return self._run_adaptive(state, xs, etas, spikes_out, owned, rule, floors)
+            return self._run_adaptive(state, xs, etas, spikes_out, owned, rule, floors, early)
         if dynamics == "signgd":
             return self._run_signgd(state, xs, etas, spikes_out, owned)
         if dynamics == "subgradient":
@@ -285,17 +286,29 @@ class SpikingNeuron(nn.Module):
         return sparse_scan(target, y, etas, sparse_thresholds(etas, tolerance), scale, spikes_out, out=buf,
                            normalize=scale is not None, graded=graded)
 
-    def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule, floors=None):
+    def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule, floors=None, early=0):
         """Adaptive steps (``signgd.schedules.adaptive``): torch computes the normalized target, then the
         scan steps each neuron by its own gain, writing its output over the target when the
-        target buffer is ours."""
+        target buffer is ours. The first ``early`` steps (up to ``adaptive(start=)``) are scanned with the
+        rule's early ``(grow, shrink)``, unrounded (``(1, 1)``: the gain stays 1, the plain signGD neuron)."""
         scale = self.scale if self.normalized else None
         target, fresh = self._normalized_target(xs, owned)
         y = state["y"]
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
-        return adaptive_scan(target, y, state["d"], etas, rule.grow, rule.shrink, scale, spikes_out, out=buf,
-                             pow2=rule.pow2, floors=floors)
+        if not early:
+            return adaptive_scan(target, y, state["d"], etas, rule.grow, rule.shrink, scale, spikes_out, out=buf,
+                                 pow2=rule.pow2, floors=floors)
+        if buf is None:
+            buf = torch.empty(target.shape, dtype=result_dtype, device=target.device)
+        for part, (grow, shrink), pow2 in ((slice(0, early), rule.early, False),
+                                           (slice(early, None), (rule.grow, rule.shrink), rule.pow2)):
+            if part.start == etas.shape[0]:
+                break
+            adaptive_scan(target[part], y, state["d"], etas[part], grow, shrink, scale,
+                          None if spikes_out is None else spikes_out[part], out=buf[part], pow2=pow2,
+                          floors=None if floors is None else floors[part])
+        return buf
 
     def _check_relu(self, dynamics: str) -> bool:
         """Whether this is a max neuron (a plain max over the scaled spikes, as in the reference code);

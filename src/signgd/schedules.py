@@ -47,7 +47,7 @@ import torch
 
 __all__ = ["Schedule", "exponential", "to_power_of_two", "is_power_of_two",
            "inverse", "constant", "polynomial", "adaptive", "make_schedule", "Rule",
-           "MIN_GAIN", "MAX_GAIN", "gain_floors", "check_rule", "check_dynamics"]
+           "MIN_GAIN", "MAX_GAIN", "gain_floors", "Phase", "phases", "check_rule", "check_dynamics"]
 
 #: Bounds of the adaptive gain. The floor keeps a settled neuron able to follow a target that moves
 #: again (from the floor, growing by 1.2 per step takes ~38 steps back to 1); the ceiling keeps long
@@ -58,13 +58,40 @@ MAX_GAIN = 1e3
 
 class Rule(NamedTuple):
     """An adaptive schedule's gain rule: ``grow``, ``shrink``, whether each step is rounded to a
-    power of two (``adaptive(pow2=True)``), and the step from which the gain's floor decays (``tail``, 0:
-    never; ``gain_floors``)."""
+    power of two (``adaptive(pow2=True)``), the step from which the gain's floor decays (``tail``, 0:
+    never; ``gain_floors``), and the last step of its early phase (``start``, 0: none), in which the gain
+    follows ``early`` (``(grow, shrink)``; ``(1, 1)`` keeps it at 1: the plain signGD neuron) and no step is
+    rounded (``adaptive(start=)``)."""
 
     grow: float
     shrink: float
     pow2: bool = False
     tail: float = 0
+    start: int = 0
+    early: tuple[float, float] = (1.0, 1.0)
+
+
+class Phase(NamedTuple):
+    """What a schedule's neurons do at one step (``phases``): whether they scale their steps by their own gains
+    (``adapting``: every move is sent; otherwise they are binary signGD neurons, which send their spikes only),
+    whether the steps are powers of two (``pow2``: a receiver scales by them with an exponent add), and the
+    gain's ``grow`` and ``shrink`` there. The simulator, the event-driven reference and the energy count read it."""
+
+    adapting: bool
+    pow2: bool
+    grow: float = 1.0
+    shrink: float = 1.0
+
+
+def phases(schedule: "Schedule", T: int) -> list[Phase]:
+    """Each step's ``Phase``, t = 1..T: an adaptive schedule's early phase up to its ``start`` (``Rule.early``,
+    its steps not rounded) and its rule after it; binary neurons throughout for a schedule without a rule."""
+    rule = schedule.rule
+    if rule is None:
+        return [Phase(False, is_power_of_two(schedule))] * T
+    late = Phase(True, rule.pow2, rule.grow, rule.shrink)
+    early = Phase(tuple(rule.early) != (1.0, 1.0), False, *rule.early)
+    return [early if t <= rule.start else late for t in range(1, T + 1)]
 
 
 def gain_floors(rule: Rule, t0: int, t1: int, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -175,8 +202,8 @@ def to_power_of_two(eta: torch.Tensor) -> torch.Tensor:
 
 def is_power_of_two(schedule: Schedule) -> bool:
     """Whether every step of ``schedule`` is a power of two by construction (``exponential(pow2=True)``;
-    with ``adaptive(pow2=True)`` every per-neuron step ``eta_t g`` is): a receiver scales by it with an
-    exponent add."""
+    with ``adaptive(pow2=True)`` every per-neuron step ``eta_t g`` is, past its ``start``: the exponential
+    steps before it are not rounded): a receiver scales by it with an exponent add."""
     return bool(schedule.params.get("pow2"))
 
 
@@ -201,7 +228,8 @@ def polynomial(lr: float = 0.5, power: float = 0.5) -> Schedule:
 
 
 def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool = False,
-             tail: float = 0) -> Schedule:
+             tail: float = 0, start: int = 0, decay: float = 1.0, early_grow: float = 1.0,
+             early_shrink: float = 1.0) -> Schedule:
     """Per-neuron steps ``lr * g``: each neuron's gain ``g`` (1 at first) grows by ``grow`` while its
     spikes repeat and shrinks by ``shrink`` when they alternate (the rule: this module's docstring). Reaches any
     range and settles geometrically: the best choice at few time steps on ReLU CNNs
@@ -219,7 +247,20 @@ def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool
     neuron still travelling has its gain above the floor and moves as before (a decaying base step instead
     slowed those too: torchvision swin_v2_t, still far off at T=64, ended at 0.46 instead of 0.22 at T=256).
     ``signgd.tuning`` sets it to twice the longest T a schedule is tuned for (``TAIL_FACTOR``), so the steps it
-    scored are unchanged (docs/defaults.md measures what it does past them)."""
+    scored are unchanged (docs/defaults.md measures what it does past them).
+
+    ``start`` (0: none) ends an early phase. Up to step ``start`` the steps are ``lr * decay**(t-1)`` and the gain
+    follows ``(early_grow, early_shrink)``, nothing rounded: with the early gains at 1 (the default) that is the
+    plain binary neuron of ``exponential(lr, decay)``, bit for bit; with ``decay = 1`` and early gains it is
+    ``adaptive(lr, early_grow, early_shrink)``. After it the gain follows ``(grow, shrink)`` from the base step
+    reached, ``lr * decay**(start-1)`` (rounded with ``pow2``, as are the steps). Why: ``signgd.tuning`` scores its
+    candidates up to the longest T it is given and continues each past it in this way (``tuning.continued``), so
+    what it scored is unchanged and a network still far from its ANN there keeps converging. The geometric steps
+    that agree best at T <= 64 sum to a finite reach and are ~0 a few dozen steps later (torchvision
+    efficientnet_v2_s with ``exponential(0.35, 0.87)``: relative error 0.35 at T=64 and at T=256), and the gentle
+    rule ``(1.1, 0.6)`` follows moving targets slowly (swin_v2_t: 0.35 at T=256); past ``start`` a neuron that keeps
+    firing the same way grows its step by 1.2 until it arrives and one that has settled halves it
+    (efficientnet_v2_s 3e-4, swin_v2_t 8e-3 at T=256; docs/defaults.md)."""
     _check_positive(lr=lr)
     grow, shrink = check_rule(grow, shrink)
     if isinstance(pow2, bool) or pow2 in (0, 1):
@@ -227,10 +268,31 @@ def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool
     else:
         raise ValueError(f"adaptive schedule: pow2 must be true or false (1 or 0), got {pow2!r}")
     tail = _check_tail(tail, "adaptive", "the gain's floor decays as MIN_GAIN * tail / t")
-    step = float(to_power_of_two(torch.tensor([float(lr)], dtype=torch.float64))[0]) if pow2 else lr
-    extra = {**({"pow2": True} if pow2 else {}), **({"tail": tail} if tail else {})}
-    schedule = Schedule("adaptive", lambda t: torch.full_like(t, step), lr=lr, grow=grow, shrink=shrink, **extra)
-    schedule.rule = Rule(grow, shrink, pow2, tail)
+    if isinstance(start, bool) or not isinstance(start, (int, float)) or start != int(start) or start < 0:
+        raise ValueError(f"adaptive schedule: start must be a whole number of steps >= 0 (the last step of the early "
+                         f"phase; 0: none), got {start!r}")
+    start = int(start)
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+        raise ValueError(f"adaptive schedule needs 0 < decay <= 1, got {decay!r}")
+    early = check_rule(early_grow, early_shrink)
+    if not start and (decay != 1 or early != (1.0, 1.0)):
+        raise ValueError("adaptive schedule: decay, early_grow and early_shrink shape the steps up to start, and "
+                         "start is 0; give start (the last step of the early phase), or leave them at 1")
+    decay = float(decay)
+    last = lr * decay ** (start - 1) if start else lr
+    step = float(to_power_of_two(torch.tensor([float(last)], dtype=torch.float64))[0]) if pow2 else last
+    base = torch.tensor(decay, dtype=torch.float64)
+
+    def fn(t):
+        if not start:
+            return torch.full_like(t, step)
+        return torch.where(t <= start, lr * torch.pow(base, t - 1), torch.full_like(t, step))
+
+    extra = {**({"pow2": True} if pow2 else {}), **({"tail": tail} if tail else {}),
+             **({"start": start} if start else {}), **({"decay": decay} if decay != 1 else {}),
+             **({"early_grow": early[0], "early_shrink": early[1]} if early != (1.0, 1.0) else {})}
+    schedule = Schedule("adaptive", fn, lr=lr, grow=grow, shrink=shrink, **extra)
+    schedule.rule = Rule(grow, shrink, pow2, tail, start, early)
     return schedule
 
 

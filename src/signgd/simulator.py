@@ -50,7 +50,7 @@ class _Run:
     def __init__(self, dynamics: str, batch: int, stats: bool, total_steps: int, probe=None,
                  rule=None, tolerance: float | None = None):
         self.dynamics = dynamics
-        self.rule = rule  # an adaptive schedule's schedules.Rule (grow, shrink, pow2, tail), or None
+        self.rule = rule  # an adaptive schedule's schedules.Rule (grow, shrink, pow2, tail, start), or None
         self.tolerance = tolerance  # the sparse dynamics' silence band (a fraction of eta_t), or None
         self.probe = probe
         self.batch = batch
@@ -78,8 +78,10 @@ class _Run:
         counts = None
         if self.stats:
             counts = torch.zeros(steps, dtype=torch.float64, device=xs[0].device)
+        # adaptive(start=): the chunk's steps up to start follow the early rule
+        early = min(steps, max(0, self.rule.start - self.t0 + 1)) if self.rule is not None else 0
         out = mod.run(state, xs, self.etas, self.dynamics, counts, owned=owned, rule=self.rule,
-                      tolerance=self.tolerance, floors=self.floors)
+                      tolerance=self.tolerance, floors=self.floors, early=early)
         if counts is not None:
             self.spikes[name][self.t0 - 1:self.t0 - 1 + steps] += counts
         if self.probe is not None:
@@ -305,14 +307,18 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
     batch_chunk = batch if batch_chunk is None else max(1, min(int(batch_chunk), batch))
     # One evaluation of the schedule for the whole run, so every chunking sees identical steps.
     etas = schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
-    floors = None if schedule.rule is None else gain_floors(schedule.rule, 1, T + 1, dtype=x.dtype)
+    # an adaptive(start=) schedule whose early phase keeps the gain at 1, run no further than its start, is the
+    # plain signGD neuron: its fused scan
+    plain = schedule.rule is not None and schedule.rule.start >= T and tuple(schedule.rule.early) == (1.0, 1.0)
+    rule = None if plain else schedule.rule
+    floors = None if rule is None else gain_floors(rule, 1, T + 1, dtype=x.dtype)
     interp = _ChunkInterpreter(gm, None)
     parts: list[dict[int, torch.Tensor]] = []
     spikes: dict[str, torch.Tensor] = {}
     neurons: dict[str, int] = {}
     with torch.inference_mode():
         for xb in x.split(batch_chunk):
-            run = _Run(dynamics, xb.shape[0], stats, T, probe, schedule.rule, tolerance)
+            run = _Run(dynamics, xb.shape[0], stats, T, probe, rule, tolerance)
             interp.sim = run
             parts.append(_simulate_slice(interp, xb, steps, etas, floors, chunk, encoder, OutputDecoder(dynamics)))
             for name, counts in run.spikes.items():

@@ -65,8 +65,10 @@ DEFAULT_STEPS = (8, 16, 32, 64)
 #: The steps ``preset="low-energy"`` picks its T from when it is given none (one simulation of the longest
 #: scores them all; the graded neuron often agrees with the ANN by T=4-6).
 ENERGY_STEPS = (4, 6, 8, 12, 16, 32, 64)
-#: The adaptive candidates' gain floor starts to decay at this multiple of the longest T scored (``adaptive(tail=)``);
-#: the exponential candidates' steps decay harmonically past the longest T scored (``exponential(tail=)``).
+#: Past the longest T scored every candidate goes on with Rprop's per-neuron gains ``(grow, shrink)`` in powers of two
+#: (``continued``), the gain's floor decaying from this multiple of that T (``adaptive(tail=)``: from the longest T
+#: itself it slowed torchvision swin_v2_t, still far from its ANN at T=64; docs/defaults.md).
+CONTINUE_RULE = (1.2, 0.5)
 TAIL_FACTOR = 2
 #: The screen of ``tune_schedule``: how many samples every candidate is first scored on, and how many of the
 #: best go on to be scored in full (the paper's schedule always does).
@@ -156,8 +158,8 @@ class TuningResult:
     @property
     def paper(self) -> Candidate:
         """The paper's schedule's score, for comparison."""
-        return next(c for c in self.candidates if c.schedule.name == "exponential"
-                    and (c.schedule.params["lr"], c.schedule.params["decay"]) == PAPER)
+        return next(c for c in self.candidates  # exponential(0.15, 0.95), continued past the steps scored
+                    if (c.schedule.params.get("lr"), c.schedule.params.get("decay")) == PAPER)
 
     def table(self) -> str:
         rows = [f"schedule tuned for T={steps_text(self.T)} on {self.samples} calibration samples"
@@ -211,15 +213,10 @@ def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES
     with torch.inference_mode():
         ann_out = snn.ann(x)
     grid = dict.fromkeys([PAPER, *((lr, decay) for decay in decays for lr in learning_rates)])
-    # Past the longest T scored the exponential steps decay harmonically (``exponential(tail=)``): the steps scored
-    # are unchanged, and a network still far from its ANN there keeps moving instead of stopping where the geometric
-    # steps run out (timm mobilevit_xxs and shvit_s1; from 2x the longest T it came too late to help them).
-    schedules = [sched.exponential(lr, decay, tail=max(steps)) for lr, decay in grid]
-    # from twice the longest T scored, the adaptive gain's floor decays harmonically (``adaptive(tail=)``): the steps
-    # scored are unchanged, and a longer run keeps settling instead of resting at the floor (at the longest T itself
-    # it slowed torchvision swin_v2_t, still far from its ANN at T=64: 0.44 at T=256 against 0.22 without it and
-    # 0.20 from 2x; docs/defaults.md)
-    schedules += [sched.adaptive(*params, tail=TAIL_FACTOR * max(steps)) for params in dict.fromkeys(adaptive)]
+    # Every candidate goes on past the longest T scored with Rprop's gains (``continued``): the steps scored are
+    # unchanged, and a network still far from its ANN there keeps converging.
+    schedules = [continued(max(steps), lr, decay=decay) for lr, decay in grid]
+    schedules += [continued(max(steps), lr, grow=grow, shrink=shrink) for lr, grow, shrink in dict.fromkeys(adaptive)]
     by_error = _one_class(ann_out)
     screen_steps = [t for t in steps if t <= max(steps) // 4] or steps
     screen_samples = min(SCREEN_SAMPLES, int(x.shape[0]))
@@ -237,6 +234,22 @@ def tune_schedule(snn, x: torch.Tensor, T: int, *, learning_rates=LEARNING_RATES
     shown = tuple(screen_steps) if len(screen_steps) > 1 else screen_steps[0]
     what = f"{screen_samples} samples" + (f" at T={steps_text(shown)}" if screen_steps != steps else "")
     return TuningResult(T, int(x.shape[0]), finalists + rest, screen=what, by_error=by_error)
+
+
+def continued(T: int, lr: float, decay: float = 1.0, grow: float = 1.0, shrink: float = 1.0) -> sched.Schedule:
+    """A candidate as it is scored up to ``T`` (``exponential(lr, decay)``, or ``adaptive(lr, grow, shrink)``),
+    continued past ``T`` by Rprop's gains in powers of two: ``adaptive(lr, *CONTINUE_RULE, pow2=True, start=T, ...)``
+    with that candidate as its early phase, the gain's floor decaying from ``TAIL_FACTOR * T``. Why: the geometric
+    steps that agree best with the ANN at T <= 64 sum to a finite reach and are ~0 a few dozen steps later, so a
+    network still far from its ANN there stayed there however long it ran (torchvision efficientnet_v2_s: 0.35 at
+    T=64 and at T=256; harmonic steps past T, the tail before, moved too little from a step that small: 0.346), and
+    the gentle adaptive rule (1.1, 0.6) follows targets that still move slowly (swin_v2_t: 0.27-0.35 at T=256).
+    Past ``T`` a neuron that keeps firing the same way grows its step until it arrives and one that has settled
+    halves it (3e-4 and 8e-3 at T=256; docs/defaults.md). The steps scored are the candidate's, bit for bit (an
+    exponential one run no further than ``T`` is simulated as one, ``simulator.simulate``), and powers of two keep
+    every synapse an AC past ``T``."""
+    return sched.adaptive(lr, *CONTINUE_RULE, pow2=True, tail=TAIL_FACTOR * T, start=T, decay=decay, early_grow=grow,
+                          early_shrink=shrink)
 
 
 def _one_class(ann_out: torch.Tensor) -> bool:

@@ -100,7 +100,7 @@ def test_it_converges_to_the_ann_and_faster_than_the_plain_neuron_of_the_same_st
 def test_saved_networks_keep_the_rule(x, tmp_path):
     snn = signgd.convert(_net(), x, schedule=schedules.adaptive(0.3, 1.1, 0.6))
     loaded = signgd.load(snn.save(tmp_path / "a.pt"))
-    assert loaded.schedule.rule == (1.1, 0.6, False, 0) and loaded.settings["schedule"]["name"] == "adaptive"
+    assert loaded.schedule.rule == schedules.Rule(1.1, 0.6) and loaded.settings["schedule"]["name"] == "adaptive"
     assert torch.equal(loaded(x, T=12), snn(x, T=12))
 
 

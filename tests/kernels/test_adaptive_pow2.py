@@ -92,7 +92,7 @@ def test_it_converges_to_the_ann(digits_train):
 def test_the_spelling_repr_and_a_saved_network_keep_it(tmp_path):
     schedule = schedules.make_schedule("adaptive:lr=0.2,grow=1.2,shrink=0.5,pow2=1")
     assert repr(schedule) == "adaptive(lr=0.2, grow=1.2, shrink=0.5, pow2=True)"
-    assert schedule.rule == (1.2, 0.5, True, 0) and schedules.is_power_of_two(schedule)
+    assert schedule.rule == (1.2, 0.5, True, 0, 0, (1.0, 1.0)) and schedules.is_power_of_two(schedule)
     assert schedule.etas(1, 4).tolist() == [0.25] * 3
     assert not schedules.is_power_of_two(schedules.adaptive(0.25))
     assert repr(schedules.make_schedule(schedule.spec())) == repr(schedule)
@@ -100,7 +100,7 @@ def test_the_spelling_repr_and_a_saved_network_keep_it(tmp_path):
     x = torch.rand(5, 1, 8, 8)
     snn = signgd.convert(_avg_cnn().eval(), x, schedule=schedule)
     loaded = signgd.load(snn.save(tmp_path / "p.pt"))
-    assert loaded.schedule.rule == (1.2, 0.5, True, 0) and loaded.settings["schedule"]["pow2"] is True
+    assert loaded.schedule.rule == (1.2, 0.5, True, 0, 0, (1.0, 1.0)) and loaded.settings["schedule"]["pow2"] is True
     assert torch.equal(loaded(x, T=12), snn(x, T=12))
 
 

@@ -36,8 +36,10 @@ from .counting import (
     energy_per_sample,
     event_costs,
     neuron_work,
+    neuron_work_steps,
     node_of,
 )
 
-__all__ = ["EnergyModel", "StepCounter", "ann_costs", "neuron_work", "event_costs", "dense_synaptic_ops",
-           "counting_copy", "node_of", "ann_energy", "energy_per_sample", "INPUT", "READOUT", "EVENT_KINDS"]
+__all__ = ["EnergyModel", "StepCounter", "ann_costs", "neuron_work", "neuron_work_steps", "event_costs",
+           "dense_synaptic_ops", "counting_copy", "node_of", "ann_energy", "energy_per_sample", "INPUT", "READOUT",
+           "EVENT_KINDS"]

@@ -4,7 +4,9 @@ The cost model is the package docstring's (``signgd.costs``; docs/energy.md has 
 module holds the parts that read a converted network:
 
 - ``ann_costs``: one ANN forward pass per sample, node by node;
-- ``neuron_work``: the neuron work every step costs whatever is sent (per layer, per sample);
+- ``neuron_work``: the neuron work every step costs whatever is sent (per layer, per sample), and
+  ``neuron_work_steps`` the same step by step (an ``adaptive(start=)`` schedule's neurons are binary up to
+  ``start`` and adaptive after it: each step is priced as what it is);
 - ``event_costs``: what the sparse neuron pays per event (an input element that received something, an
   output evaluated again, a spike, a check of its gap), zero for the other dynamics, whose neurons work at
   every step;
@@ -22,12 +24,13 @@ import torch.fx as fx
 
 from ..dynamics import BAND_DYNAMICS, SPIKE_DYNAMICS
 from ..neurons import SpikingNeuron
-from ..schedules import is_power_of_two
+from ..schedules import Phase, is_power_of_two, phases
 from . import op_costs as oc
 from .changed import checked_mask, threshold_changes
 from .synapses import EVENT, REAL, SynapseCounter
 
-__all__ = ["EnergyModel", "StepCounter", "ann_costs", "neuron_work", "event_costs", "dense_synaptic_ops",
+__all__ = ["EnergyModel", "StepCounter", "ann_costs", "neuron_work", "neuron_work_steps", "event_costs",
+           "dense_synaptic_ops",
            "counting_copy", "node_of", "ann_energy", "energy_per_sample", "INPUT", "READOUT", "EVENT_KINDS"]
 
 INPUT, READOUT = "input", "readout"
@@ -52,16 +55,27 @@ def counting_copy(snn) -> fx.GraphModule:
     return copy.deepcopy(snn.graph_module).to("cpu").double()
 
 
-def _adaptive(snn) -> bool:
-    return snn.settings["dynamics"] == "signgd" and snn.schedule.rule is not None
+def step_phases(snn, T: int, schedule=None) -> list[Phase]:
+    """What the neurons do at each step 1..T (``schedules.phases`` of ``schedule``, the network's own by default):
+    signGD neurons may adapt; every other dynamics prices its own way (binary phases)."""
+    steps = phases(schedule or snn.schedule, T)
+    return steps if snn.settings["dynamics"] == "signgd" else [Phase(False, p.pow2) for p in steps]
 
 
-def kinds(snn) -> tuple[str, str]:
-    """The kind of change the input and the neurons send (``costs/synapses.py``): adaptive neurons send
-    real changes (a receiver multiplies by the sender's step), unless every step is a power of two
-    (``adaptive(pow2=True)``): then the multiply is an exponent add, priced as an event's AC."""
+def late_phase(snn, schedule=None) -> Phase:
+    """The phase of every step past an adaptive schedule's ``start`` (every step of the other schedules)."""
+    schedule = schedule or snn.schedule
+    return step_phases(snn, (schedule.rule.start if schedule.rule is not None else 0) + 1, schedule)[-1]
+
+
+def kinds(snn, phase: Phase | None = None) -> tuple[str, str]:
+    """The kind of change the input and the neurons send (``costs/synapses.py``) at a step of ``phase`` (default:
+    ``late_phase``): adaptive neurons send real changes (a receiver multiplies by the sender's step), unless the
+    steps are powers of two (``adaptive(pow2=True)``): then the multiply is an exponent add, priced as an event's
+    AC."""
+    phase = phase or late_phase(snn)
     input_kind = EVENT if snn.settings["encoding"] in ("spike", "stochastic") else REAL
-    return input_kind, REAL if _adaptive(snn) and not is_power_of_two(snn.schedule) else EVENT
+    return input_kind, REAL if phase.adapting and not phase.pow2 else EVENT
 
 
 def ann_costs(snn) -> dict[str, tuple[float, float]]:
@@ -94,17 +108,19 @@ def dense_synaptic_ops(snn) -> float:
     return sum(ac + mac for ac, mac in counter.ops.values())
 
 
-def neuron_work(snn, schedule=None) -> dict[str, tuple[float, float]]:
+def neuron_work(snn, schedule=None, phase: Phase | None = None) -> dict[str, tuple[float, float]]:
     """``{layer: (ACs, MACs)}`` per sample per step of the SNN's neurons, encoder (``INPUT``) and
     readout (``READOUT``), from ``costs/op_costs.py``: the work done at every step whatever is sent
     (nothing for the sparse neurons: they pay per event, ``event_costs``).
-    ``schedule``: the steps to price (whether they are powers of two) instead of the network's own."""
+    ``schedule``: the steps to price (whether they are powers of two) instead of the network's own.
+    ``phase``: the step's ``schedules.Phase`` (default: ``late_phase``; an ``adaptive(start=)`` schedule's steps up
+    to its start are of another, ``neuron_work_steps`` puts them together)."""
     gm = counting_copy(snn)
     x = torch.zeros((1, *snn.input_shape), dtype=torch.float64)
     inputs = _neuron_shapes(gm, x).inputs
     dynamics = snn.settings["dynamics"]
-    adaptive = _adaptive(snn)
-    pow2 = is_power_of_two(schedule or snn.schedule)
+    phase = phase or late_phase(snn, schedule)
+    adaptive, pow2 = phase.adapting, phase.pow2
     out: dict[str, tuple[float, float]] = {}
     enc = oc.ENCODER_STEP[snn.settings["encoding"]]
     n_in = x.numel()
@@ -127,7 +143,7 @@ def neuron_work(snn, schedule=None) -> dict[str, tuple[float, float]]:
             ac, mac = _add((ac, mac), oc.SIGNGD_STEP, n_out)
             ac, mac = _add((ac, mac), oc.normalize_cost(mod.target, mod.normalized), n_out)
             if adaptive:
-                ac, mac = _add((ac, mac), oc.adaptive_step(snn.schedule.rule), n_out)
+                ac, mac = _add((ac, mac), oc.adaptive_step(phase), n_out)
             ac, mac = _add((ac, mac), oc.receive(oc.RECEIVE_ADAPTIVE if adaptive else oc.RECEIVE_BINARY, pow2),
                            received)
         out[name] = (ac, mac)
@@ -139,6 +155,20 @@ def neuron_work(snn, schedule=None) -> dict[str, tuple[float, float]]:
         per_output = oc.DECODE_SUBGRADIENT if dynamics in SPIKE_DYNAMICS else oc.receive(
             oc.RECEIVE_ADAPTIVE if adaptive else oc.RECEIVE_BINARY, pow2)
     out[READOUT] = (per_output[0] * n_output, per_output[1] * n_output)
+    return out
+
+
+def neuron_work_steps(snn, T: int, schedule=None) -> dict[str, torch.Tensor]:
+    """``{layer: [T, 2]}``: ``neuron_work`` at each step 1..T (ACs, MACs per sample), each step priced as what it
+    is (``step_phases``), with the ``analog`` input's encoder paid at the first step only."""
+    steps = step_phases(snn, T, schedule)
+    work = {phase: neuron_work(snn, schedule, phase) for phase in dict.fromkeys(steps)}
+    out = {}
+    for name in work[steps[0]]:
+        rows = torch.tensor([work[phase][name] for phase in steps], dtype=torch.float64).reshape(T, 2)
+        if name == INPUT and snn.settings["encoding"] == "analog":
+            rows[1:] = 0
+        out[name] = rows
     return out
 
 
@@ -231,11 +261,10 @@ class StepCounter:
     def __init__(self, snn, T: int):
         self.T = T
         self.gm = counting_copy(snn)
-        self.input_kind, self.neuron_kind = kinds(snn)
+        self.snn = snn
+        self.input_kind, _ = kinds(snn)
         self.dynamics = snn.settings["dynamics"]
-        self.adaptive = _adaptive(snn)
         self.counter = SynapseCounter(self.gm, input_kind=self.input_kind)
-        self.counter.neuron_kinds = dict.fromkeys(snn.neurons, self.neuron_kind)
         self.nodes = [n.name for n in self.gm.graph.nodes]
         self.ops = torch.zeros(len(self.nodes), T, 2, dtype=torch.float64)
         self.events: dict[str, torch.Tensor] = {}
@@ -257,6 +286,9 @@ class StepCounter:
         self.x = x.detach().to("cpu", torch.float64)
         self.enc_state = self.encoder.init_state(self.x)
         self.etas = (schedule or self.schedule).etas(1, self.T + 1, dtype=torch.float64, device="cpu")
+        # per step: whether the neurons adapt (send every move, real unless powers of two) or are binary
+        self.phases = step_phases(self.snn, self.T, schedule)
+        self.adapting = torch.tensor([p.adapting for p in self.phases])
         self.threshold_changed = threshold_changes(self.etas)
         self.spiked: dict[str, torch.Tensor] = {}  # the sparse neurons that spiked at the step before
         self.prev_input = torch.zeros_like(self.x)
@@ -278,8 +310,11 @@ class StepCounter:
             if prev is None:  # what the neuron passed on before its first step: 0
                 prev = torch.zeros_like(out[0])
             before = torch.cat([prev.unsqueeze(0), out[:-1]])
-            moved_down = not self.adaptive and self.dynamics == "signgd"  # binary: its down steps
-            sent = out < before if moved_down else out != before
+            if self.dynamics == "signgd":  # binary: its down steps; adaptive: every move
+                now = self.adapting[t0 - 1:t0 - 1 + out.shape[0]].reshape(-1, *[1] * (out.dim() - 1))
+                sent = torch.where(now, out != before, out < before)
+            else:
+                sent = out != before
             self.prev[name] = out[-1].clone()
         self.pending[name] = sent
 
@@ -297,9 +332,10 @@ class StepCounter:
         with torch.no_grad():
             for k in range(steps):
                 patterns = {n: s[k].to(torch.float64) for n, s in self.pending.items()}
-                self.counter.neuron_patterns = patterns
-                readout = self.counter.run(sent_input[k].to(torch.float64))
                 t = t0 - 1 + k
+                self.counter.neuron_patterns = patterns
+                self.counter.neuron_kinds = dict.fromkeys(self.snn.neurons, kinds(self.snn, self.phases[t])[1])
+                readout = self.counter.run(sent_input[k].to(torch.float64))
                 for node, (ac, mac) in self.counter.ops.items():
                     row = self.ops[self._index[node], t]
                     row[0] += ac
@@ -328,13 +364,10 @@ def energy_per_sample(snn, counter: StepCounter, samples: int, model: EnergyMode
     ``samples`` samples: synaptic work, neuron work every step, and the sparse neurons' events.
     ``schedule``: the steps the counter's run used, when not the network's own."""
     T = counter.T
-    steps = torch.arange(1, T + 1, dtype=torch.float64)
     syn = counter.ops.sum(0) / max(samples, 1)  # [T, 2]
     total = model.pj_per_ac * syn[:, 0] + model.pj_per_mac * syn[:, 1]
-    for name, (ac, mac) in neuron_work(snn, schedule).items():
-        per_step = model.energy(ac, mac)
-        once = name == INPUT and snn.settings["encoding"] == "analog"
-        total = total + (per_step * (steps == 1) if once else per_step)
+    for rows in neuron_work_steps(snn, T, schedule).values():
+        total = total + model.pj_per_ac * rows[:, 0] + model.pj_per_mac * rows[:, 1]
     for name, costs in event_costs(snn, schedule).items():
         ev = counter.events[name] / max(samples, 1)
         for k, what in enumerate(EVENT_KINDS):

@@ -19,6 +19,7 @@ from ..costs import (
     dense_synaptic_ops,
     event_costs,
     neuron_work,
+    neuron_work_steps,
     node_of,
 )
 from ..graph.provenance import module_path
@@ -82,7 +83,7 @@ def energy_section(snn, steps: list[int], synaptic: torch.Tensor, nodes: list[st
     cum_events = {name: ev.cumsum(0) for name, ev in cum_events.items()}
     per_sample = synaptic / max(samples, 1)  # [nodes, T, 2]
     cumulative = per_sample.cumsum(1)
-    work = neuron_work(snn)
+    work = neuron_work_steps(snn, per_sample.shape[1])
     ann = ann_costs(snn)
     gm = snn.graph_module
     graph_nodes = {n.name: n for n in gm.graph.nodes}
@@ -95,10 +96,10 @@ def energy_section(snn, steps: list[int], synaptic: torch.Tensor, nodes: list[st
                        "kind": "synapses", "ac": [float(cumulative[i, t - 1, 0]) for t in steps],
                        "mac": [float(cumulative[i, t - 1, 1]) for t in steps],
                        "ann_ac": ann.get(node, (0.0, 0.0))[0], "ann_mac": ann.get(node, (0.0, 0.0))[1]})
-    for name, (ac, mac) in work.items():
+    for name, rows in work.items():
         node = node_of(gm, name) if name not in (INPUT, READOUT) else name
-        first = 1 if (name == INPUT and snn.settings["encoding"] == "analog") else None
-        ac_t, mac_t = [ac * (first or t) for t in steps], [mac * (first or t) for t in steps]
+        rows = rows.cumsum(0)
+        ac_t, mac_t = [float(rows[t - 1, 0]) for t in steps], [float(rows[t - 1, 1]) for t in steps]
         for k, what in enumerate(EVENT_KINDS):
             if what in unit.get(name, {}):
                 e_ac, e_mac = unit[name][what]

@@ -39,7 +39,7 @@ from ..event_driven import simulate_spikes
 from ..graph import spellings as sp
 from ..graph.deps import depends_on_input
 from ..neurons import SpikingNeuron
-from ..schedules import is_power_of_two
+from ..schedules import phases
 
 __all__ = ["count_operations", "EventCounter"]
 
@@ -107,9 +107,9 @@ class EventCounter:
         self.dependent = depends_on_input(gm)
         self.modules = dict(gm.named_modules())
         self.input_event = snn.settings["encoding"] in ("spike", "stochastic")
-        self.adaptive = snn.schedule.rule is not None
-        # power-of-two adaptive steps: a receiver scales by the sender's step with an exponent add (an AC)
-        self.shifted = self.adaptive and is_power_of_two(snn.schedule)
+        # per step: whether the neurons adapt (send every move) or are binary (their spikes), and whether the
+        # steps are powers of two (a receiver scales by the sender's step with an exponent add: an AC)
+        self.phases = phases(snn.schedule, T)
         self.sparse = snn.settings["dynamics"] in BAND_DYNAMICS
         # sparse: per neuron layer, [T, 4] received input elements, outputs evaluated, spikes, checks
         self.events = {name: torch.zeros(T, 4, dtype=torch.float64) for name, m in self.modules.items()
@@ -136,8 +136,9 @@ class EventCounter:
             return
         if node.op == "call_module" and isinstance(self.modules[node.target], SpikingNeuron):
             spiked_before = self.changed.get(node)  # this layer's spikes at the step before
-            self.changed[node] = (value != 0) if self.adaptive or self.sparse else (value < 0)
-            self.event[node] = not self.adaptive or self.shifted
+            phase = self.phases[self.t - 1]
+            self.changed[node] = (value != 0) if phase.adapting or self.sparse else (value < 0)
+            self.event[node] = not phase.adapting or phase.pow2
             if self.sparse:
                 received = [self.changed[a].to(torch.float64) if a in self.changed else
                             torch.zeros_like(interp.env[a], dtype=torch.float64) for a in node.args]
