@@ -11,7 +11,9 @@ ResNet and ResMLP at T = 8..64 and the ViT at T=128, not for the ConvNeXt and Mi
 benchmarks/latency.py), is simulated for T steps on a few calibration samples, and the one whose
 outputs agree best with the ANN wins (agreement of the arg-max first, the relative output error to
 break ties). The paper's schedule is always a candidate, so on the tuning samples the result is
-never worse than it. benchmarks/latency.py shows what it buys per architecture. (A local
+never worse than it. Past the longest T scored every candidate goes on with Rprop's per-neuron gains
+in powers of two (``continued``, ``adaptive(start=)``), so a network run longer than it was tuned for
+keeps converging. benchmarks/latency.py shows what it buys per architecture. (A local
 refinement around the best grid point was tried and dropped: on 256 samples its gains were
 sampling noise and lost accuracy on test data.)
 

@@ -30,8 +30,8 @@ from .changed import checked_mask, threshold_changes
 from .synapses import EVENT, REAL, SynapseCounter
 
 __all__ = ["EnergyModel", "StepCounter", "ann_costs", "neuron_work", "neuron_work_steps", "event_costs",
-           "dense_synaptic_ops",
-           "counting_copy", "node_of", "ann_energy", "energy_per_sample", "INPUT", "READOUT", "EVENT_KINDS"]
+           "dense_synaptic_ops", "counting_copy", "node_of", "ann_energy", "energy_per_sample", "INPUT", "READOUT",
+           "EVENT_KINDS"]
 
 INPUT, READOUT = "input", "readout"
 #: The events a sparse neuron layer pays for, in the order ``StepCounter.events`` stores them.
