@@ -290,7 +290,19 @@ class SpikingNeuron(nn.Module):
         """Adaptive steps (``signgd.schedules.adaptive``): torch computes the normalized target, then the
         scan steps each neuron by its own gain, writing its output over the target when the
         target buffer is ours. The first ``early`` steps (up to ``adaptive(start=)``) are scanned with the
-        rule's early ``(grow, shrink)``, unrounded (``(1, 1)``: the gain stays 1, the plain signGD neuron)."""
+        rule's early ``(grow, shrink)``, unrounded (``(1, 1)``: the gain stays 1, the plain signGD neuron).
+
+        An early phase of plain neurons runs on the plain fused scan (``_run_signgd``, bit for bit the same: nearly
+        3x faster on the VGG) up to the step before ``start``; only that step goes through the adaptive scan, which
+        records the direction of its step (``d``, all the later gains start from)."""
+        plain = early - 1 if tuple(rule.early) == (1.0, 1.0) else 0
+        if plain > 0:
+            head = self._run_signgd(state, tuple(x[:plain] for x in xs), etas[:plain],
+                                    None if spikes_out is None else spikes_out[:plain])
+            rest = self._run_adaptive(state, tuple(x[plain:] for x in xs), etas[plain:],
+                                      None if spikes_out is None else spikes_out[plain:], False, rule,
+                                      None if floors is None else floors[plain:], early - plain)
+            return torch.cat([head, rest])
         scale = self.scale if self.normalized else None
         target, fresh = self._normalized_target(xs, owned)
         y = state["y"]

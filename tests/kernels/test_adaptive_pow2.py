@@ -107,3 +107,34 @@ def test_the_spelling_repr_and_a_saved_network_keep_it(tmp_path):
 def test_a_bad_pow2_is_refused_in_one_line():
     with pytest.raises(ValueError, match=r"^adaptive schedule: pow2 must be true or false \(1 or 0\), got 2.0$"):
         schedules.make_schedule("adaptive:pow2=2")
+
+
+def test_the_c_scan_rounds_float32_gains_on_their_own_bits_as_torch_does(monkeypatch):
+    """The C scan rounds a float32 gain to its power of two on the float32 bits (``signgd_pow2_f32``), not through
+    float64: gains of every exponent between the floor and the ceiling, with the fractions either side of sqrt(2)'s
+    (float32 sqrt(2) itself rounds down), set as the last step ``d`` with ``grow = shrink = 1`` so the step is
+    ``P(|d|)``; the torch loop rounds on float64 bits. Both give the same estimates, bit for bit."""
+    from signgd.kernels import c as c_kernels
+    from signgd.schedules import MAX_GAIN, MIN_GAIN
+
+    exponents = torch.arange(-10, 10, dtype=torch.int32)  # 2**-10 < MIN_GAIN .. 2**9 < MAX_GAIN
+    fractions = torch.tensor([0, 1, 0x3504F2, 0x3504F3, 0x3504F4, 0x3504F5, 0x400000, 0x7FFFFF], dtype=torch.int32)
+    bits = ((exponents[:, None] + 127) << 23) | fractions[None, :]
+    gains = bits.flatten().view(torch.float32)
+    gains = gains[(gains >= MIN_GAIN) & (gains <= MAX_GAIN)]
+    n = gains.numel()
+    sign = torch.where(torch.arange(n) % 2 == 0, 1.0, -1.0)
+    target = torch.randn(1, n)
+    results = []
+    for backend in ("c", "torch"):
+        y, d = torch.zeros(n), (gains * sign).clone()
+        if backend == "c":
+            out = c_kernels.adaptive_scan_c(target, y, d, torch.ones(1), 1.0, 1.0, pow2=True)
+            assert out is not None  # the C kernel ran
+        else:
+            from signgd.kernels.reference import adaptive_scan_torch
+            out = adaptive_scan_torch(target, y, d, torch.ones(1), 1.0, 1.0, pow2=True)
+        results.append((out.clone(), y.clone(), d.clone()))
+    (c_out, c_y, c_d), (t_out, t_y, t_d) = results
+    assert torch.equal(c_out, t_out) and torch.equal(c_y, t_y) and torch.equal(c_d, t_d)
+    assert torch.equal(c_y.abs(), pow2_step(gains))  # every step a power of two, sqrt(2)'s boundary included

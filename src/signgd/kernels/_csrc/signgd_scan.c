@@ -248,6 +248,21 @@ static inline double signgd_pow2_round(double g, uint64_t up_fraction)
 
 static inline double signgd_pow2(double g) { return signgd_pow2_round(g, 0x6A09E667F3BCDULL); }
 
+/* signgd_pow2 of a positive normal float32 gain on its own bits: its float64 fraction is its float32 fraction
+ * shifted up by 29, at least sqrt(2)'s 0x6A09E667F3BCD exactly when the float32 fraction is at least 0x3504F4 (sqrt(2)
+ * in float32, 0x3504F3, is below it). The same power of two without a trip through float64 (the gains are within
+ * [gmins[t], gmax], positive and normal). */
+static inline float signgd_pow2_f32(float g)
+{
+    uint32_t b;
+    memcpy(&b, &g, sizeof b);
+    uint32_t e = b & 0xFF800000U;
+    if ((b & 0x007FFFFFU) >= 0x3504F4U) e += 0x00800000U;
+    float r;
+    memcpy(&r, &e, sizeof r);
+    return r;
+}
+
 /* A block's spike count of step t added to the shared per-step total (several threads add to it). */
 #define SIGNGD_ADD_COUNT(counts, t, c)                                                        \
     do {                                                                                      \
@@ -284,7 +299,8 @@ static inline double signgd_pow2(double g) { return signgd_pow2_round(g, 0x6A09E
                 if (dv == 0) g = (T)1;                                                        \
                 const T dn = dir * g;                                                         \
                 T st;                                                                         \
-                if (POW2) st = dir * (T)signgd_pow2((double)g);                               \
+                if (POW2) st = dir * (sizeof(T) == 4 ? (T)signgd_pow2_f32((float)g)           \
+                                                     : (T)signgd_pow2((double)g));            \
                 else st = dn;                                                                 \
                 const T yn = yv + eta * st;                                                   \
                 db[j] = dn;                                                                   \
