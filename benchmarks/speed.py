@@ -36,6 +36,7 @@ import torch  # noqa: E402
 
 import signgd  # noqa: E402
 from signgd import kernels  # noqa: E402
+from signgd.tuning import PAPER, continued  # noqa: E402
 
 SPARSE_SCHEDULE = "exponential:lr=0.3,decay=0.87,floor=0.02,pow2=1"
 MODELS = ("vgg", "resnet18", "mixer", "fmnist-mixer", "postnorm-mixer")
@@ -147,7 +148,10 @@ def _prepare(mode: str, model, make, x, T: int, dev):
             return None, {"skip": f"n/a: SpikingJelly converts ReLUs only ({', '.join(leftovers)} stay analog)"}
         step_mode = mode[3:]
         return (lambda xb=x: _peers.run(net, xb, T, step_mode)), {}
-    schedule = "adaptive" if mode.endswith(":ada") else None  # per-neuron steps (signgd.schedules.adaptive)
+    # per-neuron steps (signgd.schedules.adaptive); the paper's schedule, plain or continued by gains past T/2 as the
+    # tuned default is past the T it was tuned for (signgd.tuning.continued)
+    schedule = {"ada": "adaptive", "exp": signgd.schedules.exponential(*PAPER),
+                "cont": continued(max(1, T // 2), *PAPER)}.get(mode.rpartition(":")[2])
     # the sparse neuron (dynamics="sparse") with the low-energy preset's kind of schedule; the graded neuron
     sparse = {"sparse": {"dynamics": "sparse", "schedule": SPARSE_SCHEDULE, "tolerance": 0.75},
               "graded": {"dynamics": "graded"}}.get(mode.rpartition(":")[2], {})
@@ -215,6 +219,9 @@ def _modes(args) -> list[tuple[str, str]]:
     modes = [("signgd default", "snn:auto"), ("signgd default, stats=True", "snn:auto:stats")]
     if args.adaptive:
         modes.append(("signgd, adaptive schedule", "snn:auto:ada"))
+    if args.continued:
+        modes.append(("signgd, exponential(0.15, 0.95)", "snn:auto:exp"))
+        modes.append((f"signgd, the same continued by gains past T={max(1, args.T // 2)}", "snn:auto:cont"))
     if args.sparse:
         modes.append(("sparse signGD (dynamics='sparse')", "snn:auto:sparse"))
         modes.append(("graded signGD (dynamics='graded')", "snn:auto:graded"))
@@ -236,6 +243,9 @@ def main(argv=None) -> int:
     p.add_argument("--T", type=int, default=64)
     p.add_argument("--adaptive", action="store_true",
                    help="also time the adaptive schedule (signgd.schedules.adaptive)")
+    p.add_argument("--continued", action="store_true",
+                   help="also time the paper's schedule, plain and continued by gains past T/2 "
+                        "(signgd.tuning.continued: what the tuned default does past the T it was tuned for)")
     p.add_argument("--sparse", action="store_true",
                    help="also time the sparse neuron (dynamics='sparse', the low-energy preset's neuron) and the "
                         "graded one (dynamics='graded')")

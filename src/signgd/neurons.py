@@ -214,9 +214,10 @@ class SpikingNeuron(nn.Module):
             return self._run_if(state, xs, spikes_out)
         raise ValueError(f"unknown dynamics {dynamics!r}")
 
-    def _run_signgd(self, state, xs, etas, spikes_out, owned=False):
+    def _run_signgd(self, state, xs, etas, spikes_out, owned=False, out=None):
         """``owned``: the caller will not read ``xs[0]`` again (nor does another input share its
-        memory), so the target and then the output may be written over it."""
+        memory), so the target and then the output may be written over it. ``out``: the buffer to write the
+        output into (contiguous, of the result's dtype), else one of ours."""
         y = state["y"]
         scale = self.scale if self.normalized else None
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
@@ -229,20 +230,21 @@ class SpikingNeuron(nn.Module):
             if scale is not None and not normalize:
                 found = None  # a scale of another dtype: the plain path below divides first
         if found is not None:
-            buf = x if owned and x.is_contiguous() and x.dtype == result_dtype else None
-            out, state["y"] = signgd_scan(x, y, etas, scale, spikes_out, inplace=True, out=buf,
+            buf = out if out is not None else x if owned and x.is_contiguous() and x.dtype == result_dtype else None
+            res, state["y"] = signgd_scan(x, y, etas, scale, spikes_out, inplace=True, out=buf,
                                           pre=pre, factor=factor, normalize=normalize)
-            return out
+            return res
         target, fresh = self._target(xs, owned)
         normalize = scale is not None and scale.dtype == target.dtype
         if scale is not None and not normalize:
             target, fresh = (target.div_(scale) if fresh else target / scale), True
         # The fused scan (signgd.kernels): divide by the scale, fire, step and scale back in one
         # pass over memory, writing each output over its target when that buffer is ours.
-        buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
-        out, state["y"] = signgd_scan(target, y, etas, scale, spikes_out, inplace=True, out=buf,
+        buf = out if out is not None else \
+            target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
+        res, state["y"] = signgd_scan(target, y, etas, scale, spikes_out, inplace=True, out=buf,
                                       normalize=normalize)
-        return out
+        return res
 
     def _target(self, xs, owned):
         """``(f(*xs), fresh)``: computed in ``xs[0]``'s buffer when the neuron owns it and the
@@ -286,28 +288,33 @@ class SpikingNeuron(nn.Module):
         return sparse_scan(target, y, etas, sparse_thresholds(etas, tolerance), scale, spikes_out, out=buf,
                            normalize=scale is not None, graded=graded)
 
-    def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule, floors=None, early=0):
+    def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule, floors=None, early=0, out=None):
         """Adaptive steps (``signgd.schedules.adaptive``): torch computes the normalized target, then the
         scan steps each neuron by its own gain, writing its output over the target when the
         target buffer is ours. The first ``early`` steps (up to ``adaptive(start=)``) are scanned with the
         rule's early ``(grow, shrink)``, unrounded (``(1, 1)``: the gain stays 1, the plain signGD neuron).
 
-        An early phase of plain neurons runs on the plain fused scan (``_run_signgd``, bit for bit the same: nearly
-        3x faster on the VGG) up to the step before ``start``; only that step goes through the adaptive scan, which
-        records the direction of its step (``d``, all the later gains start from)."""
-        plain = early - 1 if tuple(rule.early) == (1.0, 1.0) else 0
-        if plain > 0:
-            head = self._run_signgd(state, tuple(x[:plain] for x in xs), etas[:plain],
-                                    None if spikes_out is None else spikes_out[:plain])
-            rest = self._run_adaptive(state, tuple(x[plain:] for x in xs), etas[plain:],
-                                      None if spikes_out is None else spikes_out[plain:], False, rule,
-                                      None if floors is None else floors[plain:], early - plain)
-            return torch.cat([head, rest])
+        An early phase of plain neurons runs on the plain fused scan (``_run_signgd``, bit for bit the same, and
+        faster: the target computed in its pass) up to the step before ``start``; only that step goes through the
+        adaptive scan, which records the direction of its step (``d``, all the later gains start from). ``out``: the
+        buffer to write the output into (contiguous, of the result's dtype), else one of ours."""
         scale = self.scale if self.normalized else None
-        target, fresh = self._normalized_target(xs, owned)
         y = state["y"]
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
-        buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
+        plain = early - 1 if tuple(rule.early) == (1.0, 1.0) else 0
+        if plain > 0:
+            if out is None:
+                out = torch.empty((etas.shape[0], *y.shape), dtype=result_dtype, device=y.device)
+            part = None if spikes_out is None else spikes_out[:plain]
+            self._run_signgd(state, tuple(x[:plain] for x in xs), etas[:plain], part, owned, out=out[:plain])
+            part = None if spikes_out is None else spikes_out[plain:]
+            self._run_adaptive(state, tuple(x[plain:] for x in xs), etas[plain:], part, owned, rule,
+                               None if floors is None else floors[plain:], early - plain, out=out[plain:])
+            return out
+        target, fresh = self._normalized_target(xs, owned)
+        y = state["y"]
+        buf = out if out is not None else \
+            target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
         if not early:
             return adaptive_scan(target, y, state["d"], etas, rule.grow, rule.shrink, scale, spikes_out, out=buf,
                                  pow2=rule.pow2, floors=floors)
