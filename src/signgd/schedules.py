@@ -258,9 +258,9 @@ def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool
     what it scored is unchanged and a network still far from its ANN there keeps converging. The geometric steps
     that agree best at T <= 64 sum to a finite reach and are ~0 a few dozen steps later (torchvision
     efficientnet_v2_s with ``exponential(0.35, 0.87)``: relative error 0.35 at T=64 and at T=256), and the gentle
-    rule ``(1.1, 0.6)`` follows moving targets slowly (swin_v2_t: 0.35 at T=256); past ``start`` a neuron that keeps
+    rule ``(1.1, 0.6)`` follows moving targets slowly (swin_v2_t: 0.27 at T=256); past ``start`` a neuron that keeps
     firing the same way grows its step by 1.2 until it arrives and one that has settled halves it
-    (efficientnet_v2_s 3e-4, swin_v2_t 8e-3 at T=256; docs/defaults.md)."""
+    (efficientnet_v2_s 3.2e-4, swin_v2_t 0.013 at T=256; docs/defaults.md)."""
     _check_positive(lr=lr)
     grow, shrink = check_rule(grow, shrink)
     if isinstance(pow2, bool) or pow2 in (0, 1):
@@ -279,9 +279,9 @@ def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool
         raise ValueError("adaptive schedule: decay, early_grow and early_shrink shape the steps up to start, and "
                          "start is 0; give start (the last step of the early phase), or leave them at 1")
     decay = float(decay)
-    last = lr * decay ** (start - 1) if start else lr
-    step = float(to_power_of_two(torch.tensor([float(last)], dtype=torch.float64))[0]) if pow2 else last
     base = torch.tensor(decay, dtype=torch.float64)
+    last = float(lr * torch.pow(base, start - 1)) if start else lr  # the base step reached, as fn computes it
+    step = float(to_power_of_two(torch.tensor([float(last)], dtype=torch.float64))[0]) if pow2 else last
 
     def fn(t):
         if not start:

@@ -245,9 +245,9 @@ def continued(T: int, lr: float, decay: float = 1.0, grow: float = 1.0, shrink: 
     steps that agree best with the ANN at T <= 64 sum to a finite reach and are ~0 a few dozen steps later, so a
     network still far from its ANN there stayed there however long it ran (torchvision efficientnet_v2_s: 0.35 at
     T=64 and at T=256; harmonic steps past T, the tail before, moved too little from a step that small: 0.346), and
-    the gentle adaptive rule (1.1, 0.6) follows targets that still move slowly (swin_v2_t: 0.27-0.35 at T=256).
+    the gentle adaptive rule (1.1, 0.6) follows targets that still move slowly (swin_v2_t: 0.27 at T=256).
     Past ``T`` a neuron that keeps firing the same way grows its step until it arrives and one that has settled
-    halves it (3e-4 and 8e-3 at T=256; docs/defaults.md). The steps scored are the candidate's, bit for bit (an
+    halves it (3.2e-4 and 0.013 at T=256; docs/defaults.md). The steps scored are the candidate's, bit for bit (an
     exponential one run no further than ``T`` is simulated as one, ``simulator.simulate``), and powers of two keep
     every synapse an AC past ``T``."""
     return sched.adaptive(lr, *CONTINUE_RULE, pow2=True, tail=TAIL_FACTOR * T, start=T, decay=decay, early_grow=grow,
