@@ -196,8 +196,8 @@ class SpikingNeuron(nn.Module):
         Returns the sequence passed downstream, ``[Tc, B, ...]``. When ``spikes_out`` (a
         ``[Tc]`` tensor) is given, the number of spikes fired at each step is added to it.
         ``owned``: the caller will not read ``xs[0]`` again, so the neuron may overwrite it.
-        ``rule``: an adaptive schedule's ``schedules.Rule`` (``grow, shrink, pow2, tail``; signGD only; state from
-        ``init_state(..., adaptive=True)``), or None; ``floors``: its gain floor at each of these steps
+        ``rule``: an adaptive schedule's ``schedules.Rule`` (``grow, shrink, pow2, tail, start, early``; signGD
+        only; state from ``init_state(..., adaptive=True)``), or None; ``floors``: its gain floor at each of these steps
         (``schedules.gain_floors``; None: ``MIN_GAIN``); ``early``: how many of these steps, the first ones,
         are in the rule's early phase (``adaptive(start=)``). ``tolerance``: the sparse dynamics' silence band,
         as a fraction of ``eta_t``.
@@ -312,7 +312,6 @@ class SpikingNeuron(nn.Module):
                                None if floors is None else floors[plain:], early - plain, out=out[plain:])
             return out
         target, fresh = self._normalized_target(xs, owned)
-        y = state["y"]
         buf = out if out is not None else \
             target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
         if not early:
