@@ -301,7 +301,7 @@ class SpikingNeuron(nn.Module):
         scale = self.scale if self.normalized else None
         y = state["y"]
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
-        plain = early - 1 if tuple(rule.early) == (1.0, 1.0) else 0
+        plain = early - 1 if rule.plain_early else 0
         if plain > 0:
             if out is None:
                 out = torch.empty((etas.shape[0], *y.shape), dtype=result_dtype, device=y.device)

@@ -18,24 +18,17 @@ The rule, per neuron, with ``eta_t`` the schedule's step and ``g`` the neuron's 
 ``s_t == s_{t-1}`` and ``g_{t-1} * shrink`` otherwise, clamped to ``[MIN_GAIN, MAX_GAIN]`` (the floor
 decaying as ``MIN_GAIN * tail / t`` past ``adaptive(tail=)``'s step, ``gain_floors``);
 ``y_t = y_{t-1} - eta_t g_t (2 s_t - 1)``. Everything it uses is in the spike train, so a receiver
-reconstructs the sender's estimate from spikes alone (``signgd.event_driven`` does exactly that): the
-neurons still communicate with binary spikes only. With ``grow = shrink = 1`` it is the plain signGD
-neuron, bit for bit. The scan that runs it is ``signgd.kernels.adaptive_scan``.
+reconstructs the sender's estimate from spikes alone (``signgd.event_driven``). With ``grow = shrink = 1`` it is
+the plain signGD neuron, bit for bit; ``adaptive(start=)`` gives it an early phase (``phases``).
 
-Power-of-two steps (``adaptive(..., pow2=True)``): the gain follows the same rule, but the step a
-neuron takes is ``eta_t`` times its gain rounded to the nearest power of two in log scale
-(``signgd.kernels.pow2_step``: the exponent of ``g``, plus one when its mantissa is at least
-``sqrt(2)``), with ``lr`` rounded to a power of two too: ``y_t = y_{t-1} - eta_t P(g_t) (2 s_t - 1)``.
-Why: a receiver of an adaptive neuron scales
-every synapse by the sender's step; when that step is ``+-2**k`` the multiply is an exponent add, which
-``signgd.costs`` counts as an AC. Rounding the step, not restricting ``grow`` and ``shrink`` to powers of
-two, keeps Rprop's gentle ``(1.2, 0.5)``: with ``grow = 1 / shrink`` a neuron that alternates one step and
-repeats the next never settles (``docs/adaptive_pow2.md`` measures both). The rounding works on the
-float64 bits, so torch and the C kernel agree bit for bit, and each receiver still rebuilds the sender's
-step from its spikes alone (``signgd.event_driven``). One caveat: power-of-two steps put estimates on a
-shared dyadic grid, so a max-pooling neuron's estimate often equals its input's exactly; the tie is then
-decided by the last bit of ``y * scale`` (the engine) or of the sum of scaled changes (the reference),
-and the two may fire differently from there (networks without max pooling agree exactly).
+Power-of-two steps (``adaptive(..., pow2=True)``): the gain follows the same rule, but the step a neuron takes is
+``eta_t`` times its gain rounded to the nearest power of two in log scale (``signgd.kernels.pow2_step``), with ``lr``
+rounded too: ``y_t = y_{t-1} - eta_t P(g_t) (2 s_t - 1)``. Why: a receiver then scales every synapse by ``+-2**k``, an
+exponent add (``signgd.costs`` counts an AC); rounding the step, not ``grow`` and ``shrink``, keeps Rprop's gentle
+``(1.2, 0.5)`` (``docs/adaptive_pow2.md``). The rounding works on the bits, so torch, the C kernel and the
+event-driven receivers agree bit for bit; one caveat: estimates on a shared dyadic grid make a max-pooling neuron's
+ties depend on the last bit of ``y * scale`` (the engine) or of the sum of scaled changes (the reference), and the two
+may fire differently from there (networks without max pooling agree exactly).
 """
 from __future__ import annotations
 
@@ -47,7 +40,7 @@ import torch
 
 __all__ = ["Schedule", "exponential", "to_power_of_two", "is_power_of_two",
            "inverse", "constant", "polynomial", "adaptive", "make_schedule", "Rule",
-           "MIN_GAIN", "MAX_GAIN", "gain_floors", "Phase", "phases", "check_rule", "check_dynamics"]
+           "MIN_GAIN", "MAX_GAIN", "gain_floors", "Phase", "phase", "phases", "check_rule", "check_dynamics"]
 
 #: Bounds of the adaptive gain. The floor keeps a settled neuron able to follow a target that moves
 #: again (from the floor, growing by 1.2 per step takes ~38 steps back to 1); the ceiling keeps long
@@ -70,12 +63,16 @@ class Rule(NamedTuple):
     start: int = 0
     early: tuple[float, float] = (1.0, 1.0)
 
+    @property
+    def plain_early(self) -> bool:
+        """Whether the early phase keeps the gain at 1: the plain binary signGD neuron (the fused scan runs it)."""
+        return tuple(self.early) == (1.0, 1.0)
+
 
 class Phase(NamedTuple):
-    """What a schedule's neurons do at one step (``phases``): whether they scale their steps by their own gains
-    (``adapting``: every move is sent; otherwise they are binary signGD neurons, which send their spikes only),
-    whether the steps are powers of two (``pow2``: a receiver scales by them with an exponent add), and the
-    gain's ``grow`` and ``shrink`` there. The simulator, the event-driven reference and the energy count read it."""
+    """What a schedule's neurons do at one step: adapt their gains (``adapting``: send every move; else binary neurons
+    send their spikes), with steps in powers of two (``pow2``), by ``grow`` and ``shrink``. Read by the simulator,
+    the event-driven reference and the energy count."""
 
     adapting: bool
     pow2: bool
@@ -83,15 +80,19 @@ class Phase(NamedTuple):
     shrink: float = 1.0
 
 
-def phases(schedule: "Schedule", T: int) -> list[Phase]:
-    """Each step's ``Phase``, t = 1..T: an adaptive schedule's early phase up to its ``start`` (``Rule.early``,
-    its steps not rounded) and its rule after it; binary neurons throughout for a schedule without a rule."""
+def phase(schedule: "Schedule", t: int) -> Phase:
+    """Step ``t``'s ``Phase`` (1-based): an adaptive schedule's early phase up to its ``start`` (``Rule.early``, its
+    steps not rounded) and its rule after it; binary neurons throughout for a schedule without a rule."""
     rule = schedule.rule
     if rule is None:
-        return [Phase(False, is_power_of_two(schedule))] * T
-    late = Phase(True, rule.pow2, rule.grow, rule.shrink)
-    early = Phase(tuple(rule.early) != (1.0, 1.0), False, *rule.early)
-    return [early if t <= rule.start else late for t in range(1, T + 1)]
+        return Phase(False, is_power_of_two(schedule))
+    if t <= rule.start:
+        return Phase(not rule.plain_early, False, *rule.early)
+    return Phase(True, rule.pow2, rule.grow, rule.shrink)
+
+
+def phases(schedule: "Schedule", T: int) -> list[Phase]:
+    return [phase(schedule, t) for t in range(1, T + 1)]  # each step's, t = 1..T
 
 
 def gain_floors(rule: Rule, t0: int, t1: int, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -159,12 +160,10 @@ def exponential(lr: float = 0.15, decay: float = 0.95, floor: float = 0.0, pow2:
     counts it as an AC).
 
     ``tail`` (0: none): past step ``tail`` the steps decay no faster than harmonically, ``eta_t = max(lr *
-    decay**(t-1), eta_tail * tail / t)``. Why: geometric steps sum to a finite reach, ``lr / (1 - decay)``, and are
-    ~0 a few dozen steps later, so a network still far from its ANN when they run out stays there however long it
-    runs (timm mobilevit_xxs with the tuned ``exponential(0.15, 0.95)``: relative error 0.33 at T=64 and 0.30 at
-    T=256). Harmonic steps sum to infinity and still go to zero, so with the tail every neuron keeps moving toward
-    its target and keeps settling (the classic step condition of subgradient methods). ``signgd.tuning`` sets it
-    to the longest T a schedule is tuned for, so the steps it scored are unchanged (docs/defaults.md)."""
+    decay**(t-1), eta_tail * tail / t)``. Why: geometric steps sum to a finite reach, ``lr / (1 - decay)``, and are ~0
+    a few dozen steps later; harmonic steps sum to infinity and still go to zero, so every neuron keeps moving toward
+    its target and keeps settling (the step condition of subgradient methods). The tuned default used it until
+    ``tuning.continued`` replaced it (docs/defaults.md)."""
     _check_positive(lr=lr)
     if not 0 < decay <= 1:
         raise ValueError(f"exponential schedule needs 0 < decay <= 1, got {decay}")
@@ -241,26 +240,17 @@ def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool
     ``docs/adaptive_pow2.md`` measures what it costs in accuracy and saves in energy).
 
     ``tail`` (0: none): from step ``tail`` on, the gain's floor decays harmonically, ``MIN_GAIN * tail / t``
-    (``gain_floors``). Why: a settled neuron alternates, so its gain rests at the floor, and with a fixed floor
-    its error stops falling at ``lr * MIN_GAIN`` (2e-4 of its scale at ``lr=0.2``): a longer run buys nothing.
-    With the tail that floor keeps shrinking, so the error keeps falling with T, and nothing else changes: a
-    neuron still travelling has its gain above the floor and moves as before (a decaying base step instead
-    slowed those too: torchvision swin_v2_t, still far off at T=64, ended at 0.46 instead of 0.22 at T=256).
-    ``signgd.tuning`` sets it to twice the longest T a schedule is tuned for (``TAIL_FACTOR``), so the steps it
-    scored are unchanged (docs/defaults.md measures what it does past them).
+    (``gain_floors``). Why: a settled neuron alternates, so its gain rests at the floor, and with a fixed floor its
+    error stops falling at ``lr * MIN_GAIN``; with the tail it keeps falling with T, while a neuron still travelling
+    (gain above the floor) moves as before. ``tuning.continued`` sets it to twice the longest T it scores
+    (``TAIL_FACTOR``; docs/defaults.md).
 
     ``start`` (0: none) ends an early phase. Up to step ``start`` the steps are ``lr * decay**(t-1)`` and the gain
     follows ``(early_grow, early_shrink)``, nothing rounded: with the early gains at 1 (the default) that is the
     plain binary neuron of ``exponential(lr, decay)``, bit for bit; with ``decay = 1`` and early gains it is
     ``adaptive(lr, early_grow, early_shrink)``. After it the gain follows ``(grow, shrink)`` from the base step
-    reached, ``lr * decay**(start-1)`` (rounded with ``pow2``, as are the steps). Why: ``signgd.tuning`` scores its
-    candidates up to the longest T it is given and continues each past it in this way (``tuning.continued``), so
-    what it scored is unchanged and a network still far from its ANN there keeps converging. The geometric steps
-    that agree best at T <= 64 sum to a finite reach and are ~0 a few dozen steps later (torchvision
-    efficientnet_v2_s with ``exponential(0.35, 0.87)``: relative error 0.35 at T=64 and at T=256), and the gentle
-    rule ``(1.1, 0.6)`` follows moving targets slowly (swin_v2_t: 0.27 at T=256); past ``start`` a neuron that keeps
-    firing the same way grows its step by 1.2 until it arrives and one that has settled halves it
-    (efficientnet_v2_s 3.2e-4, swin_v2_t 0.013 at T=256; docs/defaults.md)."""
+    reached, ``lr * decay**(start-1)`` (rounded with ``pow2``, as are the steps). ``tuning.continued`` says why the
+    tuner continues every candidate so past the T it scores."""
     _check_positive(lr=lr)
     grow, shrink = check_rule(grow, shrink)
     if isinstance(pow2, bool) or pow2 in (0, 1):
@@ -278,14 +268,11 @@ def adaptive(lr: float = 0.2, grow: float = 1.2, shrink: float = 0.5, pow2: bool
     if not start and (decay != 1 or early != (1.0, 1.0)):
         raise ValueError("adaptive schedule: decay, early_grow and early_shrink shape the steps up to start, and "
                          "start is 0; give start (the last step of the early phase), or leave them at 1")
-    decay = float(decay)
-    base = torch.tensor(decay, dtype=torch.float64)
+    decay, base = float(decay), torch.tensor(float(decay), dtype=torch.float64)
     last = float(lr * torch.pow(base, start - 1)) if start else lr  # the base step reached, as fn computes it
     step = float(to_power_of_two(torch.tensor([float(last)], dtype=torch.float64))[0]) if pow2 else last
 
-    def fn(t):
-        if not start:
-            return torch.full_like(t, step)
+    def fn(t):  # start 0: every step is the base step
         return torch.where(t <= start, lr * torch.pow(base, t - 1), torch.full_like(t, step))
 
     extra = {**({"pow2": True} if pow2 else {}), **({"tail": tail} if tail else {}),

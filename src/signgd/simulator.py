@@ -50,7 +50,7 @@ class _Run:
     def __init__(self, dynamics: str, batch: int, stats: bool, total_steps: int, probe=None,
                  rule=None, tolerance: float | None = None):
         self.dynamics = dynamics
-        self.rule = rule  # an adaptive schedule's schedules.Rule (grow, shrink, pow2, tail, start), or None
+        self.rule = rule  # an adaptive schedule's schedules.Rule (grow, shrink, pow2, tail, start, early), or None
         self.tolerance = tolerance  # the sparse dynamics' silence band (a fraction of eta_t), or None
         self.probe = probe
         self.batch = batch
@@ -61,6 +61,7 @@ class _Run:
         self.neurons: dict[str, int] = {}
         self.etas: torch.Tensor | None = None
         self.floors: torch.Tensor | None = None  # the adaptive gain's floor at the chunk's steps (gain_floors)
+        self.early = 0  # how many of the chunk's first steps are in the rule's early phase (adaptive(start=))
         self.t0 = 1
 
     def neuron(self, name: str, mod: SpikingNeuron, args, owned: bool = False) -> torch.Tensor:
@@ -78,10 +79,8 @@ class _Run:
         counts = None
         if self.stats:
             counts = torch.zeros(steps, dtype=torch.float64, device=xs[0].device)
-        # adaptive(start=): the chunk's steps up to start follow the early rule
-        early = min(steps, max(0, self.rule.start - self.t0 + 1)) if self.rule is not None else 0
         out = mod.run(state, xs, self.etas, self.dynamics, counts, owned=owned, rule=self.rule,
-                      tolerance=self.tolerance, floors=self.floors, early=early)
+                      tolerance=self.tolerance, floors=self.floors, early=self.early)
         if counts is not None:
             self.spikes[name][self.t0 - 1:self.t0 - 1 + steps] += counts
         if self.probe is not None:
@@ -309,7 +308,7 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
     etas = schedule.etas(1, T + 1, dtype=x.dtype, device=x.device)
     # an adaptive(start=) schedule whose early phase keeps the gain at 1, run no further than its start, is the
     # plain signGD neuron: its fused scan
-    plain = schedule.rule is not None and schedule.rule.start >= T and tuple(schedule.rule.early) == (1.0, 1.0)
+    plain = schedule.rule is not None and schedule.rule.start >= T and schedule.rule.plain_early
     rule = None if plain else schedule.rule
     floors = None if rule is None else gain_floors(rule, 1, T + 1, dtype=x.dtype)
     interp = _ChunkInterpreter(gm, None)
@@ -338,6 +337,7 @@ def _simulate_slice(interp: _ChunkInterpreter, x: torch.Tensor, steps: list[int]
         t1 = min(t0 + chunk, T + 1)
         run.etas = etas[t0 - 1:t1 - 1]
         run.floors = None if floors is None else floors[t0 - 1:t1 - 1]
+        run.early = 0 if run.rule is None else min(t1 - t0, max(0, run.rule.start - t0 + 1))
         run.t0 = t0
         encoded = encoder.run(enc_state, x, run.etas, t0)
         readout = interp.run(encoded.reshape((t1 - t0) * batch, *x.shape[1:]))

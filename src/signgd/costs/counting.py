@@ -24,7 +24,7 @@ import torch.fx as fx
 
 from ..dynamics import BAND_DYNAMICS, SPIKE_DYNAMICS
 from ..neurons import SpikingNeuron
-from ..schedules import Phase, is_power_of_two, phases
+from ..schedules import Phase, is_power_of_two, phase, phases
 from . import op_costs as oc
 from .changed import checked_mask, threshold_changes
 from .synapses import EVENT, REAL, SynapseCounter
@@ -55,17 +55,21 @@ def counting_copy(snn) -> fx.GraphModule:
     return copy.deepcopy(snn.graph_module).to("cpu").double()
 
 
+def _as_run(snn, p: Phase) -> Phase:
+    """A schedule's phase as ``snn``'s neurons run it: signGD neurons may adapt; every other dynamics prices its
+    own way (a binary phase)."""
+    return p if snn.settings["dynamics"] == "signgd" else Phase(False, p.pow2)
+
+
 def step_phases(snn, T: int, schedule=None) -> list[Phase]:
-    """What the neurons do at each step 1..T (``schedules.phases`` of ``schedule``, the network's own by default):
-    signGD neurons may adapt; every other dynamics prices its own way (binary phases)."""
-    steps = phases(schedule or snn.schedule, T)
-    return steps if snn.settings["dynamics"] == "signgd" else [Phase(False, p.pow2) for p in steps]
+    """What the neurons do at each step 1..T (``schedules.phases`` of ``schedule``, the network's own by default)."""
+    return [_as_run(snn, p) for p in phases(schedule or snn.schedule, T)]
 
 
 def late_phase(snn, schedule=None) -> Phase:
     """The phase of every step past an adaptive schedule's ``start`` (every step of the other schedules)."""
     schedule = schedule or snn.schedule
-    return step_phases(snn, (schedule.rule.start if schedule.rule is not None else 0) + 1, schedule)[-1]
+    return _as_run(snn, phase(schedule, (schedule.rule.start if schedule.rule is not None else 0) + 1))
 
 
 def kinds(snn, phase: Phase | None = None) -> tuple[str, str]:
