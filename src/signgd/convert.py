@@ -57,7 +57,7 @@ DEFAULT_MEMORY_BUDGET = 512 * 2**20
 def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule=None,
             encoding: str | None = None, normalize: str | None = None, T: int | None = None,
             preset: str | None = None, tolerance: float | None = None, start: str | None = None,
-            scale: str | None = None, seed: int = 0,
+            scale: str | None = None, window: int | None = None, seed: int = 0,
             pad_value: float = -200.0, leaf_modules: Iterable[type] = (),
             memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int = 256,
             distributed: bool | None = None, preprocessing="auto",
@@ -116,6 +116,9 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             ``max |f(x)|``) or ``"mean"`` (its mean ``|f(x)|``). A sparse or graded neuron's band is a fraction
             of it, so ``"mean"`` resolves an element's usual values where its largest are outliers (a softmax's
             exp; docs/scale_rule.md).
+        window: graded neurons only: each neuron layer spikes during ``window`` steps of its own, beginning on the
+            last step of the layers before it, so it evaluates its target once and settles on it in a few spikes
+            (``signgd.windows``; the readout is final at ``snn.settled_step()``; docs/windows.md).
         pad_value: the constant that pads max pooling windows (never wins a max).
         leaf_modules: module classes torch.fx should not trace into.
         memory_budget: bytes of activations one chunk of simulated steps may use.
@@ -138,7 +141,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             (``signgd.feedback``).
     """
     began = time.perf_counter()
-    opts = resolve(dynamics, schedule, encoding, normalize, T, preset, tolerance, start, scale)
+    opts = resolve(dynamics, schedule, encoding, normalize, T, preset, tolerance, start, scale, window)
     dynamics, schedule, encoding, normalize, T, tune = (opts.dynamics, opts.schedule, opts.encoding, opts.normalize,
                                                         opts.T, opts.tune)
     preprocessing = from_data(calibration) if preprocessing == "auto" else checked(preprocessing)
@@ -221,13 +224,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         notes.append("computed A(0) of every neuron for the subgradient dynamics")
     settings = dict(dynamics=dynamics, schedule=schedule.spec(), encoding=encoding, seed=int(seed),
                     normalize=normalize, pad_value=float(pad_value), memory_budget=int(memory_budget),
-                    preprocessing=preprocessing)
-    if opts.tolerance is not None:
-        settings["tolerance"] = opts.tolerance
-    if opts.start != "zero":
-        settings["start"] = opts.start
-    if opts.scale != "max":
-        settings["scale"] = opts.scale
+                    preprocessing=preprocessing, **opts.settings())
     if T is not None:
         settings["tuned_for"] = list(T) if isinstance(T, tuple) else int(T)
     snn = SpikingNetwork(gm, settings, calib.input_shape, values_per_sample, schedule=schedule)

@@ -19,7 +19,7 @@ import torch.fx as fx
 from .dynamics import BAND_DYNAMICS, passes_estimates
 from .graph.calibrate import start_response, zero_response
 from .kernels import next_step, pow2_step, sparse_fire, sparse_step
-from .kernels.reference import gain_floor_values, sparse_thresholds
+from .kernels.reference import gain_floor_values, gate, sparse_thresholds
 from .network import SpikingNetwork
 from .neurons import SpikingNeuron, signgd_fire, signgd_update
 from .schedules import gain_floors
@@ -28,8 +28,10 @@ from .schedules import gain_floors
 class _SpikeInterpreter(fx.Interpreter):
     """Evaluates the affine maps on the *changes* (spike deltas) of one step."""
 
-    def __init__(self, gm, zero_inputs, start_inputs, eta, rule=None, observer=None, tolerance=None, graded=False):
+    def __init__(self, gm, zero_inputs, start_inputs, eta, rule=None, observer=None, tolerance=None, graded=False,
+                 windows=None):
         super().__init__(gm, garbage_collect_values=True)
+        self.windows = windows or {}  # convert(window=): the steps each neuron layer may spike at
         self.tolerance = tolerance  # the sparse dynamics: its silence band (a fraction of eta_t)
         self.graded = graded  # the graded dynamics: a spike moves by the power of two it carries
         self.threshold = None
@@ -69,7 +71,8 @@ class _SpikeInterpreter(fx.Interpreter):
             target_value = target_value / mod.scale
         y = self.y[target]
         if self.tolerance is not None:  # sparse: +1 up, -1 down, 0 silent
-            spike = sparse_fire(y, target_value, self.threshold, self.graded)
+            threshold = gate(self.threshold.reshape(1), self.t, self.windows.get(target))[0]
+            spike = sparse_fire(y, target_value, threshold, self.graded)
             y_new = sparse_step(y, target_value, spike, self.eta, self.graded)
         elif self.rule is None:
             spike = signgd_fire(y, target_value)
@@ -110,7 +113,7 @@ def simulate_spikes(snn: SpikingNetwork, x: torch.Tensor, T: int, observer=None)
     dynamics = snn.settings["dynamics"]
     tolerance = snn.settings.get("tolerance") if dynamics in BAND_DYNAMICS else None
     interp = _SpikeInterpreter(gm, zero_inputs, start_inputs, None, snn.schedule.rule, observer, tolerance,
-                               graded=dynamics == "graded")
+                               graded=dynamics == "graded", windows=snn.windows())
     thresholds = sparse_thresholds(etas, tolerance) if tolerance is not None else None
     readout = start_out.expand(x.shape[0], *start_out.shape).clone()
     outputs, spikes, inputs = [], {}, {}

@@ -16,6 +16,7 @@ from .errors import InputError
 from .neurons import SpikingNeuron
 from .schedules import Schedule, make_schedule
 from .simulator import SimulationResult, simulate
+from .windows import neuron_windows, settled_step
 
 Steps = Union[int, Iterable[int]]
 
@@ -119,7 +120,19 @@ class SpikingNetwork(nn.Module):
         return simulate(self.graph_module, x, steps, schedule=self.schedule if schedule is None else schedule,
                         dynamics=self.settings["dynamics"], encoder=self.encoder, chunk=chunk,
                         batch_chunk=batch_chunk, stats=stats, probe=probe,
-                        tolerance=self.settings.get("tolerance") if tolerance is None else tolerance)
+                        tolerance=self.settings.get("tolerance") if tolerance is None else tolerance,
+                        windows=self.windows())
+
+    def windows(self) -> dict[str, tuple[int, int]] | None:
+        """``{neuron layer: (first, last)}``, the steps at which each layer may spike, for a network converted with
+        ``window=k`` (``signgd.windows``); None without windows."""
+        k = self.settings.get("window")
+        return None if k is None else neuron_windows(self.graph_module, k)
+
+    def settled_step(self) -> int | None:
+        """With windows, the step after which the output no longer changes (``signgd.windows.settled_step``)."""
+        k = self.settings.get("window")
+        return None if k is None else settled_step(self.graph_module, k)
 
     def plan(self, x: torch.Tensor, T: int, batch_chunk: int | None = None) -> tuple[int, int]:
         """``(batch_chunk, chunk)``: how the default path splits a run on ``x`` over samples and steps.

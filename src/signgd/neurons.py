@@ -21,7 +21,7 @@ from torch import nn
 
 from .dynamics import BAND_DYNAMICS
 from .kernels import adaptive_scan, prologue_torch, signgd_fire, signgd_scan, signgd_update, sparse_scan
-from .kernels.reference import sparse_thresholds
+from .kernels.reference import gate, sparse_thresholds
 from .targets import get_target
 
 __all__ = ["signgd_fire", "signgd_update", "subgradient_step", "if_step", "SpikingNeuron"]
@@ -190,7 +190,8 @@ class SpikingNeuron(nn.Module):
     def run(self, state: dict, xs: tuple[torch.Tensor, ...], etas: torch.Tensor, dynamics: str,
             spikes_out: torch.Tensor | None = None, owned: bool = False,
             rule: tuple[float, float] | None = None, tolerance: float | None = None,
-            floors: torch.Tensor | None = None, early: int = 0) -> torch.Tensor:
+            floors: torch.Tensor | None = None, early: int = 0, window: tuple[int, int] | None = None,
+            t0: int = 1) -> torch.Tensor:
         """Advance ``len(etas)`` steps. ``xs`` are the input sequences ``[Tc, B, ...]``.
 
         Returns the sequence passed downstream, ``[Tc, B, ...]``. When ``spikes_out`` (a
@@ -200,10 +201,12 @@ class SpikingNeuron(nn.Module):
         only; state from ``init_state(..., adaptive=True)``), or None; ``floors``: its gain floor at each of these steps
         (``schedules.gain_floors``; None: ``MIN_GAIN``); ``early``: how many of these steps, the first ones,
         are in the rule's early phase (``adaptive(start=)``). ``tolerance``: the sparse dynamics' silence band,
-        as a fraction of ``eta_t``.
+        as a fraction of ``eta_t``; ``window``: the steps ``(first, last)`` at which this layer may spike
+        (``convert(window=)``, ``signgd.windows``), and ``t0`` the step the chunk begins at.
         """
         if dynamics in BAND_DYNAMICS:
-            return self._run_sparse(state, xs, etas, spikes_out, owned, tolerance, graded=dynamics == "graded")
+            return self._run_sparse(state, xs, etas, spikes_out, owned, tolerance, graded=dynamics == "graded",
+                                    window=window, t0=t0)
         if dynamics == "signgd" and rule is not None:
             return self._run_adaptive(state, xs, etas, spikes_out, owned, rule, floors, early)
         if dynamics == "signgd":
@@ -272,11 +275,12 @@ class SpikingNeuron(nn.Module):
             target, fresh = prologue_torch(target, None, None, self.scale, donated=fresh), True
         return target, fresh
 
-    def _run_sparse(self, state, xs, etas, spikes_out, owned, tolerance, graded=False):
+    def _run_sparse(self, state, xs, etas, spikes_out, owned, tolerance, graded=False, window=None, t0=1):
         """The sparse neuron (``signgd.kernels.sparse_scan``): silent while its estimate is within
         ``tolerance * eta_t`` of its target, an up or down spike (a step of ``eta_t``) otherwise;
         ``graded``: a step of the largest power of two not above 2**(1/64) times its gap (``dynamics="graded"``,
-        ``kernels.reference.graded_step``)."""
+        ``kernels.reference.graded_step``). ``window``: silent outside these steps (an infinite threshold,
+        ``kernels.reference.gate``)."""
         if tolerance is None:
             raise ValueError("the sparse dynamics needs its tolerance (a fraction of eta_t)")
         scale = self.scale if self.normalized else None
@@ -285,7 +289,8 @@ class SpikingNeuron(nn.Module):
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
         # The scan divides by the scale in its own pass (torch first where the kernel cannot).
-        return sparse_scan(target, y, etas, sparse_thresholds(etas, tolerance), scale, spikes_out, out=buf,
+        thresholds = gate(sparse_thresholds(etas, tolerance), t0, window)
+        return sparse_scan(target, y, etas, thresholds, scale, spikes_out, out=buf,
                            normalize=scale is not None, graded=graded)
 
     def _run_adaptive(self, state, xs, etas, spikes_out, owned, rule, floors=None, early=0, out=None):

@@ -37,6 +37,7 @@ from .codecs import ENCODINGS
 from .dynamics import BAND_DYNAMICS, DYNAMICS, check_tolerance, passes_estimates
 from .schedules import check_dynamics
 from .tuning import DEFAULT_STEPS, ENERGY_STEPS, check_steps
+from .windows import check_window
 
 __all__ = ["PRESETS", "NORMALIZATIONS", "STARTS", "SCALES", "DYNAMICS", "Options", "resolve"]
 
@@ -74,10 +75,17 @@ class Options:
     tune_tolerance: bool  # the energy objective also picks the tolerance (none was given)
     start: str = "zero"  # where the estimates start (STARTS)
     scale: str = "max"  # the calibration statistic a normalized element is divided by (SCALES)
+    window: int | None = None  # steps per neuron layer, one layer after the other (signgd.windows), or None
+
+    def settings(self) -> dict:
+        """The settings a network records beyond the common ones: those that differ from their defaults."""
+        extra = {"tolerance": self.tolerance, "start": None if self.start == "zero" else self.start,
+                 "scale": None if self.scale == "max" else self.scale, "window": self.window}
+        return {k: v for k, v in extra.items() if v is not None}
 
 
 def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None, T, preset: str | None,
-            tolerance, start: str | None = None, scale: str | None = None) -> Options:
+            tolerance, start: str | None = None, scale: str | None = None, window: int | None = None) -> Options:
     """The options ``convert`` runs with, or a ValueError naming the bad argument and the choices."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)} or leave it out")
@@ -137,8 +145,12 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
     if scale != "max" and normalize == "none":
         raise ValueError(f"scale={scale!r} sets what normalized neurons are divided by, and normalize='none' "
                          f"normalizes none; leave scale out or normalize 'all'")
+    window = check_window(window, dynamics, encoding)
+    if window is not None and tune:
+        raise ValueError("window is tuned by preset='low-energy' only when left out; give a schedule with it, or "
+                         "leave window out")
     return Options(dynamics, schedule, encoding, normalize, T, tune, objective if tune else "agreement",
-                   tolerance, tune_tolerance, start, scale)
+                   tolerance, tune_tolerance, start, scale, window)
 
 
 def start_estimate(target: str, start: str, mean, active_share):

@@ -48,8 +48,9 @@ class SimulationResult:
 
 class _Run:
     def __init__(self, dynamics: str, batch: int, stats: bool, total_steps: int, probe=None,
-                 rule=None, tolerance: float | None = None):
+                 rule=None, tolerance: float | None = None, windows: dict | None = None):
         self.dynamics = dynamics
+        self.windows = windows or {}  # convert(window=): each neuron layer's steps (first, last), signgd.windows
         self.rule = rule  # an adaptive schedule's schedules.Rule (grow, shrink, pow2, tail, start, early), or None
         self.tolerance = tolerance  # the sparse dynamics' silence band (a fraction of eta_t), or None
         self.probe = probe
@@ -80,7 +81,8 @@ class _Run:
         if self.stats:
             counts = torch.zeros(steps, dtype=torch.float64, device=xs[0].device)
         out = mod.run(state, xs, self.etas, self.dynamics, counts, owned=owned, rule=self.rule,
-                      tolerance=self.tolerance, floors=self.floors, early=self.early)
+                      tolerance=self.tolerance, floors=self.floors, early=self.early, window=self.windows.get(name),
+                      t0=self.t0)
         if counts is not None:
             self.spikes[name][self.t0 - 1:self.t0 - 1 + steps] += counts
         if self.probe is not None:
@@ -288,7 +290,8 @@ def _keeps_layout(op, shape, stride, dtype, layout_b) -> bool:
 
 def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule: Schedule, dynamics: str,
              encoder: InputEncoder, chunk: int, batch_chunk: int | None = None,
-             stats: bool = False, probe=None, tolerance: float | None = None) -> SimulationResult:
+             stats: bool = False, probe=None, tolerance: float | None = None,
+             windows: dict[str, tuple[int, int]] | None = None) -> SimulationResult:
     """Simulate ``max(steps)`` steps of the converted graph on input ``x`` ``[B, ...]``.
 
     Samples are independent, so the batch is simulated ``batch_chunk`` samples at a time (all
@@ -299,7 +302,8 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
     ``probe(name, t0, out)``, when given, sees what each neuron layer passes downstream for steps
     ``t0 .. t0 + Tc - 1`` (``out`` is ``[Tc, b, ...]`` for the slice being simulated, read-only,
     valid only during the call): per-layer statistics use it. ``tolerance``: the sparse dynamics'
-    silence band (a fraction of ``eta_t``)."""
+    silence band (a fraction of ``eta_t``); ``windows``: the steps ``(first, last)`` at which each neuron layer may
+    spike (``signgd.windows.neuron_windows``)."""
     check_dynamics(schedule, dynamics)
     T = max(steps)
     batch = x.shape[0]
@@ -317,7 +321,7 @@ def simulate(gm: fx.GraphModule, x: torch.Tensor, steps: list[int], *, schedule:
     neurons: dict[str, int] = {}
     with torch.inference_mode():
         for xb in x.split(batch_chunk):
-            run = _Run(dynamics, xb.shape[0], stats, T, probe, rule, tolerance)
+            run = _Run(dynamics, xb.shape[0], stats, T, probe, rule, tolerance, windows)
             interp.sim = run
             parts.append(_simulate_slice(interp, xb, steps, etas, floors, chunk, encoder, OutputDecoder(dynamics)))
             for name, counts in run.spikes.items():

@@ -8,7 +8,7 @@ from scan_cases import SHAPE, assert_same, bits, make_etas, make_scales, make_ta
 from signgd import kernels
 from signgd.kernels import c as c_backend
 from signgd.kernels import sparse_scan
-from signgd.kernels.reference import sparse_scan_torch
+from signgd.kernels.reference import gate, sparse_scan_torch
 
 
 def make_thresholds(kind, etas):
@@ -21,6 +21,8 @@ def make_thresholds(kind, etas):
         return etas * 0.3711
     if kind == "negative":  # up and down both true: the spike counts count both, as torch's do
         return etas * -0.5
+    if kind == "gated":     # convert(window=): infinite outside steps 3..6, where no finite gap fires
+        return gate(etas * 0.5, 1, (3, 6))
     raise ValueError(kind)
 
 
@@ -68,7 +70,8 @@ def test_c_equals_torch(dtype, scale, out_kind, graded):
     for kind in ("ties", "relu", "special"):
         target = make_targets(kind, Tc, SHAPE, dtype)
         y0 = make_state(SHAPE, dtype)
-        for eta_kind, thr_kind in (("dyadic", "half"), ("dyadic", "zero"), ("decay", "odd"), ("decay", "negative")):
+        for eta_kind, thr_kind in (("dyadic", "half"), ("dyadic", "zero"), ("decay", "odd"), ("decay", "negative"),
+                                 ("dyadic", "gated")):
             etas = make_etas(Tc, eta_kind)
             thresholds = make_thresholds(thr_kind, etas)
             spikes0 = torch.arange(Tc, dtype=torch.float64) * 1000

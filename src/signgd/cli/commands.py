@@ -100,7 +100,7 @@ def run_convert(args, argv: list[str], log=print) -> int:
     progress = _progress(args)
     snn = convert(model, calibration, dynamics=args.dynamics, schedule=args.schedule, encoding=args.encoding,
                   normalize=args.normalize, T=args.tune_for, preset=args.preset, tolerance=args.tolerance,
-                  start=args.start, scale=args.scale, seed=args.seed,
+                  start=args.start, scale=args.scale, window=args.window, seed=args.seed,
                   preprocessing=opts.settings(), batch_size=args.batch_size, calibration_samples=None,
                   progress=False if args.quiet else None)
     out = Path(args.out)
@@ -111,14 +111,21 @@ def run_convert(args, argv: list[str], log=print) -> int:
                     "weights": args.weights, "data": args.data, "image": opts.settings(),
                     "calibration_samples": len(calibration), "device": str(device), "seed": args.seed}
     _ann_first(snn, test, args, log)
-    report = make_report(snn, test, args.T, batch_size=args.batch_size, limit=args.limit, progress=progress,
-                         energy_model=energy_model, run_settings=run_settings)
+    report = make_report(snn, test, _steps(snn, args.T), batch_size=args.batch_size, limit=args.limit,
+                         progress=progress, energy_model=energy_model, run_settings=run_settings)
     if not _dist.is_main():
         return 0
     _write(report, out, log)
     log(f"network: {snn_path} (signgd.load(path), or signgd evaluate {snn_path} --data {args.data}: the "
         f"preprocessing is stored in it)")
     return 0
+
+
+def _steps(snn, steps) -> list[int]:
+    """The steps a report measures: those asked for, and for a network with layer windows the step its output
+    settles at (``snn.settled_step()``), where its accuracy is final."""
+    settled = snn.settled_step()
+    return sorted({*steps, settled}) if settled is not None else list(steps)
 
 
 def run_evaluate(args, argv: list[str], log=print) -> int:
@@ -130,7 +137,7 @@ def run_evaluate(args, argv: list[str], log=print) -> int:
     run_settings = {"command": ["signgd", *argv], "snn_file": str(args.snn_file), "data": args.data,
                     "image": opts.settings(), "device": str(device), "seed": args.seed}
     _ann_first(snn, test, args, log)
-    report = make_report(snn, test, args.T, batch_size=args.batch_size, limit=args.limit,
+    report = make_report(snn, test, _steps(snn, args.T), batch_size=args.batch_size, limit=args.limit,
                          progress=_progress(args), energy_model=energy_model, run_settings=run_settings)
     if not _dist.is_main():  # every rank holds the same reduced report; rank 0 writes it
         return 0

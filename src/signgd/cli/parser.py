@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", choices=SCALES, default=None,
                    help="what a normalized neuron element is divided by: its calibration max |f(x)| (the default) or "
                         "its mean |f(x)| (finer bands for sparse and graded neurons whose largest values are outliers)")
+    g.add_argument("--window", type=_positive, default=None, metavar="K",
+                   help="graded neurons only: each neuron layer spikes during K steps of its own, one layer after "
+                        "the other, and evaluates its target once (the report adds the step the output settles at)")
     g.add_argument("--encoding", choices=ENCODINGS, default=None,
                    help="input encoding (default float for signgd, analog for subgradient and if)")
     g.add_argument("--schedule", default=None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["changed_mask", "changed_outputs", "threshold_changes", "checked_mask"]
+__all__ = ["changed_mask", "changed_outputs", "threshold_changes", "checked_mask", "windowed"]
 
 
 def changed_mask(mod, patterns) -> torch.Tensor:
@@ -47,3 +47,15 @@ def checked_mask(evaluated: torch.Tensor, spiked_before: torch.Tensor | None, th
     if threshold_changed or spiked_before is None:
         return torch.ones_like(evaluated, dtype=torch.bool)
     return evaluated | (spiked_before != 0)
+
+
+def windowed(evaluated: torch.Tensor, checked: torch.Tensor, t: int, window: tuple[int, int] | None):
+    """``(evaluated, checked)`` of a layer at step ``t`` (1-based) under its window ``(first, last)``
+    (``convert(window=)``, ``signgd.windows``): outside it the layer neither evaluates nor checks (it cannot fire,
+    and its window is one per layer, known in advance); at its first step every neuron evaluates its target and
+    checks its gap once, whatever changed before; within it, what changed says, as without windows."""
+    if window is None or window[0] < t <= window[1]:
+        return evaluated, checked
+    if t == window[0]:
+        return torch.ones_like(evaluated, dtype=torch.bool), torch.ones_like(checked, dtype=torch.bool)
+    return torch.zeros_like(evaluated, dtype=torch.bool), torch.zeros_like(checked, dtype=torch.bool)

@@ -26,7 +26,7 @@ from ..dynamics import BAND_DYNAMICS, SPIKE_DYNAMICS
 from ..neurons import SpikingNeuron
 from ..schedules import Phase, is_power_of_two, phase, phases
 from . import op_costs as oc
-from .changed import checked_mask, threshold_changes
+from .changed import checked_mask, threshold_changes, windowed
 from .synapses import EVENT, REAL, SynapseCounter
 
 __all__ = ["EnergyModel", "StepCounter", "ann_costs", "neuron_work", "neuron_work_steps", "event_costs",
@@ -279,6 +279,7 @@ class StepCounter:
         self.encoder, self.schedule = snn.encoder, snn.schedule
         # neurons whose estimates do not start at 0 (convert(start=...)): their output before step 1
         self.starts = {name: mod for name, mod in snn.neurons.items() if not mod.starts_at_zero}
+        self.windows = snn.windows() or {}  # convert(window=): the steps each neuron layer works at
 
     def start(self, x: torch.Tensor, schedule=None, reset: bool = False) -> None:
         """Before a batch (``schedule``: the steps of the run, when not the network's own; ``reset``:
@@ -347,6 +348,7 @@ class StepCounter:
                 if self.events:
                     for name, (received, evaluated) in self.counter.neuron_events.items():
                         checked = checked_mask(evaluated, self.spiked.get(name), bool(self.threshold_changed[t]))
+                        evaluated, checked = windowed(evaluated, checked, t + 1, self.windows.get(name))
                         self.spiked[name] = patterns[name]
                         self.events[name][t] += torch.tensor(
                             [received, float(evaluated.sum(dtype=torch.float64)), float(patterns[name].sum()),

@@ -18,7 +18,7 @@ from ..schedules import MAX_GAIN, MIN_GAIN
 
 __all__ = ["signgd_fire", "signgd_update", "scan_torch", "prologue_torch", "next_step", "pow2_step",
            "adaptive_scan_torch",
-           "sparse_fire", "sparse_step", "graded_step", "graded_move", "sparse_thresholds", "sparse_scan_torch"]
+           "sparse_fire", "sparse_step", "graded_step", "graded_move", "sparse_thresholds", "gate", "sparse_scan_torch"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,6 +215,19 @@ def sparse_thresholds(etas: torch.Tensor, tolerance: float) -> torch.Tensor:
     """``tolerance * eta_t`` per step in the etas' dtype: the product of the (already rounded) steps and
     the tolerance, in float64, rounded once. The simulator and the event-driven check share it."""
     return (etas.to(torch.float64) * float(tolerance)).to(etas.dtype)
+
+
+def gate(thresholds: torch.Tensor, t0: int, window: tuple[int, int] | None) -> torch.Tensor:
+    """The thresholds of steps ``t0 .. t0 + len - 1`` with ``+inf`` outside the steps ``window = (first, last)``
+    (``convert(window=)``, ``signgd.windows``), where no finite gap fires; ``thresholds`` itself when the window
+    covers them all (or is None)."""
+    if window is None:
+        return thresholds
+    steps = torch.arange(t0, t0 + thresholds.shape[0], device=thresholds.device)
+    inside = (steps >= window[0]) & (steps <= window[1])
+    if bool(inside.all()):
+        return thresholds
+    return torch.where(inside, thresholds, torch.full_like(thresholds, float("inf")))
 
 
 def sparse_scan_torch(target, y, etas, thresholds, out_scale=None, spikes=None, out=None, graded=False):

@@ -33,7 +33,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..costs.changed import changed_mask, checked_mask, threshold_changes
+from ..costs.changed import changed_mask, checked_mask, threshold_changes, windowed
 from ..dynamics import BAND_DYNAMICS
 from ..event_driven import simulate_spikes
 from ..graph import spellings as sp
@@ -115,6 +115,7 @@ class EventCounter:
         self.events = {name: torch.zeros(T, 4, dtype=torch.float64) for name, m in self.modules.items()
                        if isinstance(m, SpikingNeuron)} if self.sparse else {}
         self.threshold_changed = threshold_changes(snn.schedule.etas(1, T + 1, dtype=torch.float64, device="cpu"))
+        self.windows = snn.windows() or {}  # convert(window=): the steps each neuron layer works at
         self.names = [n.name for n in gm.graph.nodes]
         self.ops = {name: torch.zeros(T, 2, dtype=torch.float64) for name in self.names}
         self.changed: dict[fx.Node, object] = {}
@@ -146,6 +147,7 @@ class EventCounter:
                 row[0] += sum(float(r.sum()) for r in received)
                 evaluated = changed_mask(self.modules[node.target], received)
                 checked = checked_mask(evaluated, spiked_before, bool(self.threshold_changed[self.t - 1]))
+                evaluated, checked = windowed(evaluated, checked, self.t, self.windows.get(node.target))
                 row[1] += float(evaluated.sum(dtype=torch.float64))
                 row[2] += float(self.changed[node].sum())
                 row[3] += float(checked.sum(dtype=torch.float64))
