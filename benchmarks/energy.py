@@ -11,7 +11,7 @@ of ``signgd.report.energy`` (``docs/energy.md``):
 - ``paper``: ``preset="paper"``;
 - ``subgradient``: the integrate-and-fire baseline of the paper (``dynamics="subgradient"``, ReLU nets);
 - ``low-energy``: ``preset="low-energy"`` (sparse neurons; schedule, tolerance and T tuned for the least
-  energy that agrees with the ANN, ``signgd.tuning.tune_energy``), measured at every T; ``low-energy(T=T)``
+  energy that agrees with the ANN, ``signgd.energy_tuning.tune_energy``), measured at every T; ``low-energy(T=T)``
   tuned for each T of ``--tuned-T``;
 - ``sparse tol0.5``, ``sparse floor+pow2 tol0.75``: the sparse neuron with fixed schedules (docs/sparse.md),
   its variance neurons starting at their calibration mean (``start="variance"``, the default then, kept); ``start=zero``

@@ -51,7 +51,7 @@ class _SizedProbe(EnergyProbe):
 
 def breakdown(snn, data, T: int, model: EnergyModel = EnergyModel()) -> dict:
     """``{"ann_pj", "synapses_pj", "neurons": {(target, event): pj}, "per_neuron": {target: (evaluations,
-    spikes)}, "accuracy", "samples"}`` per sample after ``T`` steps."""
+    spikes)}, "sizes": {target: neurons per sample}, "accuracy", "samples"}`` per sample after ``T`` steps."""
     probe = _SizedProbe(snn, T)
     counts = runner.run(snn, data, [T], probe=probe, progress=False)
     n = counts.n
@@ -73,8 +73,8 @@ def breakdown(snn, data, T: int, model: EnergyModel = EnergyModel()) -> dict:
             size[target] += probe.sizes[name]
     per_neuron = {t: (evaluated[t] / size[t], spikes[t] / size[t]) for t in size}
     return {"ann_pj": ann_energy(snn, model), "synapses_pj": model.energy(float(synapses[0]), float(synapses[1])),
-            "neurons": dict(neurons), "per_neuron": per_neuron, "accuracy": counts.snn_correct[T] / n,
-            "ann_accuracy": counts.ann_correct / n, "samples": n}
+            "neurons": dict(neurons), "per_neuron": per_neuron, "sizes": dict(size),
+            "accuracy": counts.snn_correct[T] / n, "ann_accuracy": counts.ann_correct / n, "samples": n}
 
 
 def main(argv=None) -> int:

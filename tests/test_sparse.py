@@ -13,7 +13,7 @@ import torch
 from model_helpers import small_cnn as _cnn
 
 import signgd
-from signgd import models, tuning
+from signgd import energy_tuning, models
 from signgd.cli import main
 from signgd.costs import StepCounter, energy_per_sample, event_costs, neuron_work, op_costs
 from signgd.event_driven import simulate_spikes
@@ -206,19 +206,20 @@ def test_preset_low_energy_picks_the_cheapest_network_that_agrees(trained_digits
     """Among sparse and graded candidates (``dynamics="graded"``: graded ones only), the graded ones with the
     network's max scales and with its mean |f(x)| scales (unless a scale is given); ``graded_mean``: the mean-scaled
     graded candidates alone, so that the chosen network is one of them."""
-    monkeypatch.setattr(tuning, "ENERGY_DECAYS", (0.87,))  # a smaller grid than the preset's (16+3+3): the same code
-    monkeypatch.setattr(tuning, "ENERGY_FLOORS", (1 / 32,))
+    # a smaller grid than the preset's (16+3+3): the same code; layer windows settle past T=8 here (tests/test_windows.py)
+    monkeypatch.setattr(energy_tuning, "ENERGY_DECAYS", (0.87,))
+    monkeypatch.setattr(energy_tuning, "ENERGY_FLOORS", (1 / 32,))
     kwargs = dict(kwargs)
     if kwargs.pop("graded_mean", False):
-        monkeypatch.setattr(tuning, "ENERGY_GRADED_STEPS", ())
-        monkeypatch.setattr(tuning, "ENERGY_GRADED_MEAN_STEPS", (1 / 16, 1 / 32))
+        monkeypatch.setattr(energy_tuning, "ENERGY_GRADED_STEPS", ())
+        monkeypatch.setattr(energy_tuning, "ENERGY_GRADED_MEAN_STEPS", (1 / 16, 1 / 32))
         kwargs["dynamics"] = "graded"
     dynamics = kwargs.get("dynamics")
     x = digits_train.tensors[0][:64]
     snn = signgd.convert(trained_digits_cnn, x, preset="low-energy", T=8, progress=False, **kwargs)
     kinds = [(c.dynamics, c.scale) for c in snn.tuning.candidates]
-    n_max, n_mean = len(tuning.ENERGY_GRADED_STEPS), 0 if "scale" in kwargs else \
-        len(tuning.ENERGY_GRADED_MEAN_STEPS)
+    n_max, n_mean = len(energy_tuning.ENERGY_GRADED_STEPS), 0 if "scale" in kwargs else \
+        len(energy_tuning.ENERGY_GRADED_MEAN_STEPS)
     assert kinds == ([("sparse", "max")] * 4 if dynamics is None else []) + [("graded", "max")] * n_max \
         + [("graded", "mean")] * n_mean
     assert snn.settings["dynamics"] == snn.tuning.best.dynamics and snn.settings["encoding"] == "analog"

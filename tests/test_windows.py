@@ -164,6 +164,7 @@ def test_save_load_and_the_command_line(weights, tmp_path, capsys):
     ({"window": 2.5, **GRADED}, "window must be a whole number"),
     ({"window": True, **GRADED}, "window must be a whole number"),
     ({"window": 3, "encoding": "float", **GRADED}, "encoding='analog'"),
+    ({"window": 3, "preset": "low-energy"}, "picks the layer windows itself"),
 ])
 def test_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

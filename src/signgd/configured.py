@@ -1,6 +1,7 @@
 """A network run for a while as another configuration, then restored: how the energy tuner scores candidates
-that differ in their dynamics (sparse or graded: the same neurons and starts, other steps) or in what their
-neurons are divided by (``convert(scale=...)``) without converting again."""
+that differ in their dynamics (sparse or graded: the same neurons and starts, other steps), in what their
+neurons are divided by (``convert(scale=...)``) or in their layer windows (``convert(window=...)``) without
+converting again."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -14,18 +15,28 @@ def set_scales(snn, scales: dict) -> None:
 
 
 @contextmanager
-def run_as(snn, dynamics: str, scales: dict | None = None):
-    """Within: ``snn`` simulated and counted as ``dynamics``, and (``scales``: ``{neuron: per-element scale}``) its
-    normalized neurons divided by those; its own dynamics and scales restored after, whatever happens."""
-    own_dynamics = snn.settings["dynamics"]
+def run_as(snn, dynamics: str, scales: dict | None = None, window: int | None = None):
+    """Within: ``snn`` simulated and counted as ``dynamics``, (``scales``: ``{neuron: per-element scale}``) its
+    normalized neurons divided by those, and with layer windows of ``window`` steps (``convert(window=)``) or none;
+    its own dynamics, scales and windows restored after, whatever happens."""
+    own_dynamics, own_window = snn.settings["dynamics"], snn.settings.get("window")
     own_scales = {name: mod.scale for name, mod in snn.neurons.items() if mod.normalized} if scales is not None \
         else {}
     snn.settings["dynamics"] = dynamics
+    _set_window(snn, window)
     try:
         if scales is not None:
             set_scales(snn, scales)
         yield snn
     finally:
         snn.settings["dynamics"] = own_dynamics
+        _set_window(snn, own_window)
         if own_scales:
             set_scales(snn, own_scales)
+
+
+def _set_window(snn, window: int | None) -> None:
+    if window is None:
+        snn.settings.pop("window", None)
+    else:
+        snn.settings["window"] = window

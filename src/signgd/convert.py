@@ -42,7 +42,7 @@ from .network import SpikingNetwork
 from .neurons import SpikingNeuron
 from .options import resolve, start_estimate
 from .preprocessing import checked, from_data
-from .tuning import tune_network
+from .tuner import tune_network
 from .validation import check_finite_output
 
 log = logging.getLogger("signgd")
@@ -103,7 +103,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
             ``"low-energy"``: the sparse or the graded neuron (``dynamics="graded"``: that one only) with
             the dynamics, schedule, tolerance and (without ``T``) the number of steps tuned for the least
             energy at which the SNN agrees with the ANN on the tuning samples (``signgd.options``,
-            ``signgd.tuning.tune_energy``). Explicit arguments win.
+            ``signgd.energy_tuning.tune_energy``). Explicit arguments win.
         tolerance: the sparse neuron's silence band as a fraction of ``eta_t`` (default 0.5: a neuron
             moves when the move brings it closer to its target; ``preset="low-energy"`` tunes it).
         start: where the signGD estimates start: ``"zero"`` (the paper's neuron; the default except for
@@ -237,7 +237,7 @@ def convert(model: nn.Module, calibration, *, dynamics: str = "signgd", schedule
         # the energy objective may pick the mean-|f(x)| scales, unless a scale was asked for
         alternative = neuron_scales(magnitudes) if opts.objective == "energy" and scale is None else None
         note, summary = tune_network(snn, calib.kept(), T, opts.objective, opts.tune_tolerance, share, progress,
-                                     mean_scales=alternative)
+                                     mean_scales=alternative, window_limit=opts.window_limit)
         notes.append(note)
         tuned = f"; {summary} ({seconds(tune_start)})"
     for note in notes:

@@ -11,7 +11,7 @@ neuron takes the constant ``exponential(1/64, 1)`` (its band) untuned; the subgr
 - ``"low-energy"``: the sparse or the graded neuron (``dynamics="sparse"``/``"graded"``, whichever is cheaper),
   ``analog`` input, every neuron normalized, and the dynamics, schedule, tolerance and (without ``T``) the
   number of steps tuned for the least energy at which the SNN agrees with the ANN
-  (``signgd.tuning.tune_energy``; docs/sparse.md).
+  (``signgd.energy_tuning.tune_energy``; docs/sparse.md).
 
 Where the estimates start (``start``, ``STARTS``): ``"zero"`` (the paper's neuron), ``"variance"`` (the
 neurons that estimate a variance, the ``square`` neurons of LayerNorm, GroupNorm and ``F.normalize``, start
@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from . import schedules as sched
 from .codecs import ENCODINGS
 from .dynamics import BAND_DYNAMICS, DYNAMICS, check_tolerance, passes_estimates
+from .energy_tuning import ENERGY_STEPS
 from .schedules import check_dynamics
-from .tuning import DEFAULT_STEPS, ENERGY_STEPS, check_steps
+from .tuning import DEFAULT_STEPS, check_steps
 from .windows import check_window
 
 __all__ = ["PRESETS", "NORMALIZATIONS", "STARTS", "SCALES", "DYNAMICS", "Options", "resolve"]
@@ -76,6 +77,7 @@ class Options:
     start: str = "zero"  # where the estimates start (STARTS)
     scale: str = "max"  # the calibration statistic a normalized element is divided by (SCALES)
     window: int | None = None  # steps per neuron layer, one layer after the other (signgd.windows), or None
+    window_limit: int | None = None  # the energy tuner's windows must settle by this step (None: any)
 
     def settings(self) -> dict:
         """The settings a network records beyond the common ones: those that differ from their defaults."""
@@ -107,11 +109,13 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
     if dynamics == "graded" and T is not None and preset is None:
         raise ValueError("dynamics='graded' is not tuned for T: its band (schedule x tolerance) sets its precision "
                          "and it settles in a few steps; leave T out (or use preset='low-energy')")
+    window_limit = None  # the T asked for, if any, bounds when the energy tuner's layer windows must settle
     if T is not None:
         if not estimates:
             raise ValueError(f"tuning the schedule for T covers the signGD dynamics; leave T out for "
                              f"dynamics={dynamics!r}")
         T = check_steps(T)
+        window_limit = max(T) if isinstance(T, tuple) else T
     elif objective == "energy" and schedule is None:
         T = ENERGY_STEPS  # the cheapest T that agrees: the graded neuron settles by T=4-8
     elif estimates and preset != "paper" and schedule is None and dynamics != "graded":
@@ -145,12 +149,12 @@ def resolve(dynamics: str, schedule, encoding: str | None, normalize: str | None
     if scale != "max" and normalize == "none":
         raise ValueError(f"scale={scale!r} sets what normalized neurons are divided by, and normalize='none' "
                          f"normalizes none; leave scale out or normalize 'all'")
+    if window is not None and objective == "energy":
+        raise ValueError("window with a tuned conversion: preset='low-energy' picks the layer windows itself; leave "
+                         "window out, or give it with dynamics='graded' and a schedule")
     window = check_window(window, dynamics, encoding)
-    if window is not None and tune:
-        raise ValueError("window is tuned by preset='low-energy' only when left out; give a schedule with it, or "
-                         "leave window out")
     return Options(dynamics, schedule, encoding, normalize, T, tune, objective if tune else "agreement",
-                   tolerance, tune_tolerance, start, scale, window)
+                   tolerance, tune_tolerance, start, scale, window, window_limit)
 
 
 def start_estimate(target: str, start: str, mean, active_share):

@@ -23,6 +23,9 @@ Scoring every candidate in full dominated conversion time (22 simulations of 64 
 the longest T when several T are scored (the first half of ``DEFAULT_STEPS``), then the best ``SURVIVORS``
 and the paper's schedule in full. benchmarks/tuning_screen.py measures what the screen costs in the
 chosen schedule's score and what it saves in time.
+
+The energy objective of ``preset="low-energy"`` is ``signgd.energy_tuning``; ``signgd.tuner`` applies either to a
+network.
 """
 from __future__ import annotations
 
@@ -30,11 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import distributed as _dist
 from . import schedules as sched
-from .configured import run_as, set_scales
-from .costs import EnergyModel, StepCounter, ann_energy, energy_per_sample
-from .dynamics import BAND_DYNAMICS
 from .feedback import bar
 
 #: The grid of exponential schedules ``lr * decay**(t-1)``, plus the paper's (0.15, 0.95).
@@ -44,29 +43,9 @@ PAPER = (0.15, 0.95)
 #: Adaptive candidates ``(lr, grow, shrink)``: Rprop's classic (1.2, 0.5) at three start steps, and a
 #: gentler (1.1, 0.6) for targets that keep moving.
 ADAPTIVE = ((0.1, 1.2, 0.5), (0.2, 1.2, 0.5), (0.35, 1.2, 0.5), (0.2, 1.1, 0.6), (0.35, 1.1, 0.6))
-#: The energy objective (``preset="low-energy"``, the sparse neuron): its grid of exponential schedules and
-#: tolerances (fractions of ``eta_t``), the agreement with the ANN a candidate must reach on the tuning
-#: samples, and how many of them the energy is counted on (an average: it settles on a few).
-ENERGY_LEARNING_RATES = (0.3, 0.5)
-ENERGY_DECAYS = (0.8, 0.87)
-ENERGY_FLOORS = (1 / 64, 1 / 32)
-ENERGY_TOLERANCES = (0.5, 0.75)
-#: The graded neuron's candidates (``dynamics="graded"``): constant schedules whose step sets its band,
-#: ``tolerance * lr`` (its spikes carry their own sizes), at the first of the tolerances.
-ENERGY_GRADED_STEPS = (1 / 32, 1 / 64, 1 / 128)
-#: ... and with every element divided by its calibration mean ``|f(x)|`` (``convert(scale="mean")``, when the
-#: preset is free to choose the scale): coarser steps, since the band is then a fraction of the usual values, not
-#: of the largest (Fashion-MNIST Mixer within 1 point at 1.33x its ANN against 1.58x, the ViT within 1 point at
-#: all; docs/scale_rule.md).
-ENERGY_GRADED_MEAN_STEPS = (1 / 8, 1 / 16, 1 / 32)
-MIN_AGREEMENT = 0.99
-ENERGY_SAMPLES = 64
 #: The steps ``convert`` tunes for when it is given no ``T``: one schedule that does well over the
 #: range users evaluate at (its score is the mean over these T).
 DEFAULT_STEPS = (8, 16, 32, 64)
-#: The steps ``preset="low-energy"`` picks its T from when it is given none (one simulation of the longest
-#: scores them all; the graded neuron often agrees with the ANN by T=4-6).
-ENERGY_STEPS = (4, 6, 8, 12, 16, 32, 64)
 #: Past the longest T scored every candidate goes on with Rprop's per-neuron gains ``(grow, shrink)`` in powers of two
 #: (``continued``), the gain's floor decaying from this multiple of that T (``adaptive(tail=)``: from the longest T
 #: itself it slowed torchvision swin_v2_t, still far from its ANN at T=64; docs/defaults.md).
@@ -88,55 +67,6 @@ class Candidate:
     @property
     def key(self):
         return (self.screened_out, -self.agreement, self.error)
-
-
-@dataclass
-class EnergyCandidate:
-    """One configuration of the sparse or graded neuron at one T: its agreement with the ANN and its energy."""
-
-    schedule: sched.Schedule
-    tolerance: float
-    T: int
-    agreement: float
-    error: float
-    energy_ratio: float  # the SNN's energy per sample after T steps / the ANN's (signgd.costs)
-    dynamics: str = "sparse"
-    scale: str = "max"  # what each normalized element is divided by (convert(scale=...))
-
-    def __repr__(self) -> str:
-        return (f"{self.dynamics} neurons, {self.schedule!r}, tolerance {self.tolerance:g}, scale {self.scale}, "
-                f"T={self.T}: "
-                f"{100 * self.agreement:.1f}% agreement, {self.energy_ratio:.3f}x the ANN's energy")
-
-
-@dataclass
-class EnergyTuningResult:
-    """The cheapest configuration that reaches ``min_agreement`` (or, when none does, the one that agrees
-    best), and every candidate's score at every T."""
-
-    T: tuple[int, ...]
-    samples: int
-    min_agreement: float
-    best: EnergyCandidate
-    candidates: list[EnergyCandidate] = field(default_factory=list)
-
-    @property
-    def schedule(self) -> sched.Schedule:
-        return self.best.schedule
-
-    @property
-    def reached(self) -> bool:
-        return self.best.agreement >= self.min_agreement
-
-    def table(self) -> str:
-        rows = [f"sparse and graded neurons tuned for energy at T={steps_text(self.T)} on {self.samples} calibration "
-                f"samples (at least {100 * self.min_agreement:.0f}% agreement with the ANN)",
-                "| dynamics | schedule | tolerance | scale | T | agreement (%) | relative error | energy / ANN |",
-                "|---|---|---:|---|---:|---:|---:|---:|"]
-        rows += [f"| {c.dynamics} | {c.schedule!r} | {c.tolerance:g} | {c.scale} | {c.T} | {100 * c.agreement:.2f} | "
-                 f"{c.error:.4f} | {c.energy_ratio:.3f} |"
-                 for c in sorted(self.candidates, key=lambda c: c.energy_ratio)]
-        return "\n".join(rows)
 
 
 @dataclass
@@ -272,13 +202,13 @@ def _scored(snn, schedules, x, steps, ann_out, progress, T, stage: str = "", by_
     desc = f"tune for T={steps_text(T)}" + (f" ({stage})" if stage else "")
     for schedule in bar(schedules, progress, desc=desc, unit="schedule"):
         outputs = snn.simulate(x, steps, schedule=schedule).outputs
-        scores = [_agreement_and_error(outputs[t], ann_out) for t in steps]
+        scores = [agreement_and_error(outputs[t], ann_out) for t in steps]
         candidates.append(Candidate(schedule, sum(a for a, _ in scores) / len(steps),
                                     sum(e for _, e in scores) / len(steps)))
     return sorted(candidates, key=(lambda c: (c.screened_out, c.error)) if by_error else (lambda c: c.key))
 
 
-def _agreement_and_error(out: torch.Tensor, ann_out: torch.Tensor) -> tuple[float, float]:
+def agreement_and_error(out: torch.Tensor, ann_out: torch.Tensor) -> tuple[float, float]:
     out, ann_out = out.double(), ann_out.double()
     error = float((out - ann_out).norm() / ann_out.norm().clamp_min(1e-12))
     if not torch.isfinite(out).all():
@@ -288,113 +218,3 @@ def _agreement_and_error(out: torch.Tensor, ann_out: torch.Tensor) -> tuple[floa
     else:
         agreement = 0.0  # no classes to agree on: the error alone decides
     return agreement, error
-
-
-def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=None, decays=None, floors=None, pow2: bool = True,
-                tolerances=None, graded_steps=None, kinds=BAND_DYNAMICS, min_agreement: float = MIN_AGREEMENT,
-                energy_samples: int = ENERGY_SAMPLES, model: EnergyModel = EnergyModel(),
-                progress: bool | None = None, mean_scales: dict | None = None,
-                graded_mean_steps=None) -> EnergyTuningResult:
-    """The cheapest sparse or graded network that agrees with the ANN. The sparse neuron's candidates: every
-    exponential schedule of the grid (``exponential(lr, decay, floor, pow2)``: steps that stop decaying at
-    ``floor``, so that a settled neuron falls silent, and are powers of two, so that no receiver multiplies)
-    with every tolerance; the graded neuron's (``dynamics="graded"``): a constant step of each of
-    ``graded_steps`` at the first tolerance (its band; its spikes carry their own sizes). For each, one
-    simulation of ``max(T)`` steps on ``x`` scores the agreement with the ANN at each T of the list, and one
-    on the first ``energy_samples`` samples counts the energy (``signgd.costs``, the report's counter).
-    The winner is the configuration and T of least energy whose agreement is at least ``min_agreement``
-    (ties: the better agreement); if none reaches it, the best agreement (then the least energy). ``snn``
-    (``dynamics="sparse"`` or ``"graded"``) keeps its own dynamics, schedule and tolerance. The grid's axes
-    default to this module's ``ENERGY_*`` values (read at the call); ``kinds``: the dynamics to try
-    (``("graded",)``: the graded neuron only). ``mean_scales`` (``{neuron: per-element scale}``, the calibration
-    mean ``|f(x)|``): the graded neuron is also tried with every normalized neuron divided by those instead of the
-    network's own scales, at each of ``graded_mean_steps`` (``ENERGY_GRADED_MEAN_STEPS``)."""
-    if snn.settings["dynamics"] not in BAND_DYNAMICS:
-        raise ValueError("tuning for energy covers the sparse and graded dynamics (convert with preset='low-energy')")
-    steps = list(check_steps(T)) if isinstance(T, (list, tuple)) else [check_steps(T)]
-    if x.shape[0] == 0:
-        raise ValueError("tuning for energy needs at least one calibration sample")
-    with torch.inference_mode():
-        ann_out = snn.ann(x)
-    ann_pj = ann_energy(snn, model)
-    sub = x[:energy_samples]
-    tolerances = tolerances or ENERGY_TOLERANCES
-    grid = [("sparse", sched.exponential(lr, decay, floor=floor, pow2=pow2), tol) for tol in tolerances
-            for floor in floors or ENERGY_FLOORS for decay in decays or ENERGY_DECAYS
-            for lr in learning_rates or ENERGY_LEARNING_RATES] if "sparse" in kinds else []
-    grid = [(*g, "max") for g in grid]
-    if "graded" in kinds:
-        grid += [("graded", sched.exponential(step, 1.0), tolerances[0], "max")
-                 for step in graded_steps or ENERGY_GRADED_STEPS]
-        if mean_scales is not None:
-            grid += [("graded", sched.exponential(step, 1.0), tolerances[0], "mean")
-                     for step in graded_mean_steps or ENERGY_GRADED_MEAN_STEPS]
-    candidates, counters = [], {}
-    for dynamics, schedule, tol, scale in bar(grid, progress, desc=f"tune for energy at T={steps_text(tuple(steps))}",
-                                              unit="candidate"):
-        with run_as(snn, dynamics, mean_scales if scale == "mean" else None):
-            outputs = snn.simulate(x, steps, schedule=schedule, tolerance=tol).outputs
-            if dynamics not in counters:  # one per dynamics (its event costs), reset for each candidate
-                counters[dynamics] = StepCounter(snn, max(steps))
-            counter = counters[dynamics]
-            counter.start(sub, schedule, reset=True)
-            snn.simulate(sub, max(steps), schedule=schedule, tolerance=tol, probe=counter.layer)
-            counter.finish_batch()
-            energy = energy_per_sample(snn, counter, sub.shape[0], model, schedule)
-        for t in steps:
-            agreement, error = _agreement_and_error(outputs[t], ann_out)
-            candidates.append(EnergyCandidate(schedule, tol, t, agreement, error, float(energy[t - 1]) / ann_pj,
-                                              dynamics, scale))
-    feasible = [c for c in candidates if c.agreement >= min_agreement]
-    best = min(feasible, key=lambda c: (c.energy_ratio, -c.agreement)) if feasible else \
-        min(candidates, key=lambda c: (-c.agreement, c.energy_ratio))
-    return EnergyTuningResult(tuple(steps), int(x.shape[0]), min_agreement, best, candidates)
-
-
-def tune_network(snn, x: torch.Tensor, T, objective: str = "agreement", tune_tolerance: bool = False,
-                 share: bool = False, progress: bool | None = None, mean_scales: dict | None = None) -> tuple[str, str]:
-    """Tune ``snn`` in place for ``T`` on ``x`` (``convert`` does this): ``objective="agreement"`` picks the
-    schedule that agrees best (``tune_schedule``; no adaptive candidates for the sparse neuron, whose steps
-    are the schedule's), ``"energy"`` the cheapest sparse configuration that agrees (``tune_energy``; its
-    tolerance too when ``tune_tolerance``, and the T it needs, recorded as ``settings["tuned_for"]``).
-    ``mean_scales``: the energy objective may also divide every normalized neuron by these (its calibration mean
-    ``|f(x)|``), recorded as ``settings["scale"] = "mean"`` when chosen. With ``share`` rank 0's choice is kept on
-    every rank. Returns the conversion log's note and what the summary line says."""
-    sparse = snn.settings["dynamics"] in BAND_DYNAMICS
-    if objective == "energy":
-        tolerances = None if tune_tolerance else (snn.settings["tolerance"],)
-        kinds = ("graded",) if snn.settings["dynamics"] == "graded" else BAND_DYNAMICS  # asked for: graded only
-        result = tune_energy(snn, x, T, tolerances=tolerances, kinds=kinds, progress=progress, mean_scales=mean_scales)
-        chosen = {"schedule": result.schedule.spec(), "tolerance": result.best.tolerance, "T": result.best.T,
-                  "dynamics": result.best.dynamics, "scale": result.best.scale}
-    else:
-        result = tune_schedule(snn, x, T, adaptive=() if sparse else ADAPTIVE, progress=progress)
-        chosen = {"schedule": result.schedule.spec()}
-    if share:  # every rank tunes the same network; rank 0's choice is the one kept
-        chosen = _dist.broadcast_object(chosen)
-    snn.schedule = sched.make_schedule(chosen["schedule"])
-    snn.settings["schedule"] = chosen["schedule"]
-    snn.tuning = result
-    if objective == "energy":
-        snn.settings["tolerance"], snn.settings["tuned_for"] = chosen["tolerance"], chosen["T"]
-        snn.settings["dynamics"] = chosen["dynamics"]
-        if chosen["scale"] == "mean":
-            set_scales(snn, mean_scales)
-            snn.settings["scale"] = "mean"
-            if share:  # rank 0's scales on every rank, as convert does with the others
-                _dist.broadcast_network(snn)
-        verdict = "" if result.reached else (f"; no candidate reached {100 * result.min_agreement:.0f}% agreement, "
-                                             f"this one agrees best")
-        scaled = ", scaled by the calibration mean |f(x)|" if chosen["scale"] == "mean" else ""
-        what = (f"{chosen['dynamics']} neurons, {snn.schedule!r}, tolerance {chosen['tolerance']:g}{scaled}, "
-                f"T={chosen['T']}")
-        return (f"tuned for energy at T={steps_text(result.T)} on {result.samples} calibration samples: {what} "
-                f"({100 * result.best.agreement:.1f}% agreement with the ANN, {result.best.energy_ratio:.2f}x "
-                f"its energy{verdict})",
-                f"{what} tuned for energy at T={steps_text(result.T)} on {result.samples} samples"
-                + ("" if result.reached else f" (none agreed with the ANN on {100 * result.min_agreement:.0f}% of "
-                   f"them; best {100 * result.best.agreement:.1f}%: the default may serve this model better)"))
-    return (f"tuned the schedule for T={steps_text(T)} on {result.samples} calibration samples: "
-            f"{snn.schedule!r} ({100 * result.best.agreement:.1f}% agreement with the ANN; the paper's schedule: "
-            f"{100 * result.paper.agreement:.1f}%)",
-            f"schedule {snn.schedule!r} tuned for T={steps_text(T)} on {result.samples} samples")

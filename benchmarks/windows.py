@@ -1,0 +1,107 @@
+"""Graded networks with layer windows (``convert(window=k)``, ``signgd.windows``): accuracy and energy against the
+ANN at the step their output settles, beside the graded network without windows.
+
+For each model and configuration: ``convert(model, calibration, dynamics="graded", scale=..., schedule=
+exponential(2 * band, 1), window=k)``; the accuracy (``signgd.evaluate``) on ``--limit`` test images at its settled
+step ``snn.settled_step()`` (or at ``--T`` without windows), and the energy by the report's counter
+(``energy_breakdown.breakdown``: synapses, neuron work, evaluations and spikes per neuron) on the first
+``--energy-limit`` of them (an average that settles on far fewer images than the accuracy). Configurations are
+``k<window>/band<1/n>`` (``none/band1/32`` for no windows)::
+
+    python benchmarks/windows.py --models mixer --configs k3/band1/32,k4/band1/32 --out docs/windows.md
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import _common as common  # this folder: a script's own folder is on sys.path
+import architectures as arch  # noqa: E402
+from energy_breakdown import breakdown  # noqa: E402
+from torch.utils.data import Subset  # noqa: E402
+
+import signgd  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="mixer,vit")
+    p.add_argument("--configs", default="k3/band1/32,k4/band1/32,k4/band1/64",
+                   help="comma-separated k<window>/band<fraction> (none: no windows)")
+    p.add_argument("--T", type=int, default=6, help="the step a configuration without windows is measured at")
+    p.add_argument("--scale", default="mean", choices=("max", "mean"))
+    p.add_argument("--limit", type=int, default=10000, help="test images for accuracy (10000: the full test set)")
+    p.add_argument("--energy-limit", type=int, default=1000, help="test images the energy is counted on")
+    p.add_argument("--calibration", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    args.names = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.parsed = [parse_config(c.strip()) for c in args.configs.split(",") if c.strip()]
+    return args
+
+
+def parse_config(text: str) -> tuple[int | None, Fraction]:
+    """``"k4/band1/32"`` -> ``(4, 1/32)``; ``"none/band1/32"`` -> ``(None, 1/32)``."""
+    window, _, band = text.partition("/band")
+    if not band or not (window == "none" or window.startswith("k")):
+        raise SystemExit(f"bad configuration {text!r}: write k<window>/band<fraction>, e.g. k4/band1/32")
+    return (None if window == "none" else int(window[1:])), Fraction(band)
+
+
+def measure(model, calibration, subset, window, band, args) -> dict:
+    kwargs = {"window": window} if window is not None else {}
+    snn = signgd.convert(model, calibration, dynamics="graded", scale=args.scale,
+                         schedule=f"exponential:lr={float(2 * band)},decay=1.0", tolerance=0.5, progress=False,
+                         **kwargs)
+    T = snn.settled_step() if window is not None else args.T
+    began = time.perf_counter()
+    rep = signgd.evaluate(snn, subset, [T], progress=False)
+    b = breakdown(snn, Subset(subset, range(min(args.energy_limit, len(subset)))), T)
+    ann = b["ann_pj"]
+    neurons = sum(b["neurons"].values())
+    total = sum(b["sizes"].values())
+    evaluations = sum(e * b["sizes"][t] for t, (e, _) in b["per_neuron"].items()) / total
+    spikes = sum(s * b["sizes"][t] for t, (_, s) in b["per_neuron"].items()) / total
+    return {"T": T, "snn": rep.snn_accuracy[T], "ann": rep.ann_accuracy, "energy": (b["synapses_pj"] + neurons) / ann,
+            "synapses": b["synapses_pj"] / ann, "neurons": neurons / ann, "evaluations": evaluations,
+            "spikes": spikes, "seconds": time.perf_counter() - began, "energy_samples": b["samples"]}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    threads = common.setup_torch(args.threads)
+    train28, test28, idx_test, idx_cal = arch.splits(args)
+    lines = [f"`{common.command_line()}`", "", f"Machine: {common.machine_line()}", "",
+             f"Fashion-MNIST, accuracy on {args.limit} test images, energy on the first {args.energy_limit} of them, "
+             f"calibration {args.calibration} training images, {threads} threads; graded neurons, scale "
+             f"{args.scale}, tolerance 0.5. Energy per sample relative to the ANN's (signgd.costs, docs/energy.md); "
+             f"evaluations and spikes per neuron over the run, all neuron layers together.", ""]
+    for name in args.names:
+        model, _, subset, calibration = arch.prepared(name, arch.parse_args([]), train28, test28, idx_test, idx_cal)
+        rows = []
+        for window, band in args.parsed:
+            common.log(f"{name}: window {window}, band {band}")
+            r = measure(model, calibration, subset, window, band, args)
+            rows.append((window, band, r))
+            common.log(f"{name}: window {window}, band {band}: T={r['T']} {100 * r['snn']:.2f}% (ANN "
+                       f"{100 * r['ann']:.2f}%) {r['energy']:.3f}x ({common.fmt_seconds(r['seconds'])})")
+        ann = rows[0][2]["ann"]
+        lines += [f"## {name} (ANN {100 * ann:.2f}%)", "",
+                  "| window | band | T | SNN accuracy | vs ANN (points) | energy / ANN | synapses | neuron work | "
+                  "evaluations per neuron | spikes per neuron |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for window, band, r in rows:
+            lines.append(f"| {window or 'none'} | {band} | {r['T']} | {100 * r['snn']:.2f}% | "
+                         f"{100 * (r['snn'] - r['ann']):+.2f} | **{r['energy']:.3f}x** | {r['synapses']:.3f}x | "
+                         f"{r['neurons']:.3f}x | {r['evaluations']:.2f} | {r['spikes']:.2f} |")
+        lines.append("")
+        common.save_partial(lines, args.out)
+    common.emit("\n".join(lines), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
