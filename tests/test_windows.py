@@ -17,7 +17,7 @@ from model_helpers import small_cnn as _cnn
 from torch import nn
 
 import signgd
-from signgd import models
+from signgd import energy_tuning, models
 from signgd.cli import main
 from signgd.event_driven import simulate_spikes
 from signgd.kernels import sparse_scan
@@ -134,6 +134,31 @@ def test_on_the_trained_cnn_it_stays_within_a_point_for_less_energy(trained_digi
     p = make_report(plain, digits_test, [settled], batch_size=256, progress=False)
     assert w["accuracy"]["snn"][0] >= w["accuracy"]["ann"] - 0.01
     assert w["energy"]["energy_ratio_to_ann"][0] < 0.8 * p["energy"]["energy_ratio_to_ann"][0]
+
+
+def test_preset_low_energy_tries_windows_within_the_T_asked_for(trained_digits_cnn, digits_train, digits_test,
+                                                                 monkeypatch):
+    """The windowed candidates are scored at the step they settle; on the digits CNN one of them is the cheapest that
+    agrees, and the network keeps its windows; the report counts what the tuner counted. Given T=8, none settles in
+    time, so none is tried."""
+    monkeypatch.setattr(energy_tuning, "ENERGY_GRADED_STEPS", (1 / 64,))  # a smaller grid than the preset's
+    monkeypatch.setattr(energy_tuning, "ENERGY_WINDOWS", (3,))
+    monkeypatch.setattr(energy_tuning, "ENERGY_WINDOW_STEPS", (1 / 32, 1 / 64))
+    x, y = digits_train.tensors[0][:64], digits_train.tensors[1][:64]
+    snn = signgd.convert(trained_digits_cnn, x, preset="low-energy", dynamics="graded", scale="max", progress=False)
+    windowed = [c for c in snn.tuning.candidates if c.window is not None]
+    settled = snn.settled_step()
+    assert [c.window for c in windowed] == [3, 3] and {c.T for c in windowed} == {settled}
+    best = snn.tuning.best
+    assert best.window == 3 and snn.settings["window"] == 3 and snn.settings["tuned_for"] == settled
+    assert "window 3" in repr(best) and "| 3 |" in snn.tuning.table()
+    rep = make_report(snn, (x, y), [settled], batch_size=64, progress=False)
+    assert rep["energy"]["energy_ratio_to_ann"][0] == pytest.approx(best.energy_ratio, rel=1e-9)
+    test = make_report(snn, digits_test, [settled], batch_size=256, progress=False)
+    assert test["accuracy"]["snn"][0] >= test["accuracy"]["ann"] - 0.01
+    short = signgd.convert(trained_digits_cnn, x, preset="low-energy", dynamics="graded", scale="max", T=8,
+                           progress=False)
+    assert all(c.window is None for c in short.tuning.candidates) and "window" not in short.settings
 
 
 def test_save_load_and_the_command_line(weights, tmp_path, capsys):
