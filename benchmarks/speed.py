@@ -152,9 +152,11 @@ def _prepare(mode: str, model, make, x, T: int, dev):
     # tuned default is past the T it was tuned for (signgd.tuning.continued)
     schedule = {"ada": "adaptive", "exp": signgd.schedules.exponential(*PAPER),
                 "cont": continued(max(1, T // 2), *PAPER)}.get(mode.rpartition(":")[2])
-    # the sparse neuron (dynamics="sparse") with the low-energy preset's kind of schedule; the graded neuron
+    # the sparse neuron (dynamics="sparse") with the low-energy preset's kind of schedule; the graded neuron, without
+    # and with layer windows (a layer outside its window skips its target and its scan)
     sparse = {"sparse": {"dynamics": "sparse", "schedule": SPARSE_SCHEDULE, "tolerance": 0.75},
-              "graded": {"dynamics": "graded"}}.get(mode.rpartition(":")[2], {})
+              "graded": {"dynamics": "graded"},
+              "windowed": {"dynamics": "graded", "window": 3}}.get(mode.rpartition(":")[2], {})
     try:  # calibrated on 8 samples: conversion cost is not what is measured
         snn = signgd.convert(model, make(8).to(dev), **({"schedule": schedule} | sparse))
     except signgd.UnsupportedOperationError as exc:
@@ -225,6 +227,7 @@ def _modes(args) -> list[tuple[str, str]]:
     if args.sparse:
         modes.append(("sparse signGD (dynamics='sparse')", "snn:auto:sparse"))
         modes.append(("graded signGD (dynamics='graded')", "snn:auto:graded"))
+        modes.append(("graded signGD with layer windows (window=3)", "snn:auto:windowed"))
     for c in sorted({int(c) for c in args.chunks.split(",") if c} | {1, args.T}):
         label = "time-major" if c == 1 else "layer-major" if c == args.T else f"{c} steps per call"
         modes.append((f"signgd chunk={c}, whole batch ({label})", f"snn:{c}"))
@@ -248,7 +251,7 @@ def main(argv=None) -> int:
                         "(signgd.tuning.continued: what the tuned default does past the T it was tuned for)")
     p.add_argument("--sparse", action="store_true",
                    help="also time the sparse neuron (dynamics='sparse', the low-energy preset's neuron) and the "
-                        "graded one (dynamics='graded')")
+                        "graded one (dynamics='graded'), without and with layer windows (window=3)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the best is kept)")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0: one per CPU")

@@ -77,6 +77,32 @@ def test_gated_thresholds_silence_a_neuron_outside_its_window():
         assert out[:2].abs().max() == 0 and torch.equal(out[4:], out[3].expand(4, 3))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_chunk_outside_the_window_holds_the_output_the_gated_scan_gives(dtype):
+    """Outside its window a layer skips its target and its scan; what it passes on is bit for bit what the scan with
+    infinite thresholds passes on (the C kernel's ``y * scale``)."""
+    model, x = _nets()["mixer"]
+    snn = signgd.convert(model.to(dtype), x.to(dtype), window=3, start="mean", **GRADED)
+    steps = 4
+    for name, mod in snn.neurons.items():
+        if mod.target not in ("gelu", "divide_sqrt"):
+            continue
+        calls = []
+        hook = mod.register_forward_hook(lambda m, args, out: calls.append(args))
+        snn.graph_module(x.to(dtype))
+        hook.remove()
+        xs = tuple(a.unsqueeze(0).expand(steps, *a.shape).contiguous() for a in calls[0])
+        etas = torch.full((steps,), 1 / 16, dtype=dtype)
+        held, scanned = (mod.init_state(mod(*calls[0]), "graded") for _ in range(2))
+        out = mod.run(held, xs, etas, "graded", tolerance=0.5, window=(10, 12), t0=1)
+        thresholds = torch.full((steps,), float("inf"), dtype=dtype)
+        target, _ = mod._raw_target(xs, False)
+        ref = sparse_scan(target, scanned["y"], etas, thresholds, mod.scale if mod.normalized else None,
+                          normalize=mod.normalized, graded=True)
+        assert torch.equal(out, ref) and torch.equal(held["y"], scanned["y"]), name
+        assert out.is_contiguous() and out.data_ptr() != held["y"].data_ptr()
+
+
 @pytest.mark.parametrize("net,start,window,chunk", [("branches", None, 3, 2), ("cnn", None, 3, 4),
                                                     ("mixer", "mean", 4, 3), ("vit", None, 2, 5)])
 def test_the_engine_gives_the_event_driven_spikes_and_outputs_and_no_layer_fires_outside_its_window(

@@ -284,8 +284,13 @@ class SpikingNeuron(nn.Module):
         if tolerance is None:
             raise ValueError("the sparse dynamics needs its tolerance (a fraction of eta_t)")
         scale = self.scale if self.normalized else None
-        target, fresh = self._raw_target(xs, owned)
         y = state["y"]
+        if window is not None and (t0 > window[1] or t0 + etas.shape[0] - 1 < window[0]):
+            # the whole chunk outside its window: silent, its output held (the scan's y * scale at every step), and
+            # its target not needed
+            held = y if scale is None else torch.mul(y, scale)
+            return held.unsqueeze(0).expand(etas.shape[0], *held.shape).contiguous()
+        target, fresh = self._raw_target(xs, owned)
         result_dtype = y.dtype if scale is None else torch.result_type(y, scale)
         buf = target if fresh and target.is_contiguous() and target.dtype == result_dtype else None
         # The scan divides by the scale in its own pass (torch first where the kernel cannot).
