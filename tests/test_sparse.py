@@ -206,7 +206,7 @@ def test_preset_low_energy_picks_the_cheapest_network_that_agrees(trained_digits
     """Among sparse and graded candidates (``dynamics="graded"``: graded ones only), the graded ones with the
     network's max scales and with its mean |f(x)| scales (unless a scale is given); ``graded_mean``: the mean-scaled
     graded candidates alone, so that the chosen network is one of them."""
-    # a smaller grid than the preset's (16+3+3): the same code; layer windows settle past T=8 here (tests/test_windows.py)
+    # a smaller grid than the preset's (16+3+3): the same code; layer windows settle past T=8 (test_windows.py)
     monkeypatch.setattr(energy_tuning, "ENERGY_DECAYS", (0.87,))
     monkeypatch.setattr(energy_tuning, "ENERGY_FLOORS", (1 / 32,))
     kwargs = dict(kwargs)
