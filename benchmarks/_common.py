@@ -161,6 +161,17 @@ def add_subset_arguments(p, limit: int) -> None:
     p.add_argument("--out", default=None, help="also append the table to this Markdown file")
 
 
+def add_full_test_arguments(p) -> None:
+    """The options of a script that measures accuracy on the full Fashion-MNIST test set and energy on a subset of it:
+    ``--limit`` (10000), ``--energy-limit``, ``--calibration``, ``--seed``, ``--threads``, ``--out``."""
+    p.add_argument("--limit", type=int, default=10000, help="test images for accuracy (10000: the full test set)")
+    p.add_argument("--energy-limit", type=int, default=1000, help="test images the energy is counted on")
+    p.add_argument("--calibration", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None)
+
+
 def append_report(lines: list[str], out=None) -> None:
     """Print a table and, when ``out`` is given, append it there (several runs' tables collect in one file)."""
     print("\n".join(lines))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import _common as common  # this folder: a script's own folder is on sys.path
 import architectures as arch  # noqa: E402
@@ -35,12 +34,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="vgg,resnet")
     p.add_argument("--T", default="16,32,64", help="steps measured besides the tuned T")
-    p.add_argument("--limit", type=int, default=10000, help="test images for accuracy (10000: the full test set)")
-    p.add_argument("--energy-limit", type=int, default=1000, help="test images the energy is counted on")
-    p.add_argument("--calibration", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=None)
+    common.add_full_test_arguments(p)
     p.add_argument("--schedule", default=None, help="a fixed sparse schedule instead of the preset's tuning")
     p.add_argument("--dynamics", default="sparse", choices=("sparse", "graded"),
                    help="with --schedule: the dynamics (graded: spikes that carry a power of two); without: "
