@@ -88,7 +88,8 @@ def main(argv=None) -> int:
                   f"{snn.settings['tolerance']:g}, start "
                   f"{snn.settings.get('start', 'zero')!r} (conversion: {common.fmt_seconds(seconds)})." if args.schedule
                   else f"Chosen: {snn.settings['dynamics']} neurons, {snn.schedule!r}, tolerance "
-                  f"{snn.settings['tolerance']:g}, tuned T={tuned} "
+                  f"{snn.settings['tolerance']:g}, scale {snn.settings.get('scale', 'max')}, layer windows "
+                  f"{snn.settings.get('window') or 'none'}, tuned T={tuned} "
                   f"(conversion with tuning: {common.fmt_seconds(seconds)}; on the tuning samples "
                   f"{100 * snn.tuning.best.agreement:.1f}% agreement, {snn.tuning.best.energy_ratio:.3f}x).")
         lines += [f"## {name} (ANN {100 * ann:.2f}%)", "", chosen, "",
