@@ -9,8 +9,9 @@ neuron takes the constant ``exponential(1/64, 1)`` (its band) untuned; the subgr
 - ``"paper"``: the paper's settings (``normalize="relu"``, ``float`` input, ``exponential(0.15, 0.95)``,
   nothing tuned), so results compare with the paper;
 - ``"low-energy"``: the sparse or the graded neuron (``dynamics="sparse"``/``"graded"``, whichever is cheaper),
-  ``analog`` input, every neuron normalized, and the dynamics, schedule, tolerance and (without ``T``) the
-  number of steps tuned for the least energy at which the SNN agrees with the ANN
+  ``analog`` input, every neuron normalized, and the dynamics, schedule, tolerance, scale, layer windows
+  (``window``, ``signgd.windows``) and (without ``T``) the number of steps tuned for the least energy at which the SNN
+  agrees with the ANN
   (``signgd.energy_tuning.tune_energy``; docs/sparse.md).
 
 Where the estimates start (``start``, ``STARTS``): ``"zero"`` (the paper's neuron), ``"variance"`` (the
