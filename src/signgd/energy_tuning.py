@@ -87,7 +87,8 @@ class EnergyTuningResult:
 
     def table(self) -> str:
         rows = [f"sparse and graded neurons tuned for energy at T={steps_text(self.T)} on {self.samples} calibration "
-                f"samples (at least {100 * self.min_agreement:.0f}% agreement with the ANN)",
+                f"samples (at least {100 * self.min_agreement:.0f}% agreement with the ANN; with layer windows, at the "
+                f"step they settle)",
                 "| dynamics | schedule | tolerance | scale | window | T | agreement (%) | relative error "
                 "| energy / ANN |",
                 "|---|---|---:|---|---:|---:|---:|---:|---:|"]
