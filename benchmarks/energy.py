@@ -22,7 +22,8 @@ of ``signgd.report.energy`` (``docs/energy.md``):
   default band, ``tolerance * 1/64`` = 1/128 of each neuron's scale); ``graded band1/64``, ``band1/256``:
   coarser and finer bands; ``graded mean-scale`` (and ``band1/16``, ``band1/32``, ``band1/64``): each element
   normalized by its calibration mean ``|f(x)|`` instead of its maximum (``convert(scale="mean")``), so the band
-  resolves its usual values;
+  resolves its usual values; ``graded window3 band1/64``, ``graded mean-scale window3 band1/16``, ``... window4
+  band1/32``: with layer windows (``convert(window=k)``, docs/windows.md), final at the step they settle;
 - ``spikingjelly``: SpikingJelly's IF conversion (``benchmarks/_peers.py``), its spikes counted by
   ``count_spikingjelly`` below with the same rules (ReLU nets only).
 
@@ -78,6 +79,14 @@ CONFIGS = {"default": {}, "exponential float": {"schedule": "exponential", "enco
            "graded mean-scale band1/64": {"dynamics": "graded", "scale": "mean",
                                           "schedule": "exponential:lr=0.03125,decay=1.0"},
            "graded mean-scale": {"dynamics": "graded", "scale": "mean"},
+           # layer windows (convert(window=k), docs/windows.md): measure them at the step they settle (1 + depth (k-1);
+           # Fashion-MNIST: VGG 23, ResNet 15, Mixer 53, ViT 77 with k=3; ViT 115 with k=4), given in --T
+           "graded window3 band1/64": {"dynamics": "graded", "window": 3,
+                                       "schedule": "exponential:lr=0.03125,decay=1.0"},
+           "graded mean-scale window3 band1/16": {"dynamics": "graded", "scale": "mean", "window": 3,
+                                                  "schedule": "exponential:lr=0.125,decay=1.0"},
+           "graded mean-scale window4 band1/32": {"dynamics": "graded", "scale": "mean", "window": 4,
+                                                  "schedule": "exponential:lr=0.0625,decay=1.0"},
            "low-energy(T=T)": {"preset": "low-energy"}}
 TUNED = {"convert(T=T)", "low-energy(T=T)"}
 
