@@ -36,6 +36,7 @@ def run_as(snn, dynamics: str, scales: dict | None = None, window: int | None = 
 
 
 def _set_window(snn, window: int | None) -> None:
+    """Record ``window`` as the network's layer windows (None: none), as ``convert(window=)`` would."""
     if window is None:
         snn.settings.pop("window", None)
     else:

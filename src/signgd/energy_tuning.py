@@ -137,15 +137,13 @@ def tune_energy(snn, x: torch.Tensor, T, *, learning_rates=None, decays=None, fl
     grid = [("sparse", sched.exponential(lr, decay, floor=floor, pow2=pow2), tol) for tol in tolerances
             for floor in floors or ENERGY_FLOORS for decay in decays or ENERGY_DECAYS
             for lr in learning_rates or ENERGY_LEARNING_RATES] if "sparse" in kinds else []
-    grid = [(*g, "max") for g in grid]
+    grid = [(*g, "max", None) for g in grid]  # (dynamics, schedule, tolerance, scale, layer windows)
     if "graded" in kinds:
-        grid += [("graded", sched.exponential(step, 1.0), tolerances[0], "max")
+        grid += [("graded", sched.exponential(step, 1.0), tolerances[0], "max", None)
                  for step in graded_steps or ENERGY_GRADED_STEPS]
         if mean_scales is not None:
-            grid += [("graded", sched.exponential(step, 1.0), tolerances[0], "mean")
+            grid += [("graded", sched.exponential(step, 1.0), tolerances[0], "mean", None)
                      for step in graded_mean_steps or ENERGY_GRADED_MEAN_STEPS]
-    grid = [(*g, None) for g in grid]
-    if "graded" in kinds:
         grid += [("graded", sched.exponential(step, 1.0), tolerances[0], "max" if mean_scales is None else "mean", k)
                  for k in (ENERGY_WINDOWS if windows is None else windows)
                  for step in (ENERGY_WINDOW_STEPS if window_steps is None else window_steps)]
