@@ -23,19 +23,19 @@ def run_as(snn, dynamics: str, scales: dict | None = None, window: int | None = 
     own_scales = {name: mod.scale for name, mod in snn.neurons.items() if mod.normalized} if scales is not None \
         else {}
     snn.settings["dynamics"] = dynamics
-    _set_window(snn, window)
+    set_window(snn, window)
     try:
         if scales is not None:
             set_scales(snn, scales)
         yield snn
     finally:
         snn.settings["dynamics"] = own_dynamics
-        _set_window(snn, own_window)
+        set_window(snn, own_window)
         if own_scales:
             set_scales(snn, own_scales)
 
 
-def _set_window(snn, window: int | None) -> None:
+def set_window(snn, window: int | None) -> None:
     """Record ``window`` as the network's layer windows (None: none), as ``convert(window=)`` would."""
     if window is None:
         snn.settings.pop("window", None)

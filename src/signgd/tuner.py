@@ -7,7 +7,7 @@ import torch
 
 from . import distributed as _dist
 from . import schedules as sched
-from .configured import set_scales
+from .configured import set_scales, set_window
 from .dynamics import BAND_DYNAMICS
 from .energy_tuning import tune_energy
 from .tuning import ADAPTIVE, steps_text, tune_schedule
@@ -43,8 +43,7 @@ def tune_network(snn, x: torch.Tensor, T, objective: str = "agreement", tune_tol
     if objective == "energy":
         snn.settings["tolerance"], snn.settings["tuned_for"] = chosen["tolerance"], chosen["T"]
         snn.settings["dynamics"] = chosen["dynamics"]
-        if chosen["window"] is not None:
-            snn.settings["window"] = chosen["window"]
+        set_window(snn, chosen["window"])
         if chosen["scale"] == "mean":
             set_scales(snn, mean_scales)
             snn.settings["scale"] = "mean"

@@ -59,10 +59,11 @@ def neuron_depths(gm: fx.GraphModule) -> dict[str, int]:
 
 def neuron_windows(gm: fx.GraphModule, window: int) -> dict[str, tuple[int, int]]:
     """``{neuron layer: (first, last)}``: the steps (1-based, inclusive) at which each layer may spike."""
-    return {name: (1 + (d - 1) * (window - 1), 1 + (d - 1) * (window - 1) + window - 1)
-            for name, d in neuron_depths(gm).items()}
+    firsts = {name: 1 + (d - 1) * (window - 1) for name, d in neuron_depths(gm).items()}
+    return {name: (first, first + window - 1) for name, first in firsts.items()}
 
 
 def settled_step(gm: fx.GraphModule, window: int) -> int:
-    """The step at which the last layer's window ends: the readout does not change after it."""
-    return 1 + max(neuron_depths(gm).values(), default=0) * (window - 1)
+    """The step at which the last layer's window ends (``1 + depth (window - 1)``): the readout does not change
+    after it."""
+    return max((last for _, last in neuron_windows(gm, window).values()), default=1)
